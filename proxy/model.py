@@ -1,0 +1,129 @@
+"""Pure data: what a cassette holds. No I/O here.
+
+Times are seconds. ``started_at`` is wall-clock (epoch); every other time is an
+offset from the moment the request (or WebSocket handshake request) arrived.
+Headers are ordered ``(name, value)`` pairs as they were on the wire; names keep
+their case, comparisons are case-insensitive.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+Headers = list[tuple[str, str]]
+
+
+class Kind(str, enum.Enum):
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+
+
+class End(str, enum.Enum):
+    """How an interaction ended, as the client saw it."""
+
+    COMPLETE = "complete"
+    UPSTREAM_CUT = "upstream_cut"  # upstream closed mid-body; client got a cut stream
+    CLIENT_GONE = "client_gone"  # client disconnected before the end
+    UPSTREAM_ERROR = "upstream_error"  # upstream unreachable / TLS failure; client got a 502
+    INCOMPLETE = "incomplete"  # still in flight when the recorder died
+
+
+class Direction(str, enum.Enum):
+    CLIENT = "client"  # client -> server
+    SERVER = "server"  # server -> client
+
+
+@dataclass
+class Chunk:
+    offset: float
+    data: bytes
+
+
+@dataclass
+class Frame:
+    direction: Direction
+    is_text: bool
+    offset: float
+    payload: bytes
+
+    def text(self) -> str:
+        return self.payload.decode("utf-8", "replace")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # without the query
+    query: str = ""  # raw query string, without '?'
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""  # decoded (content-encoding removed)
+    body_encoding: str | None = None  # original Content-Encoding of the body, if any
+    scheme: str = "http"
+    host: str = ""
+    port: int = 0
+
+    @property
+    def target(self) -> str:
+        return self.path + ("?" + self.query if self.query else "")
+
+    def query_pairs(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.query, keep_blank_values=True)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return header_value(self.headers, name, default)
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str = ""
+    headers: Headers = field(default_factory=list)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return header_value(self.headers, name, default)
+
+
+@dataclass
+class Close:
+    """How a WebSocket session closed."""
+
+    code: int | None = None  # None: abnormal end, no close frame
+    reason: str = ""
+    by: Direction | None = None
+
+
+@dataclass
+class Interaction:
+    """One HTTP exchange or one WebSocket session, in recorded order."""
+
+    kind: Kind
+    request: Request
+    response: Response | None = None
+    chunks: list[Chunk] = field(default_factory=list)  # response body as it arrived
+    frames: list[Frame] = field(default_factory=list)  # WebSocket messages
+    ttfb: float | None = None  # request arrived -> response headers (HTTP) / 101 (WS)
+    duration: float | None = None
+    end: End = End.INCOMPLETE
+    end_detail: str = ""
+    close: Close | None = None
+    started_at: float = 0.0
+    id: int | None = None  # row id, set by the store
+    seq: int | None = None  # recorded order, set by the store
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(c.data for c in self.chunks)
+
+    @property
+    def accept_delay(self) -> float | None:
+        return self.ttfb if self.kind is Kind.WEBSOCKET else None
+
+
+def header_value(headers: Headers, name: str, default: str | None = None) -> str | None:
+    lname = name.lower()
+    for k, v in headers:
+        if k.lower() == lname:
+            return v
+    return default

@@ -1,0 +1,2 @@
+"""Recording: the mitmproxy addon and its runner. The only package importing mitmproxy
+(import its modules explicitly; importing this package imports nothing heavy)."""

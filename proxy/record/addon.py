@@ -1,0 +1,178 @@
+"""The record addon: mitmproxy hooks -> model objects -> the cassette.
+
+Every hook writes through at once (one SQLite commit, ~40 us): an interaction is
+stored when its request is complete, each response chunk before it is passed on
+to the client, each WebSocket message as it is seen. A recorder killed at any
+point leaves every byte the client had already received in the cassette.
+
+Streaming: mitmproxy buffers a whole response unless ``flow.response.stream`` is
+set; we set it to a callable for every response, so SSE events reach the client
+as upstream sends them and each call is one recorded chunk with its offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from ..redaction import Redactor
+from ..store import Cassette
+
+log = logging.getLogger("proxy.record")
+
+
+def _format_error(status: int, message: str) -> bytes:
+    # The page mitmproxy sends the client when it cannot reach the upstream; we
+    # store the same bytes so replay answers exactly what the client saw.
+    try:
+        from mitmproxy.proxy.layers.http._base import format_error
+
+        return format_error(status, message)
+    except ImportError:  # pragma: no cover - mitmproxy moved it
+        return f"<html><body><h1>{status}</h1><p>{message}</p></body></html>".encode()
+
+
+@dataclass
+class _Live:
+    iid: int
+    t0: float
+    kind: Kind = Kind.HTTP
+    body_bytes: int = 0
+    frames_seen: int = 0
+
+
+@dataclass
+class Recorder:
+    cassette: Cassette
+    redactor: Redactor = field(default_factory=Redactor)
+    live: dict[str, _Live] = field(default_factory=dict)
+    recorded: int = 0
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        r = flow.request
+        encoding = r.headers.get("content-encoding")
+        try:
+            body = r.get_content(strict=True) or b""
+        except ValueError:
+            body = r.raw_content or b""  # undecodable: keep the bytes as sent
+        req = Request(
+            method=r.method,
+            path=r.path.split("?", 1)[0],
+            query=r.path.split("?", 1)[1] if "?" in r.path else "",
+            headers=self.redactor.headers(list(r.headers.items(multi=True))),
+            body=self.redactor.body(body),
+            body_encoding=encoding,
+            scheme=r.scheme,
+            host=r.host,
+            port=r.port,
+        )
+        req.query = self.redactor.query(req.query)
+        it = Interaction(Kind.HTTP, req, started_at=r.timestamp_start)
+        self.live[flow.id] = _Live(self.cassette.begin(it), r.timestamp_start)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        live = self.live.get(flow.id)
+        if live is None or flow.response is None:
+            return
+        resp = flow.response
+        is_ws = resp.status_code == 101
+        self.cassette.set_response(
+            live.iid,
+            Response(resp.status_code, resp.reason, self.redactor.headers(list(resp.headers.items(multi=True)))),
+            resp.timestamp_start - live.t0,
+            kind=Kind.WEBSOCKET if is_ws else None,
+        )
+        if is_ws:
+            live.kind = Kind.WEBSOCKET
+            return
+
+        def stream(data: bytes) -> bytes:
+            if data:  # b"" marks the end of the body
+                live.body_bytes += len(data)
+                self.cassette.add_chunk(live.iid, Chunk(time.time() - live.t0, self.redactor.data(data)))
+            return data
+
+        resp.stream = stream
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        live = self.live.get(flow.id)
+        if live is None or live.kind is Kind.WEBSOCKET:
+            return
+        del self.live[flow.id]
+        end_t = flow.response.timestamp_end or time.time()
+        self.cassette.finish(live.iid, End.COMPLETE, duration=end_t - live.t0)
+        self._done(flow, live, End.COMPLETE)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        live = self.live.pop(flow.id, None)
+        if live is None:
+            return
+        msg = flow.error.msg if flow.error else "unknown error"
+        duration = time.time() - live.t0
+        if live.kind is Kind.WEBSOCKET:
+            self.cassette.finish(live.iid, End.UPSTREAM_CUT, msg, duration, Close(None, msg, None))
+            end = End.UPSTREAM_CUT
+        elif flow.response is None and "client disconnected" not in msg.lower():
+            # Upstream unreachable (refused, TLS failure, ...): the client got mitmproxy's 502 page.
+            page = http.Response.make(
+                502, _format_error(502, msg), {"Server": "mitmproxy", "Connection": "close", "Content-Type": "text/html"}
+            )
+            self.cassette.set_response(live.iid, Response(502, "Bad Gateway", list(page.headers.items(multi=True))), duration)
+            self.cassette.add_chunk(live.iid, Chunk(duration, page.content or b""))
+            end = End.UPSTREAM_ERROR
+            self.cassette.finish(live.iid, end, msg, duration)
+        elif "client disconnected" in msg.lower():
+            end = End.CLIENT_GONE
+            self.cassette.finish(live.iid, end, f"client gone after {live.body_bytes} bytes", duration)
+        else:
+            end = End.UPSTREAM_CUT
+            self.cassette.finish(live.iid, end, f"upstream cut after {live.body_bytes} bytes: {msg}", duration)
+        self._done(flow, live, end)
+
+    # -- WebSocket -----------------------------------------------------------
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        live = self.live.get(flow.id)
+        if live is None or flow.websocket is None:
+            return
+        msg = flow.websocket.messages[-1]
+        live.frames_seen += 1
+        self.cassette.add_frame(
+            live.iid,
+            Frame(
+                Direction.CLIENT if msg.from_client else Direction.SERVER,
+                msg.is_text,
+                msg.timestamp - live.t0,
+                self.redactor.data(msg.content),
+            ),
+        )
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        live = self.live.pop(flow.id, None)
+        if live is None or flow.websocket is None:
+            return
+        ws = flow.websocket
+        by = Direction.CLIENT if ws.closed_by_client else Direction.SERVER if ws.closed_by_client is False else None
+        code = ws.close_code
+        abnormal = code in (None, 1006)
+        close = Close(None if abnormal else code, ws.close_reason or "", by)
+        end = End.UPSTREAM_CUT if abnormal and by is Direction.SERVER else End.COMPLETE
+        if abnormal and by is Direction.CLIENT:
+            end = End.CLIENT_GONE
+        self.cassette.finish(live.iid, end, "" if not abnormal else "no close frame", time.time() - live.t0, close)
+        self._done(flow, live, end)
+
+    # -- reporting -----------------------------------------------------------
+
+    def _done(self, flow: http.HTTPFlow, live: _Live, end: End) -> None:
+        self.recorded += 1
+        status = flow.response.status_code if flow.response else "---"
+        what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
+        path = flow.request.path.split("?", 1)[0]  # the query may hold a key
+        log.info("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method, path, status, what, end.value)

@@ -1,0 +1,230 @@
+"""Replay server: a raw ASGI app on uvicorn. The only replay code that touches sockets.
+
+One port serves HTTP and WebSocket. Every step is scheduled against an absolute
+target time (request arrival + recorded offset / speed), see ``proxy.timing``.
+uvicorn runs with ``server_header=False, date_header=False`` so the headers the
+client gets are the recorded ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from ..model import Request
+from ..timing import Pacer
+from .engine import Engine, HttpScript, MissReply
+
+log = logging.getLogger("proxy.replay")
+
+
+class IntendedDrop(Exception):
+    """Raised inside an app to drop the connection on purpose (uvicorn then closes it)."""
+
+
+class RecordedCut(IntendedDrop):
+    """The recording was cut here: drop the connection after the same byte."""
+
+
+class _QuietDrops(logging.Filter):
+    # uvicorn logs any exception escaping the app; an intended drop is not an error.
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, IntendedDrop)
+
+
+class PortInUse(OSError):
+    pass
+
+
+def _headers(scope) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+
+
+def request_from_scope(scope, body: bytes = b"") -> Request:
+    headers = _headers(scope)
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    req = Request(
+        method=scope.get("method", "GET"),
+        path=raw_path.decode("latin-1").split("?", 1)[0],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=body,
+    )
+    req.body_encoding = req.header("content-encoding")
+    return req
+
+
+class ReplayApp:
+    def __init__(self, engine: Engine, speed: float = 1.0):
+        self.engine = engine
+        self.speed = speed
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            from .websocket import serve_websocket
+
+            await serve_websocket(self, scope, receive, send)
+
+    async def http(self, scope, receive, send) -> None:
+        pacer = Pacer(self.speed)
+        body = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        req = request_from_scope(scope, bytes(body))
+        result = self.engine.http(req)
+        if isinstance(result, MissReply):
+            log.warning("miss: %s%s", result.miss.message, "\n" + result.miss.diff if result.miss.diff else "")
+            await send({"type": "http.response.start", "status": result.status, "headers": result.headers()})
+            await send({"type": "http.response.body", "body": result.body()})
+            return
+        await self.play(result, pacer, send)
+
+    async def play(self, script: HttpScript, pacer: Pacer, send) -> None:
+        await pacer.until(script.ttfb)
+        await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
+        for offset, data in script.chunks:
+            await pacer.until(offset)
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        if script.cut:
+            raise RecordedCut(f"recording #{script.seq} was cut here")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@dataclass
+class Listening:
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen; a port in use is a PortInUse with the address in the message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise PortInUse(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class ReplayServer:
+    """uvicorn serving an ASGI app (a ReplayApp, or the simulator) on an already bound socket.
+
+    ``await start()`` returns once it accepts connections; ``await stop()`` ends it.
+    ``start_in_thread()`` runs it on a private loop for synchronous callers (pytest).
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, certfile: str | None = None,
+                 keyfile: str | None = None, quiet: bool = False):
+        self.app = app
+        self.sock = bind(host, port)
+        h, p = self.sock.getsockname()[:2]
+        self.address = Listening(h, p, "https" if certfile else "http")
+        logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+        config = uvicorn.Config(
+            app,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+            lifespan="off",
+            http="h11",
+            ws="websockets-sansio",
+            server_header=False,
+            date_header=False,
+            log_level="error" if quiet else "warning",
+            access_log=False,
+            ws_ping_interval=None,
+            timeout_graceful_shutdown=1,
+        )
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("replay server stopped during start-up")
+            await asyncio.sleep(0.002)
+
+    async def wait(self) -> None:
+        assert self._task is not None
+        await self._task
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    def start_in_thread(self) -> "ReplayServer":
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def main() -> None:
+                try:
+                    await self.start()
+                except BaseException as e:  # reported to the caller below
+                    failure.append(e)
+                    ready.set()
+                    return
+                ready.set()
+                await self.wait()
+
+            loop.run_until_complete(main())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="proxy-replay", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop_thread(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    for name in ("proxy",):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG if verbose else logging.INFO)
+        lg.propagate = False

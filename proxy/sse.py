@@ -1,0 +1,95 @@
+"""Sans-I/O Server-Sent Events framing.
+
+Feed bytes as they arrive with :meth:`SSEParser.feed`; it returns the events
+completed by those bytes. An event split across chunks is returned once, when
+its terminating blank line arrives. Used to summarise recordings (inspect, the
+demo) and by tests; replay never re-frames: it sends the recorded chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass
+class Event:
+    event: str | None
+    data: str
+    id: str | None = None
+
+    def json(self):
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            return None
+
+
+class SSEParser:
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._buf += data
+        out: list[Event] = []
+        while True:
+            idx = min((i for i in (self._buf.find(b"\n"), self._buf.find(b"\r")) if i >= 0), default=-1)
+            if idx < 0:
+                return out
+            line = self._buf[:idx]
+            nl = 2 if self._buf[idx : idx + 2] == b"\r\n" else 1
+            if self._buf[idx : idx + 1] == b"\r" and idx + 1 == len(self._buf):
+                return out  # might be the first half of \r\n
+            self._buf = self._buf[idx + nl :]
+            ev = self._line(line.decode("utf-8", "replace"))
+            if ev is not None:
+                out.append(ev)
+
+    def _line(self, line: str) -> Event | None:
+        if line == "":
+            if not self._data and self._event is None:
+                return None
+            ev = Event(self._event, "\n".join(self._data), self._id)
+            self._event, self._data = None, []
+            return ev
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        return None
+
+
+def parse(data: bytes) -> list[Event]:
+    return SSEParser().feed(data)
+
+
+def summarize(ev: Event, width: int = 60) -> tuple[str, str]:
+    """(name, short summary) of an event: its type and delta text where there is one."""
+    doc = ev.json()
+    name = ev.event or (doc.get("type") if isinstance(doc, dict) else None) or "message"
+    if ev.data == "[DONE]":
+        return name, "[DONE]"
+    text = ""
+    if isinstance(doc, dict):
+        if isinstance(doc.get("delta"), str):
+            text = repr(doc["delta"])
+        elif doc.get("choices"):
+            delta = (doc["choices"][0] or {}).get("delta") or {}
+            text = repr(delta.get("content")) if delta.get("content") is not None else json.dumps(delta)
+        elif isinstance(doc.get("response"), dict):
+            text = f"response {doc['response'].get('status', '')}".strip()
+        else:
+            text = ev.data
+    else:
+        text = ev.data
+    return name, text if len(text) <= width else text[: width - 1] + "…"

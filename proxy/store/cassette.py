@@ -1,0 +1,397 @@
+"""Open, validate, append to and read cassettes. The only module that touches SQLite.
+
+Durability: the file is in WAL mode with synchronous=NORMAL and every write is
+committed at once, so a recorder killed with SIGKILL loses nothing it had
+written (the WAL survives a process crash; it is checkpointed on the next open).
+An interaction is written when it starts (end = incomplete), each chunk or frame
+as it arrives, and packed when it ends; one killed in flight is read back as
+incomplete with every chunk it had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+import zstandard
+
+from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from . import schema
+
+
+class CassetteError(Exception):
+    """A cassette cannot be used. ``str()`` is one line naming the file and the problem.
+
+    CassetteError
+      CassetteMissing   no file at that path
+      NotACassette      not SQLite, or SQLite without our application id / meta table
+      CassetteCorrupt   SQLite reports damage, or a compressed blob does not decode
+      NewerSchema       written by a newer proxy
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class CassetteMissing(CassetteError):
+    pass
+
+
+class NotACassette(CassetteError):
+    pass
+
+
+class CassetteCorrupt(CassetteError):
+    pass
+
+
+class NewerSchema(CassetteError):
+    pass
+
+
+# Packing a finished interaction's events pays when zstd shrinks them by a fifth.
+_PAYS = 0.8
+_MIN_PACK = 64
+
+
+def _pack(data: bytes) -> tuple[bytes, str]:
+    if len(data) >= _MIN_PACK:
+        z = zstandard.ZstdCompressor(level=3).compress(data)
+        if len(z) < len(data) * _PAYS:
+            return z, "zstd"
+    return data, "raw"
+
+
+def _unpack(data: bytes | None, codec: str | None) -> bytes:
+    if data is None:
+        return b""
+    if codec == "zstd":
+        return zstandard.ZstdDecompressor().decompress(data)
+    if codec in (None, "raw"):
+        return bytes(data)
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+class Cassette:
+    """A cassette file. Use :meth:`open` to read an existing one, :meth:`create`
+    for a new one, :meth:`open_or_create` to append."""
+
+    def __init__(self, path: Path, db: sqlite_utils.Database, meta: dict[str, str]):
+        self.path = path
+        self.db = db
+        self.meta = meta
+        self._conn: sqlite3.Connection = db.conn
+        row = self._conn.execute("SELECT coalesce(max(seq), 0) FROM interactions").fetchone()
+        self._next_seq = row[0] + 1
+        self._event_idx: dict[int, int] = {}
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Cassette":
+        path = Path(path)
+        if not path.exists():
+            raise CassetteMissing(path, "no such cassette file")
+        if path.is_dir():
+            raise NotACassette(path, "is a directory, not a cassette file")
+        if path.stat().st_size == 0:
+            raise NotACassette(path, "empty file, not a cassette")
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head != b"SQLite format 3\x00":
+            raise NotACassette(path, "not a SQLite file, so not a cassette")
+        conn = _connect(path)
+        try:
+            return cls._validate(path, conn)
+        except CassetteError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise CassetteCorrupt(path, f"damaged SQLite file ({e})") from None
+
+    @classmethod
+    def _validate(cls, path: Path, conn: sqlite3.Connection) -> "Cassette":
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise CassetteCorrupt(path, f"damaged SQLite file ({check})")
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id != schema.APPLICATION_ID or "meta" not in tables:
+            what = ", ".join(sorted(tables)[:5]) or "no tables"
+            raise NotACassette(path, f"a SQLite database but not a proxy cassette (tables: {what})")
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        try:
+            version = int(meta.get("schema_version", ""))
+        except ValueError:
+            raise CassetteCorrupt(path, "meta table has no valid schema_version") from None
+        if version > schema.SCHEMA_VERSION:
+            raise NewerSchema(
+                path,
+                f"cassette schema version {version} is newer than this proxy supports "
+                f"({schema.SCHEMA_VERSION}); upgrade proxy",
+            )
+        _durable(conn)
+        db = sqlite_utils.Database(conn)
+        if version < schema.SCHEMA_VERSION:
+            meta["schema_version"] = str(schema.migrate(db, version))
+        missing = {"interactions", "events"} - tables
+        if missing:
+            raise CassetteCorrupt(path, f"missing table(s): {', '.join(sorted(missing))}")
+        return cls(path, db, meta)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
+        """Create a new cassette; the file must not exist."""
+        path = Path(path)
+        if path.exists():
+            raise CassetteError(path, "already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(path)
+        _durable(conn)
+        db = sqlite_utils.Database(conn)
+        full = {"created_at": _now_iso(), "tool": "proxy 0.1.0", **{k: str(v) for k, v in meta.items()}}
+        with conn:
+            schema.create(db, full)
+        return cls(path, db, dict(full, schema_version=str(schema.SCHEMA_VERSION)))
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
+        if Path(path).exists():
+            return cls.open(path)
+        return cls.create(path, **meta)
+
+    def close(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        self._conn.close()
+
+    def __enter__(self) -> "Cassette":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.meta["schema_version"])
+
+    # -- writing (one call, one commit) --------------------------------------
+
+    def begin(self, it: Interaction) -> int:
+        """Store an interaction as it starts (end = incomplete). Returns its id."""
+        r = it.request
+        row = {
+            "seq": self._next_seq,
+            "kind": it.kind.value,
+            "started_at": it.started_at or time.time(),
+            "method": r.method,
+            "scheme": r.scheme,
+            "host": r.host,
+            "port": r.port,
+            "path": r.path,
+            "query": r.query,
+            "request_headers": json.dumps(r.headers),
+            "request_content_encoding": r.body_encoding,
+            "end": End.INCOMPLETE.value,
+            "end_detail": "",
+            "event_count": 0,
+            "body_bytes": 0,
+        }
+        row["request_body"], row["request_body_codec"] = _pack(r.body)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._conn:
+            cur = self._conn.execute(f"INSERT INTO interactions ({cols}) VALUES ({marks})", list(row.values()))
+        self._next_seq += 1
+        it.id, it.seq = cur.lastrowid, row["seq"]
+        self._event_idx[it.id] = 0
+        if it.response is not None:
+            self.set_response(it.id, it.response, it.ttfb, it.kind)
+        for c in it.chunks:
+            self.add_chunk(it.id, c)
+        for f in it.frames:
+            self.add_frame(it.id, f)
+        return it.id
+
+    def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
+        """Store the response head; ``kind`` turns an HTTP exchange into a WebSocket session (101)."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE interactions SET status=?, reason=?, response_headers=?, ttfb=?,"
+                " kind=coalesce(?, kind) WHERE id=?",
+                (response.status, response.reason, json.dumps(response.headers), ttfb, kind.value if kind else None, iid),
+            )
+
+    def add_chunk(self, iid: int, chunk: Chunk) -> None:
+        self._add_event(iid, chunk.offset, Direction.SERVER.value, "chunk", chunk.data)
+
+    def add_frame(self, iid: int, frame: Frame) -> None:
+        kind = "text" if frame.is_text else "binary"
+        self._add_event(iid, frame.offset, frame.direction.value, kind, frame.payload)
+
+    def _add_event(self, iid: int, offset: float, direction: str, type_: str, data: bytes) -> None:
+        idx = self._event_idx.get(iid, 0)
+        self._event_idx[iid] = idx + 1
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO events (interaction_id, idx, offset, direction, type, size, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (iid, idx, offset, direction, type_, len(data), data),
+            )
+
+    def finish(
+        self,
+        iid: int,
+        end: End,
+        detail: str = "",
+        duration: float | None = None,
+        close: Close | None = None,
+    ) -> None:
+        """Mark an interaction ended and pack its events."""
+        self._event_idx.pop(iid, None)
+        rows = self._conn.execute(
+            "SELECT data, direction FROM events WHERE interaction_id=? ORDER BY idx", (iid,)
+        ).fetchall()
+        raw = b"".join(bytes(r[0] or b"") for r in rows)
+        body_bytes = sum(len(r[0] or b"") for r in rows if r[1] == Direction.SERVER.value)
+        blob, codec = _pack(raw)
+        with self._conn:
+            self._conn.execute(
+                "UPDATE interactions SET end=?, end_detail=?, duration=?, close_code=?, close_reason=?,"
+                " closed_by=?, event_count=?, body_bytes=?, events_blob=?, events_codec=? WHERE id=?",
+                (
+                    end.value,
+                    detail,
+                    duration,
+                    close.code if close else None,
+                    close.reason if close else None,
+                    close.by.value if close and close.by else None,
+                    len(rows),
+                    body_bytes,
+                    blob,
+                    codec,
+                    iid,
+                ),
+            )
+            self._conn.execute("UPDATE events SET data=NULL WHERE interaction_id=?", (iid,))
+
+    def append(self, it: Interaction) -> int:
+        """Store a whole interaction at once (tests, imports, new_episodes)."""
+        iid = self.begin(it)
+        self.finish(iid, it.end, it.end_detail, it.duration, it.close)
+        return iid
+
+    # -- reading --------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._conn.execute("SELECT count(*) FROM interactions").fetchone()[0]
+
+    def summaries(self) -> list[dict]:
+        """One dict per interaction without bodies: cheap, for listings."""
+        cur = self._conn.execute(
+            "SELECT id, seq, kind, started_at, method, path, query, status, ttfb, duration, end,"
+            " end_detail, event_count, body_bytes, close_code FROM interactions ORDER BY seq"
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    def interactions(self) -> Iterator[Interaction]:
+        """Every interaction in recorded order, events included."""
+        cur = self._conn.execute("SELECT * FROM interactions ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        for r in cur.fetchall():
+            yield self._build(dict(zip(names, r)))
+
+    def get(self, seq: int) -> Interaction:
+        cur = self._conn.execute("SELECT * FROM interactions WHERE seq=?", (seq,))
+        names = [d[0] for d in cur.description]
+        row = cur.fetchone()
+        if row is None:
+            raise KeyError(seq)
+        return self._build(dict(zip(names, row)))
+
+    def _build(self, row: dict) -> Interaction:
+        where = f"interaction {row['seq']}"
+        try:
+            body = _unpack(row["request_body"], row["request_body_codec"])
+            blob = _unpack(row["events_blob"], row["events_codec"]) if row["events_blob"] is not None else None
+            req = Request(
+                method=row["method"] or "",
+                path=row["path"] or "",
+                query=row["query"] or "",
+                headers=[tuple(h) for h in json.loads(row["request_headers"] or "[]")],
+                body=body,
+                body_encoding=row["request_content_encoding"],
+                scheme=row["scheme"] or "http",
+                host=row["host"] or "",
+                port=row["port"] or 0,
+            )
+            resp = None
+            if row["status"] is not None:
+                resp = Response(
+                    status=row["status"],
+                    reason=row["reason"] or "",
+                    headers=[tuple(h) for h in json.loads(row["response_headers"] or "[]")],
+                )
+            end = End(row["end"])
+            kind = Kind(row["kind"])
+        except (zstandard.ZstdError, ValueError, TypeError) as e:
+            raise CassetteCorrupt(self.path, f"{where}: corrupt data ({e})") from None
+        it = Interaction(
+            kind=kind,
+            request=req,
+            response=resp,
+            ttfb=row["ttfb"],
+            duration=row["duration"],
+            end=end,
+            end_detail=row["end_detail"] or "",
+            started_at=row["started_at"] or 0.0,
+            id=row["id"],
+            seq=row["seq"],
+        )
+        if row["close_code"] is not None or row["closed_by"] is not None:
+            it.close = Close(
+                row["close_code"], row["close_reason"] or "", Direction(row["closed_by"]) if row["closed_by"] else None
+            )
+        pos = 0
+        for offset, direction, type_, size, data in self._conn.execute(
+            "SELECT offset, direction, type, size, data FROM events WHERE interaction_id=? ORDER BY idx",
+            (row["id"],),
+        ):
+            if blob is not None:
+                payload = blob[pos : pos + size]
+                pos += size
+            else:
+                payload = bytes(data or b"")
+            if len(payload) != size:
+                raise CassetteCorrupt(self.path, f"{where}: event data shorter than recorded size")
+            if type_ == "chunk":
+                it.chunks.append(Chunk(offset, payload))
+            else:
+                it.frames.append(Frame(Direction(direction), type_ == "text", offset, payload))
+        return it
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(path), check_same_thread=False)
+
+
+def _durable(conn: sqlite3.Connection) -> None:
+    """WAL + synchronous=NORMAL: each commit survives a killed process. Set only on
+    files known to be cassettes, never on another program's database."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
