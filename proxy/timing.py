@@ -4,12 +4,20 @@ A schedule starts at the moment the request arrived; each item is due at
 ``start + offset / speed``. Sleeping until an absolute target keeps errors from
 accumulating (chained sleeps drift 5-9 % on these machines). ``speed == 0``
 means instant: nothing waits.
+
+asyncio's timers wake through epoll, whose timeout has 1 ms granularity, so a plain
+sleep overshoots by up to ~1 ms. The pacer sleeps until ``SPIN`` before the target
+and then yields to the loop (``sleep(0)``) until the target passes: other tasks
+keep running, and the error drops below the epoll granularity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+
+SPIN = 0.0012
 
 
 class Pacer:
@@ -32,6 +40,9 @@ class Pacer:
     async def until(self, offset: float | None) -> None:
         if self.speed == 0 or not offset:
             return
-        delay = self.due(offset) - self.clock()
-        if delay > 0:
-            await self._sleep(delay)
+        due = self.due(offset)
+        delay = due - self.clock()
+        if delay > SPIN:
+            await self._sleep(delay - SPIN)
+        while self.clock() < due:
+            await self._sleep(0)

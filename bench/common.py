@@ -1,0 +1,140 @@
+"""Helpers shared by the benchmarks: spawn proxy, synthetic cassettes, a timestamping upstream, stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from proxy.model import Chunk, End, Interaction, Kind, Request, Response  # noqa: E402
+from proxy.store import Cassette  # noqa: E402
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+@contextmanager
+def proxy(*args, timeout=30):
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "proxy.cli", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
+    r, _, _ = select.select([p.stdout], [], [], timeout)
+    line = p.stdout.readline() if r else ""
+    started = time.perf_counter() - t0
+    m = re.search(r"http://[0-9.]+:\d+", line)
+    if not m:
+        p.kill()
+        raise RuntimeError(f"proxy {args[0]} did not start")
+    try:
+        yield m.group(0), started
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def sse_cassette(path: Path, n_events: int, gap_ms=(0.0, 0.0), streams: int = 1, seed: int = 1) -> list[list[float]]:
+    """A cassette of `streams` SSE responses to POST /v1/responses with n_events each."""
+    rnd = random.Random(seed)
+    offsets_all = []
+    with Cassette.create(path, upstream="synthetic (bench)") as c:
+        for s in range(streams):
+            t = 0.002
+            chunks = []
+            for i in range(n_events):
+                delta = json.dumps({"type": "response.output_text.delta", "sequence_number": i, "delta": f"w{i} "})
+                chunks.append(Chunk(t, f"event: response.output_text.delta\ndata: {delta}\n\n".encode()))
+                t += rnd.uniform(*gap_ms) / 1000
+            offsets_all.append([ch.offset for ch in chunks])
+            c.append(Interaction(Kind.HTTP, Request("POST", "/v1/responses"),
+                                 Response(200, "OK", [("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]),
+                                 chunks, ttfb=0.001, end=End.COMPLETE))
+    return offsets_all
+
+
+def read_stream(url: str, sizes: list[int], sock_timeout=60.0) -> list[float]:
+    """POST, read the raw chunked body with a plain socket; return each event's arrival (monotonic).
+
+    Arrival of event i = the moment the read containing its last byte returned, so
+    coalesced TCP reads are handled.
+    """
+    host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
+    s = socket.create_connection((host, int(port)))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(sock_timeout)
+    s.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\naccept: text/event-stream\r\n\r\n{}")
+    buf = b""
+    header_done = False
+    payload_len = 0
+    ends = []
+    acc = 0
+    for sz in sizes:
+        acc += sz
+        ends.append(acc)
+    arrivals = []
+    i = 0
+    pending = b""
+    while i < len(sizes):
+        data = s.recv(1 << 20)
+        now = time.monotonic()
+        if not data:
+            break
+        if not header_done:
+            buf += data
+            if b"\r\n\r\n" not in buf:
+                continue
+            header_done = True
+            data = buf.split(b"\r\n\r\n", 1)[1]
+        pending += data
+        # de-chunk what we have
+        while True:
+            nl = pending.find(b"\r\n")
+            if nl < 0:
+                break
+            size = int(pending[:nl].split(b";")[0], 16)
+            if len(pending) < nl + 2 + size + 2:
+                break
+            payload_len += size
+            pending = pending[nl + 2 + size + 2:]
+            if size == 0:
+                break
+        while i < len(sizes) and payload_len >= ends[i]:
+            arrivals.append(now)
+            i += 1
+    s.close()
+    return arrivals
+
+
+def timing_errors(offsets: list[float], arrivals: list[float], speed: float = 1.0) -> list[float]:
+    """|(arrival_i - arrival_0) - (offset_i - offset_0)/speed| in ms, per event."""
+    return [abs((a - arrivals[0]) - (o - offsets[0]) / speed) * 1000 for o, a in zip(offsets, arrivals)]
+
+
+def fmt(v, unit=""):
+    if isinstance(v, float):
+        return f"{v:.3g}{unit}" if abs(v) < 1000 else f"{v:,.0f}{unit}"
+    return f"{v}{unit}"
+
+
+def mean(v):
+    return statistics.fmean(v) if v else float("nan")

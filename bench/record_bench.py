@@ -1,0 +1,83 @@
+"""Recorder overhead: per-event latency through `proxy record` vs a direct connection.
+
+The upstream stamps each event with time.monotonic() when it sends it (CLOCK_MONOTONIC
+is system-wide, so the client in another process can subtract it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import pct, proxy
+
+from proxy.replay.server import ReplayServer
+from proxy.timing import Pacer
+
+
+class StampingUpstream:
+    def __init__(self, n: int, gap: float):
+        self.n, self.gap = n, gap
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]})
+        pacer = Pacer(1.0)
+        for i in range(self.n):
+            await pacer.until(i * self.gap)
+            data = json.dumps({"i": i, "t": time.monotonic()})
+            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def latencies(url: str) -> tuple[list[float], float]:
+    """Per-event latency (ms) and time to first event (ms), read with a raw socket."""
+    host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
+    t0 = time.monotonic()
+    s = socket.create_connection((host, int(port)))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+    out, buf, first = [], b"", None
+    while True:
+        data = s.recv(65536)
+        now = time.monotonic()
+        if not data:
+            break
+        buf += data
+        for m in re.finditer(rb'"t": ([0-9.]+)', data):
+            out.append((now - float(m.group(1))) * 1000)
+            if first is None:
+                first = (now - t0) * 1000
+        if buf.endswith(b"0\r\n\r\n"):
+            break
+    s.close()
+    return out, first or float("nan")
+
+
+def run(quick: bool = False) -> list[dict]:
+    n = 100 if quick else 1000
+    up = ReplayServer(StampingUpstream(n, 0.002), quiet=True).start_in_thread()
+    try:
+        direct, ttfe_direct = latencies(up.url)
+        with tempfile.TemporaryDirectory() as d:
+            with proxy("record", "--upstream", up.url, "--cassette", str(Path(d) / "r.db"), "--listen", "127.0.0.1:0") as (url, _):
+                latencies(url)  # warm-up: mitmproxy's first flow pays one-off costs
+                via, ttfe_via = latencies(url)
+    finally:
+        up.stop_thread()
+    added = pct(via, 50) - pct(direct, 50)
+    return [
+        {"bench": f"record overhead, {n}-event SSE stream", "metric": "added latency per event p50 (p99)",
+         "value": f"{added:.3f} ms ({pct(via, 99) - pct(direct, 99):.3f} ms)", "target": "<= 1 ms p50", "ok": added <= 1.0},
+        {"bench": "record overhead", "metric": "time to first event direct / via record",
+         "value": f"{ttfe_direct:.1f} / {ttfe_via:.1f} ms", "target": "", "ok": None},
+    ]

@@ -1,0 +1,81 @@
+"""Replay fidelity and throughput: per-event timing error at --speed 1, events/s at --speed 0."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import Cassette, pct, proxy, read_stream, sse_cassette, timing_errors
+
+
+def fidelity(streams: int, n_events: int, gap_ms=(0.0, 40.0)) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "fid.db"
+        offsets = sse_cassette(path, n_events, gap_ms, streams=streams)
+        with Cassette.open(path) as c:
+            sizes = [[len(ch.data) for ch in it.chunks] for it in c.interactions()]
+        errs: list[float] = []
+        totals: list[float] = []
+        with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0") as (url, _):
+            results: list = [None] * streams
+
+            def one(i):
+                results[i] = read_stream(url, sizes[i])
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        for i, arr in enumerate(results):
+            e = timing_errors(offsets[i], arr)
+            gap_err = [abs((arr[k + 1] - arr[k]) - (offsets[i][k + 1] - offsets[i][k])) * 1000 for k in range(len(arr) - 1)]
+            errs += gap_err
+            totals.append(e[-1])
+    return {"gap_p50_ms": pct(errs, 50), "gap_p99_ms": pct(errs, 99), "gap_max_ms": max(errs),
+            "total_err_ms": max(totals), "events": len(errs) + streams}
+
+
+def throughput(n_events: int, streams: int = 1) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tp.db"
+        sse_cassette(path, n_events, streams=streams)
+        with Cassette.open(path) as c:
+            sizes = [[len(ch.data) for ch in it.chunks] for it in c.interactions()]
+        with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0") as (url, _):
+            t0 = time.perf_counter()
+            threads = [threading.Thread(target=read_stream, args=(url, sizes[i])) for i in range(streams)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            took = time.perf_counter() - t0
+    return n_events * streams / took
+
+
+def run(quick: bool = False) -> list[dict]:
+    n = 100 if quick else 1000
+    rows = []
+    f1 = fidelity(1, n)
+    rows += [
+        {"bench": "replay fidelity, 1 stream, gaps 0-40 ms", "metric": "per-gap error p50 / p99 / max",
+         "value": f"{f1['gap_p50_ms']:.2f} / {f1['gap_p99_ms']:.2f} / {f1['gap_max_ms']:.2f} ms",
+         "target": "p99 <= 2 ms", "ok": f1["gap_p99_ms"] <= 2.0},
+        {"bench": "replay fidelity, 1 stream", "metric": "total-duration error", "value": f"{f1['total_err_ms']:.2f} ms",
+         "target": "", "ok": None},
+    ]
+    if not quick:
+        f50 = fidelity(50, 200)
+        rows.append({"bench": "replay fidelity, 50 streams x 200 events", "metric": "per-gap error p50 / p99 / max",
+                     "value": f"{f50['gap_p50_ms']:.2f} / {f50['gap_p99_ms']:.2f} / {f50['gap_max_ms']:.2f} ms",
+                     "target": "p99 <= 5 ms", "ok": f50["gap_p99_ms"] <= 5.0})
+    eps = throughput(2000 if quick else 20000)
+    rows.append({"bench": "replay --speed 0, 1 stream", "metric": "SSE events/s", "value": f"{eps:,.0f}",
+                 "target": ">= 20,000", "ok": eps >= 20000})
+    if not quick:
+        eps50 = throughput(2000, 50)
+        rows.append({"bench": "replay --speed 0, 50 streams", "metric": "SSE events/s (sum)", "value": f"{eps50:,.0f}",
+                     "target": "", "ok": None})
+    return rows
