@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import Cassette, pct, proxy, read_stream, sse_cassette, timing_errors
+from common import Cassette, pct, proxy, read_stream, read_stream_async, sse_cassette, timing_errors
 
 
 def fidelity(streams: int, n_events: int, gap_ms=(0.0, 40.0)) -> dict:
@@ -19,16 +20,10 @@ def fidelity(streams: int, n_events: int, gap_ms=(0.0, 40.0)) -> dict:
         errs: list[float] = []
         totals: list[float] = []
         with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0") as (url, _):
-            results: list = [None] * streams
+            async def all_streams():
+                return await asyncio.gather(*(read_stream_async(url, sizes[i]) for i in range(streams)))
 
-            def one(i):
-                results[i] = read_stream(url, sizes[i])
-
-            threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            results = asyncio.run(all_streams())
         for i, arr in enumerate(results):
             e = timing_errors(offsets[i], arr)
             gap_err = [abs((arr[k + 1] - arr[k]) - (offsets[i][k + 1] - offsets[i][k])) * 1000 for k in range(len(arr) - 1)]

@@ -32,15 +32,26 @@ class Pacer:
     def restart(self) -> None:
         self.start = self.clock()
 
-    def due(self, offset: float) -> float:
-        if self.speed == 0 or offset is None:
-            return self.start
-        return self.start + offset / self.speed
+    def due(self, offset: float | None) -> float:
+        return self.after(self.start, offset)
+
+    def after(self, anchor: float, offset: float | None) -> float:
+        """The absolute time ``offset`` recorded seconds after ``anchor`` (a clock reading)."""
+        if self.speed == 0 or not offset:
+            return anchor
+        return anchor + offset / self.speed
+
+    def now(self) -> float:
+        return self.clock()
 
     async def until(self, offset: float | None) -> None:
-        if self.speed == 0 or not offset:
+        """Wait until ``offset`` recorded seconds after the start."""
+        await self.at(self.due(offset))
+
+    async def at(self, due: float) -> None:
+        """Wait until the clock reads ``due``."""
+        if self.speed == 0:
             return
-        due = self.due(offset)
         delay = due - self.clock()
         if delay > SPIN:
             await self._sleep(delay - SPIN)

@@ -21,6 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "cassettes" / "example.db"
 
 
+def record_websocket(url: str) -> None:
+    """A Responses-API WebSocket session: 120 ms delayed accept, a warm-up, one turn."""
+    import json
+
+    from websockets.sync.client import connect
+
+    hdrs = {"authorization": "Bearer sk-example-not-a-real-key-000000", "x-sim-accept-ms": "120",
+            "x-sim-gap-ms": "25", "openai-beta": "responses_websockets=2026-02-06"}
+    with connect(url.replace("http", "ws") + "/v1/responses", additional_headers=hdrs) as ws:
+        for frame in ({"type": "response.create", "model": "sim-1", "generate": False},
+                      {"type": "response.create", "model": "sim-1", "input": "Say hello over a socket"}):
+            ws.send(json.dumps(frame))
+            while json.loads(ws.recv())["type"] != "response.completed":
+                pass
+
+
 def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(OUT) + suffix).unlink(missing_ok=True)
@@ -43,8 +59,7 @@ def main() -> None:
         client.responses.create(model="sim-1", input="again", extra_headers={"x-sim-fault": "429"})
     except openai.RateLimitError:
         pass
-    if hasattr(sys.modules[__name__], "record_websocket"):
-        record_websocket(url)  # noqa: F821
+    record_websocket(url)
     p.send_signal(signal.SIGINT)
     print(p.communicate(timeout=15)[0].strip())
     sim.stop_thread()

@@ -36,3 +36,19 @@ def test_example_cassette_holds_no_key():
     with Cassette.open(EXAMPLE) as c:
         for it in c.interactions():
             assert it.request.header("authorization") == "REDACTED"
+
+
+def test_example_cassette_websocket_session():
+    with replayer(EXAMPLE) as rp:
+        client = openai.OpenAI(base_url=rp.url + "/v1", api_key="sk-anything-at-all-0000000000", max_retries=0)
+        types = []
+        with client.responses.connect() as conn:
+            conn.response.create(model="sim-1", generate=False)
+            for prompt in (None, "Say hello over a socket"):
+                if prompt:
+                    conn.response.create(model="sim-1", input=prompt)
+                for ev in conn:
+                    types.append(ev.type)
+                    if ev.type == "response.completed":
+                        break
+    assert types.count("response.completed") == 2 and "response.output_text.delta" in types

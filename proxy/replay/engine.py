@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ..codec import DecodeError, decode_body
-from ..matching import Match, MatchConfig, Matcher, Miss, is_upgrade
-from ..model import End, Interaction, Kind, Request
+from ..matching import Match, MatchConfig, Matcher, Miss, canonical_body, is_upgrade
+from ..model import Close, Direction, End, Frame, Interaction, Kind, Request
 from ..redaction import Redactor
 
 # Sent by the framing layer of the replay server itself; never copied from a recording.
@@ -116,3 +116,109 @@ class Engine:
 
     def unused(self) -> list[Interaction]:
         return self.matcher.unused()
+
+    def ws_script(self, it: Interaction) -> "WsScript":
+        return ws_script(it, self.config)
+
+
+# -- WebSocket ----------------------------------------------------------------
+
+# Produced by the server's own handshake code from the client's request; never replayed.
+WS_HANDSHAKE_HEADERS = frozenset(
+    {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol",
+     "date", "content-length", "transfer-encoding"}
+)
+CLOSE_MISMATCH = 4000  # a client frame differs from the recorded one
+CLOSE_UNEXPECTED = 4001  # a client frame the recording does not have
+
+
+@dataclass
+class Turn:
+    """A recorded client frame and the server frames recorded after it.
+
+    ``replies`` offsets are relative to the client frame's recorded offset, so they
+    are replayed relative to the replayed frame's arrival.
+    """
+
+    expected: Frame
+    replies: list[tuple[float, Frame]]
+
+
+@dataclass
+class WsScript:
+    seq: int | None
+    accept_delay: float
+    headers: list[tuple[bytes, bytes]]
+    subprotocol: str | None
+    preamble: list[tuple[float, Frame]]  # server frames before any client frame, offsets from the handshake
+    turns: list[Turn]
+    close: Close | None
+    close_after: float  # offset of the recorded end, relative to the last anchor (handshake or last client frame)
+    config: MatchConfig
+
+    @property
+    def server_closes(self) -> bool:
+        return self.close is not None and self.close.by is Direction.SERVER
+
+    @property
+    def abnormal_end(self) -> bool:
+        """The upstream dropped the connection without a close frame."""
+        return self.close is not None and self.close.code is None and self.close.by is not Direction.CLIENT
+
+    def mismatch(self, turn: int, payload: bytes, is_text: bool) -> str | None:
+        """Why a client frame does not match the recorded one (None when it does)."""
+        exp = self.turns[turn].expected
+        if self.config.match_body:
+            a = canonical_body(exp.payload, self.config.ignore_json_paths)
+            b = canonical_body(payload, self.config.ignore_json_paths)
+            if a != b:
+                return f"frame {turn + 1} differs from the recording: expected {a[:40]!r}, got {b[:40]!r}"
+            return None
+        want, got = _frame_type(exp.payload), _frame_type(payload)
+        if want is not None or got is not None:
+            if want != got:
+                return f"frame {turn + 1}: expected type {want!r}, got {got!r}"
+            return None
+        if exp.payload != payload or exp.is_text != is_text:
+            return f"frame {turn + 1}: bytes differ from the recording ({len(exp.payload)} vs {len(payload)} bytes)"
+        return None
+
+
+def _frame_type(payload: bytes) -> str | None:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    return doc.get("type") if isinstance(doc, dict) else None
+
+
+def ws_script(it: Interaction, config: MatchConfig) -> WsScript:
+    resp = it.response
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in (resp.headers if resp else [])
+        if k.lower() not in WS_HANDSHAKE_HEADERS
+    ]
+    subprotocol = resp.header("sec-websocket-protocol") if resp else None
+    preamble: list[tuple[float, Frame]] = []
+    turns: list[Turn] = []
+    for f in it.frames:
+        if f.direction is Direction.CLIENT:
+            turns.append(Turn(f, []))
+        elif turns:
+            turns[-1].replies.append((f.offset - turns[-1].expected.offset, f))
+        else:
+            preamble.append((f.offset, f))
+    anchor = turns[-1].expected.offset if turns else 0.0
+    end = it.duration if it.duration is not None else (it.frames[-1].offset if it.frames else anchor)
+    return WsScript(
+        seq=it.seq,
+        accept_delay=it.ttfb or 0.0,
+        headers=headers,
+        subprotocol=subprotocol,
+        preamble=preamble,
+        turns=turns,
+        close=it.close,
+        close_after=max(0.0, end - anchor),
+        config=config,
+    )

@@ -1,0 +1,135 @@
+"""WebSocket half of the replay server: moves frames between the ASGI socket and a WsScript.
+
+Two tasks per connection: the receiver checks each client frame against the
+recording and, when it matches, queues the server frames recorded after it with
+absolute due times (arrival + recorded gap / speed); the sender sends queued
+frames in order, each at its due time. Frame order is the queue's order, so
+timing can slip but order never can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..matching import Miss
+from ..model import Kind
+from ..timing import Pacer
+from .engine import CLOSE_MISMATCH, CLOSE_UNEXPECTED, HOP_HEADERS, MissReply, WsScript
+from .server import RecordedCut, request_from_scope
+
+log = logging.getLogger("proxy.replay")
+
+_CLOSE = object()
+_DROP = object()
+
+
+def _reason(text: str) -> str:
+    # A close reason is at most 123 bytes of UTF-8.
+    data = text.encode()[:123]
+    return data.decode("utf-8", "ignore")
+
+
+async def serve_websocket(app, scope, receive, send) -> None:
+    pacer = Pacer(app.speed)
+    msg = await receive()
+    if msg["type"] != "websocket.connect":
+        return
+    result = app.engine.handshake(request_from_scope(scope))
+    if isinstance(result, Miss):
+        reply = MissReply(result)
+        log.warning("miss: %s%s", result.message, "\n" + result.diff if result.diff else "")
+        await send({"type": "websocket.http.response.start", "status": reply.status, "headers": reply.headers()})
+        await send({"type": "websocket.http.response.body", "body": reply.body()})
+        return
+    it = result.interaction
+    if it.kind is Kind.HTTP:
+        await _refuse(it, pacer, send)
+        return
+    await _session(app.engine.ws_script(it), pacer, receive, send)
+
+
+async def _refuse(it, pacer: Pacer, send) -> None:
+    """The recording is a refused upgrade (e.g. 426): answer the same refusal."""
+    await pacer.until(it.ttfb)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in it.response.headers if k.lower() not in HOP_HEADERS]
+    await send({"type": "websocket.http.response.start", "status": it.response.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": it.body})
+
+
+async def _session(script: WsScript, pacer: Pacer, receive, send) -> None:
+    await pacer.until(script.accept_delay)
+    accept = {"type": "websocket.accept", "headers": script.headers}
+    if script.subprotocol:
+        accept["subprotocol"] = script.subprotocol
+    await send(accept)
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for offset, frame in script.preamble:
+        queue.put_nowait((pacer.due(offset), frame))
+    if not script.turns:
+        _queue_end(script, pacer, pacer.start, queue)
+
+    async def sender():
+        while True:
+            due, item = await queue.get()
+            await pacer.at(due)
+            if item is _CLOSE:
+                await send({"type": "websocket.close", "code": script.close.code, "reason": script.close.reason})
+                return _CLOSE
+            if item is _DROP:
+                return _DROP
+            key = "text" if item.is_text else "bytes"
+            await send({"type": "websocket.send", key: item.text() if item.is_text else item.payload})
+
+    sender_task = asyncio.create_task(sender())
+    recv_task: asyncio.Task | None = None
+    turn = 0
+    try:
+        while True:
+            recv_task = recv_task or asyncio.create_task(receive())
+            done, _ = await asyncio.wait({recv_task, sender_task}, return_when=asyncio.FIRST_COMPLETED)
+            if sender_task in done:
+                if sender_task.result() is _DROP:
+                    raise RecordedCut(f"recording #{script.seq} ended without a close frame")
+                return  # recorded server close sent
+            msg = recv_task.result()
+            recv_task = None
+            if msg["type"] == "websocket.disconnect":
+                return
+            arrival = pacer.now()
+            is_text = msg.get("text") is not None
+            payload = msg["text"].encode() if is_text else (msg.get("bytes") or b"")
+            if turn >= len(script.turns):
+                await _fail(send, sender_task, CLOSE_UNEXPECTED,
+                            f"unexpected frame {turn + 1}: recording #{script.seq} has {len(script.turns)} client frame(s)")
+                return
+            why = script.mismatch(turn, payload, is_text)
+            if why:
+                await _fail(send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {why}")
+                return
+            for rel, frame in script.turns[turn].replies:
+                queue.put_nowait((pacer.after(arrival, rel), frame))
+            turn += 1
+            if turn == len(script.turns):
+                _queue_end(script, pacer, arrival, queue)
+    finally:
+        sender_task.cancel()
+        if recv_task is not None:
+            recv_task.cancel()
+
+
+def _queue_end(script: WsScript, pacer: Pacer, anchor: float, queue: asyncio.Queue) -> None:
+    if script.server_closes and script.close.code is not None:
+        queue.put_nowait((pacer.after(anchor, script.close_after), _CLOSE))
+    elif script.abnormal_end:
+        queue.put_nowait((pacer.after(anchor, script.close_after), _DROP))
+
+
+async def _fail(send, sender_task: asyncio.Task, code: int, reason: str) -> None:
+    sender_task.cancel()
+    log.warning("websocket mismatch, closing with %d: %s", code, reason)
+    await send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+
+
+__all__ = ["serve_websocket"]
