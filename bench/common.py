@@ -8,7 +8,6 @@ import random
 import re
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,61 +71,13 @@ def sse_cassette(path: Path, n_events: int, gap_ms=(0.0, 0.0), streams: int = 1,
     return offsets_all
 
 
-def read_stream(url: str, sizes: list[int], sock_timeout=60.0) -> list[float]:
-    """POST, read the raw chunked body with a plain socket; return each event's arrival (monotonic).
+async def read_stream(url: str, sizes: list[int]) -> list[float]:
+    """POST, read the raw chunked body; return each event's arrival (loop clock = monotonic).
 
     Arrival of event i = the moment the read containing its last byte returned, so
-    coalesced TCP reads are handled.
+    coalesced TCP reads are handled. asyncio, not threads: many streams in one thread
+    measure the server, not GIL hand-offs between reader threads.
     """
-    host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
-    s = socket.create_connection((host, int(port)))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.settimeout(sock_timeout)
-    s.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\naccept: text/event-stream\r\n\r\n{}")
-    buf = b""
-    header_done = False
-    payload_len = 0
-    ends = []
-    acc = 0
-    for sz in sizes:
-        acc += sz
-        ends.append(acc)
-    arrivals = []
-    i = 0
-    pending = b""
-    while i < len(sizes):
-        data = s.recv(1 << 20)
-        now = time.monotonic()
-        if not data:
-            break
-        if not header_done:
-            buf += data
-            if b"\r\n\r\n" not in buf:
-                continue
-            header_done = True
-            data = buf.split(b"\r\n\r\n", 1)[1]
-        pending += data
-        # de-chunk what we have
-        while True:
-            nl = pending.find(b"\r\n")
-            if nl < 0:
-                break
-            size = int(pending[:nl].split(b";")[0], 16)
-            if len(pending) < nl + 2 + size + 2:
-                break
-            payload_len += size
-            pending = pending[nl + 2 + size + 2:]
-            if size == 0:
-                break
-        while i < len(sizes) and payload_len >= ends[i]:
-            arrivals.append(now)
-            i += 1
-    s.close()
-    return arrivals
-
-
-async def read_stream_async(url: str, sizes: list[int]) -> list[float]:
-    """As read_stream, on asyncio: many streams in one thread without GIL hand-offs."""
     import asyncio
 
     host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()

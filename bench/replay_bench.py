@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import Cassette, pct, proxy, read_stream, read_stream_async, sse_cassette, timing_errors
+from common import Cassette, pct, proxy, read_stream, sse_cassette, timing_errors
 
 
 def fidelity(streams: int, n_events: int, gap_ms=(0.0, 40.0)) -> dict:
@@ -21,7 +20,7 @@ def fidelity(streams: int, n_events: int, gap_ms=(0.0, 40.0)) -> dict:
         totals: list[float] = []
         with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0") as (url, _):
             async def all_streams():
-                return await asyncio.gather(*(read_stream_async(url, sizes[i]) for i in range(streams)))
+                return await asyncio.gather(*(read_stream(url, sizes[i]) for i in range(streams)))
 
             results = asyncio.run(all_streams())
         for i, arr in enumerate(results):
@@ -40,12 +39,11 @@ def throughput(n_events: int, streams: int = 1) -> float:
         with Cassette.open(path) as c:
             sizes = [[len(ch.data) for ch in it.chunks] for it in c.interactions()]
         with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0") as (url, _):
+            async def all_streams():
+                await asyncio.gather(*(read_stream(url, sizes[i]) for i in range(streams)))
+
             t0 = time.perf_counter()
-            threads = [threading.Thread(target=read_stream, args=(url, sizes[i])) for i in range(streams)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            asyncio.run(all_streams())
             took = time.perf_counter() - t0
     return n_events * streams / took
 
