@@ -223,20 +223,33 @@ def replay(cassette, listen, expose, speed, match_body, ignore_json_path, match_
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.argument("number", type=int, required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(path, number, as_json) -> None:
-    """Show what a cassette holds: a table of interactions, or one in detail.
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable keys).")
+@click.option("--text", "as_text", is_flag=True, help="Plain-text dump of everything, for git diff (textconv).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True), metavar="OUT.html",
+              help="Write a self-contained page with the list and a waterfall timeline.")
+def inspect(path, number, as_json, as_text, html_out) -> None:
+    """Show what a cassette holds: a table of interactions, or interaction NUMBER in
+    detail (headers, request body, the SSE event or WebSocket frame timeline).
 
     \b
-      proxy inspect cassettes/demo.db
-      proxy inspect cassettes/demo.db 1
-      proxy inspect cassettes/demo.db --json
+      proxy inspect cassettes/example.db
+      proxy inspect cassettes/example.db 1
+      proxy inspect cassettes/example.db 5 --json
+      proxy inspect cassettes/example.db --html example.html
+      proxy inspect --text cassettes/example.db     # git textconv driver
     """
     from . import inspect as insp
 
+    if sum(map(bool, (as_json, as_text, html_out))) > 1:
+        raise UserError("choose one of --json, --text, --html")
     try:
         with Cassette.open(path) as c:
-            if number is None:
+            if as_text:
+                sys.stdout.write(insp.text_dump(c))
+            elif html_out:
+                Path(html_out).write_text(insp.html_page(c), encoding="utf-8")
+                click.echo(f"wrote {html_out} ({c.count()} interaction(s))")
+            elif number is None:
                 insp.show_list(c, as_json)
             else:
                 if not 1 <= number <= c.count():

@@ -76,7 +76,7 @@ def parse(data: bytes) -> list[Event]:
 def summarize(ev: Event, width: int = 60) -> tuple[str, str]:
     """(name, short summary) of an event: its type and delta text where there is one."""
     doc = ev.json()
-    name = ev.event or (doc.get("type") if isinstance(doc, dict) else None) or "message"
+    name = ev.event or (doc.get("type") or doc.get("object") if isinstance(doc, dict) else None) or "message"
     if ev.data == "[DONE]":
         return name, "[DONE]"
     text = ""
@@ -84,8 +84,14 @@ def summarize(ev: Event, width: int = 60) -> tuple[str, str]:
         if isinstance(doc.get("delta"), str):
             text = repr(doc["delta"])
         elif doc.get("choices"):
-            delta = (doc["choices"][0] or {}).get("delta") or {}
-            text = repr(delta.get("content")) if delta.get("content") is not None else json.dumps(delta)
+            choice = doc["choices"][0] or {}
+            delta = choice.get("delta") or {}
+            if delta.get("content") is not None:
+                text = repr(delta["content"])
+            elif choice.get("finish_reason"):
+                text = f"finish_reason={choice['finish_reason']}"
+            else:
+                text = json.dumps(delta)
         elif isinstance(doc.get("response"), dict):
             text = f"response {doc['response'].get('status', '')}".strip()
         else:
