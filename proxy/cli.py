@@ -17,6 +17,7 @@ import click
 from .jsonpath import PathError
 from .matching import MatchConfig
 from .redaction import Redactor
+from .serve import RecordMode
 from .store import Cassette, CassetteError
 
 
@@ -121,9 +122,11 @@ def cli() -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify the upstream's certificate.")
 @click.option("--mode", type=click.Choice(["reverse", "forward"]), default="reverse", show_default=True,
               help="reverse: clients use this as base URL. forward: clients set HTTPS_PROXY.")
+@click.option("--confdir", type=click.Path(file_okay=False), default=None,
+              help="mitmproxy's directory for its CA (forward mode); default ~/.mitmproxy.")
 @redaction_options
 @click.option("-v", "--verbose", is_flag=True, help="Log every recorded interaction.")
-def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, redact_header, redact_pattern,
+def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, confdir, redact_header, redact_pattern,
            redact_json_path, no_redact, verbose) -> None:
     """Forward traffic to UPSTREAM and record it into a cassette.
 
@@ -134,6 +137,11 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, reda
     \b
       proxy record --upstream https://api.openai.com --cassette cassettes/chat.db
       OPENAI_BASE_URL=http://127.0.0.1:8080/v1 python my_agent.py
+
+    \b
+    Forward mode, for clients that cannot change their base URL:
+      proxy record --mode forward --cassette cassettes/agent.db
+      HTTPS_PROXY=http://127.0.0.1:8080 SSL_CERT_FILE=$(proxy ca) my-agent
     """
     try:
         from .record.runner import RecordConfig, RecordError
@@ -153,6 +161,7 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, reda
         upstream_ca=upstream_ca,
         insecure=insecure,
         mode=mode,
+        confdir=confdir,
         redactor=_redactor(redact_header, redact_pattern, redact_json_path, no_redact),
     )
 
@@ -169,13 +178,16 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, reda
 
 
 @cli.command()
-@click.option("--cassette", required=True, type=click.Path(dir_okay=False), help="Cassette file to serve.")
+@click.option("--cassette", type=click.Path(dir_okay=False), help="Cassette file to serve.")
+@click.option("--cassette-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Serve every DIR/NAME.db; a request picks one with the header x-proxy-cassette: NAME "
+                   "or the path prefix /c/NAME/.")
 @listen_option(8080)
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="1 = recorded pace, 2 = twice as fast, 0 = no waiting at all.")
 @match_options
 @redaction_options
-def replay(cassette, listen, expose, speed, match_body, ignore_json_path, match_header, redact_header,
+def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_json_path, match_header, redact_header,
            redact_pattern, redact_json_path, no_redact) -> None:
     """Serve a cassette: the recorded bytes, chunk boundaries and timing, no upstream.
 
@@ -186,26 +198,37 @@ def replay(cassette, listen, expose, speed, match_body, ignore_json_path, match_
     \b
       proxy replay --cassette cassettes/chat.db --listen 127.0.0.1:8080
       proxy replay --cassette cassettes/chat.db --speed 0 --match-body --ignore-json-path metadata
+      proxy replay --cassette-dir cassettes --speed 0
+      curl http://127.0.0.1:8080/c/chat/v1/models      # cassettes/chat.db
     """
     from .replay import load_engine
+    from .replay.cassettes import CassetteDir
     from .replay.server import PortInUse, ReplayApp, ReplayServer, configure_logging
 
+    if bool(cassette) == bool(cassette_dir):
+        raise UserError("give exactly one of --cassette PATH or --cassette-dir DIR")
     host, port = _listen(listen)
     _check_exposure(host, expose)
     configure_logging()
-    try:
-        engine = load_engine(
-            cassette,
-            _match_config(match_body, ignore_json_path, match_header),
-            _redactor(redact_header, redact_pattern, redact_json_path, no_redact),
-        )
-    except CassetteError as e:
-        raise UserError(str(e)) from None
+    match = _match_config(match_body, ignore_json_path, match_header)
+    redactor = _redactor(redact_header, redact_pattern, redact_json_path, no_redact)
+    engine = cassettes = None
+    if cassette_dir:
+        if not Path(cassette_dir).is_dir():
+            raise UserError(f"{cassette_dir}: no such directory")
+        cassettes = CassetteDir(cassette_dir, match, redactor)
+        what = f"{len(cassettes.names())} cassette(s) in {cassette_dir}"
+    else:
+        try:
+            engine = load_engine(cassette, match, redactor)
+        except CassetteError as e:
+            raise UserError(str(e)) from None
+        what = cassette
 
     async def main() -> None:
-        server = ReplayServer(ReplayApp(engine, speed), host, port)
+        server = ReplayServer(ReplayApp(engine, speed, cassettes=cassettes), host, port)
         await server.start()
-        click.echo(f"replaying {cassette} on {server.url}")
+        click.echo(f"replaying {what} on {server.url}")
         sys.stdout.flush()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -216,8 +239,98 @@ def replay(cassette, listen, expose, speed, match_body, ignore_json_path, match_
         asyncio.run(main())
     except PortInUse as e:
         raise UserError(str(e)) from None
-    used = len(engine.interactions) - len(engine.unused())
-    click.echo(f"served {used} of {len(engine.interactions)} recording(s); {len(engine.misses)} miss(es)")
+    engines = [engine] if engine else list(cassettes.engines.values())
+    total = sum(len(e.interactions) for e in engines)
+    used = total - sum(len(e.unused()) for e in engines)
+    misses = sum(len(e.misses) for e in engines)
+    click.echo(f"served {used} of {total} recording(s); {misses} miss(es)")
+
+
+@cli.command()
+@click.option("--cassette", required=True, type=click.Path(dir_okay=False), help="The cassette.")
+@click.option("--upstream", metavar="URL", envvar="PROXY_UPSTREAM", help="The real API (env PROXY_UPSTREAM).")
+@click.option("--record-mode", type=click.Choice([m.value for m in RecordMode]), default="none",
+              envvar="PROXY_RECORD_MODE", show_default=True, show_envvar=True,
+              help="none: replay only. once: record if the cassette is missing, else replay. "
+                   "new_episodes: replay what matches, record the rest. all: re-record into a fresh cassette.")
+@listen_option(8080)
+@click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Replay pace.")
+@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), help="Also trust this CA for the upstream.")
+@click.option("--insecure", is_flag=True, help="Do not verify the upstream's certificate.")
+@match_options
+@redaction_options
+def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, insecure, match_body, ignore_json_path,
+          match_header, redact_header, redact_pattern, redact_json_path, no_redact) -> None:
+    """Serve one cassette in a VCR record mode: replay, record, or both.
+
+    `proxy replay` is record mode none; `proxy record` is like all but appends.
+    With all, the old cassette is replaced only when the run ends cleanly (Ctrl-C
+    or SIGTERM); a crash leaves it untouched next to PATH.recording.
+
+    \b
+      proxy serve --cassette cassettes/chat.db                      # none: CI
+      proxy serve --cassette cassettes/chat.db --record-mode once --upstream https://api.openai.com
+      PROXY_RECORD_MODE=new_episodes PROXY_UPSTREAM=https://api.openai.com proxy serve --cassette c.db
+    """
+    from .replay.server import PortInUse, configure_logging
+    from .serve import ServeConfig, ServeError, Session
+
+    host, port = _listen(listen)
+    _check_exposure(host, expose)
+    configure_logging()
+    config = ServeConfig(Path(cassette), RecordMode.parse(record_mode), upstream, host, port, speed,
+                         _match_config(match_body, ignore_json_path, match_header),
+                         _redactor(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure)
+    try:
+        session = Session(config)
+    except ServeError as e:
+        raise UserError(str(e)) from None
+
+    async def main():
+        await session.start()
+        click.echo(f"serving {cassette} on {session.url} (record mode {record_mode}: {session.action})")
+        sys.stdout.flush()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, session.request_stop)
+        await session.wait()
+        return await session.stop(clean=True)
+
+    try:
+        s = asyncio.run(main())
+    except ImportError as e:
+        raise UserError(f"recording needs mitmproxy: pip install 'proxy[record]' ({e})") from None
+    except (PortInUse, ServeError, CassetteError) as e:
+        raise UserError(str(e)) from None
+    except Exception as e:  # RecordError and friends: one line, no traceback
+        if type(e).__name__ == "RecordError":
+            raise UserError(str(e)) from None
+        raise
+    parts = []
+    if s.recordings:
+        parts.append(f"served {s.used} of {s.recordings} recording(s); {len(s.misses)} miss(es)")
+    if s.forwarded or s.recorded:
+        parts.append(f"recorded {s.recorded} new interaction(s)")
+    click.echo("; ".join(parts) or "nothing served")
+
+
+@cli.command()
+@click.option("--confdir", type=click.Path(file_okay=False), default="~/.mitmproxy", show_default=True,
+              help="Where mitmproxy keeps its CA.")
+def ca(confdir) -> None:
+    """Print the path of the CA certificate that forward-mode recording uses (created
+    if needed). Clients must trust it to record HTTPS through `proxy record --mode forward`.
+
+    \b
+      export SSL_CERT_FILE=$(proxy ca)      # or REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS
+      proxy record --mode forward --cassette c.db &
+      HTTPS_PROXY=http://127.0.0.1:8080 python my_agent.py
+    """
+    try:
+        from .record.runner import ca_path
+    except ImportError as e:
+        raise UserError(f"the CA belongs to mitmproxy: pip install 'proxy[record]' ({e})") from None
+    click.echo(ca_path(confdir))
 
 
 @cli.command()

@@ -74,6 +74,7 @@ class Engine:
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.interactions, self.config)
         self.misses: list[Miss] = []
+        self.mismatches: list[str] = []  # WebSocket frames that did not match, as close reasons
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:

@@ -9,6 +9,7 @@ client gets are the recorded ones.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import sys
@@ -62,19 +63,33 @@ def request_from_scope(scope, body: bytes = b"") -> Request:
 
 
 class ReplayApp:
-    def __init__(self, engine: Engine, speed: float = 1.0):
+    """The ASGI app. ``engine`` serves one cassette; with ``cassettes`` (a CassetteDir)
+    each request names its cassette. ``forwarder`` (record mode new_episodes) relays
+    requests that have no recording instead of answering them with a miss."""
+
+    def __init__(self, engine: Engine | None = None, speed: float = 1.0, forwarder=None, cassettes=None):
         self.engine = engine
         self.speed = speed
+        self.forwarder = forwarder
+        self.cassettes = cassettes
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return
+        engine = self.engine
+        if self.cassettes is not None:
+            engine, scope, problem = self.cassettes.resolve(scope)
+            if problem is not None:
+                await _refuse_plain(scope, receive, send, 404, problem)
+                return
         if scope["type"] == "http":
-            await self.http(scope, receive, send)
-        elif scope["type"] == "websocket":
+            await self.http(engine, scope, receive, send)
+        else:
             from .websocket import serve_websocket
 
-            await serve_websocket(self, scope, receive, send)
+            await serve_websocket(self, engine, scope, receive, send)
 
-    async def http(self, scope, receive, send) -> None:
+    async def http(self, engine: Engine, scope, receive, send) -> None:
         pacer = Pacer(self.speed)
         body = bytearray()
         while True:
@@ -85,8 +100,12 @@ class ReplayApp:
             if not msg.get("more_body"):
                 break
         req = request_from_scope(scope, bytes(body))
-        result = self.engine.http(req)
+        result = engine.http(req)
         if isinstance(result, MissReply):
+            if self.forwarder is not None:
+                log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)
+                await self.forwarder.http(req, bytes(body), send)
+                return
             log.warning("miss: %s%s", result.miss.message, "\n" + result.miss.diff if result.miss.diff else "")
             await send({"type": "http.response.start", "status": result.status, "headers": result.headers()})
             await send({"type": "http.response.body", "body": result.body()})
@@ -102,6 +121,20 @@ class ReplayApp:
         if script.cut:
             raise RecordedCut(f"recording #{script.seq} was cut here")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _refuse_plain(scope, receive, send, status: int, problem: dict) -> None:
+    """Answer an HTTP request or refuse a WebSocket handshake with a JSON error body."""
+    body = json.dumps(problem, indent=1).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    log.warning("%s", problem["error"]["message"])
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 @dataclass

@@ -30,12 +30,17 @@ def _reason(text: str) -> str:
     return data.decode("utf-8", "ignore")
 
 
-async def serve_websocket(app, scope, receive, send) -> None:
+async def serve_websocket(app, engine, scope, receive, send) -> None:
     pacer = Pacer(app.speed)
     msg = await receive()
     if msg["type"] != "websocket.connect":
         return
-    result = app.engine.handshake(request_from_scope(scope))
+    req = request_from_scope(scope)
+    result = engine.handshake(req)
+    if isinstance(result, Miss) and app.forwarder is not None:
+        log.info("no recording of WebSocket %s: forwarding it upstream and recording it", result.request)
+        await app.forwarder.websocket(scope, req, receive, send)
+        return
     if isinstance(result, Miss):
         reply = MissReply(result)
         log.warning("miss: %s%s", result.message, "\n" + result.diff if result.diff else "")
@@ -46,7 +51,7 @@ async def serve_websocket(app, scope, receive, send) -> None:
     if it.kind is Kind.HTTP:
         await _refuse(it, pacer, send)
         return
-    await _session(app.engine.ws_script(it), pacer, receive, send)
+    await _session(engine, engine.ws_script(it), pacer, receive, send)
 
 
 async def _refuse(it, pacer: Pacer, send) -> None:
@@ -57,7 +62,7 @@ async def _refuse(it, pacer: Pacer, send) -> None:
     await send({"type": "websocket.http.response.body", "body": it.body})
 
 
-async def _session(script: WsScript, pacer: Pacer, receive, send) -> None:
+async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> None:
     await pacer.until(script.accept_delay)
     accept = {"type": "websocket.accept", "headers": script.headers}
     if script.subprotocol:
@@ -101,12 +106,12 @@ async def _session(script: WsScript, pacer: Pacer, receive, send) -> None:
             is_text = msg.get("text") is not None
             payload = msg["text"].encode() if is_text else (msg.get("bytes") or b"")
             if turn >= len(script.turns):
-                await _fail(send, sender_task, CLOSE_UNEXPECTED,
+                await _fail(engine, send, sender_task, CLOSE_UNEXPECTED,
                             f"unexpected frame {turn + 1}: recording #{script.seq} has {len(script.turns)} client frame(s)")
                 return
             why = script.mismatch(turn, payload, is_text)
             if why:
-                await _fail(send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {why}")
+                await _fail(engine, send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {why}")
                 return
             for rel, frame in script.turns[turn].replies:
                 queue.put_nowait((pacer.after(arrival, rel), frame))
@@ -126,8 +131,9 @@ def _queue_end(script: WsScript, pacer: Pacer, anchor: float, queue: asyncio.Que
         queue.put_nowait((pacer.after(anchor, script.close_after), _DROP))
 
 
-async def _fail(send, sender_task: asyncio.Task, code: int, reason: str) -> None:
+async def _fail(engine, send, sender_task: asyncio.Task, code: int, reason: str) -> None:
     sender_task.cancel()
+    engine.mismatches.append(f"closed with {code}: {reason}")
     log.warning("websocket mismatch, closing with %d: %s", code, reason)
     await send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
 

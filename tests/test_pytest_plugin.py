@@ -1,0 +1,105 @@
+"""The pytest plugin, driven with pytester in a subprocess (as a user's suite would run it)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from proxy.store import Cassette
+
+from .conftest import ROOT
+
+pytest_plugins = ["pytester"]
+
+REPLAY_TESTS = '''
+import openai, pytest
+
+@pytest.mark.cassette("example", speed=0)
+def test_replays(model_proxy):
+    client = openai.OpenAI(base_url=model_proxy.base_url, api_key="sk-test-000000000000000000000")
+    with client.responses.create(model="sim-1", input="Say hello", stream=True) as s:
+        assert [e.type for e in s][-1] == "response.completed"
+
+@pytest.mark.cassette("example", speed=0)
+def test_unrecorded_request_fails(model_proxy):
+    import httpx
+    httpx.post(model_proxy.base_url + "/embeddings", json={"input": "x"})
+
+@pytest.mark.cassette("example", speed=0, strict=True)
+def test_strict_unused_fails(model_proxy):
+    import httpx
+    assert httpx.get(model_proxy.base_url + "/models").status_code == 200
+
+@pytest.mark.cassette("nothing-here")
+def test_missing_cassette(model_proxy):
+    pass
+'''
+
+
+@pytest.fixture
+def suite(pytester):
+    (pytester.path / "cassettes").mkdir()
+    shutil.copy(ROOT / "cassettes" / "example.db", pytester.path / "cassettes" / "example.db")
+    return pytester
+
+
+def test_replay_miss_strict_and_missing(suite, monkeypatch):
+    monkeypatch.delenv("PROXY_RECORD_MODE", raising=False)
+    suite.makepyfile(test_suite=REPLAY_TESTS)
+    r = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=2, errors=1)  # a missing cassette fails the set-up
+    out = r.stdout.str()
+    assert "request(s) with no recording" in out and "POST /v1/embeddings" in out
+    assert "strict: 4 recorded interaction(s)" in out and "#1 POST /v1/responses" in out
+    assert "nothing-here.db: no such cassette file" in out and "--record-mode once" in out
+
+
+RECORD_TESTS = '''
+import httpx, pytest
+
+@pytest.mark.cassette("recorded")
+def test_models(model_proxy):
+    r = httpx.get(model_proxy.base_url + "/models", headers={"authorization": "Bearer sk-plugin-key-0123456789abcdef"})
+    assert r.json()["data"][0]["id"] == "sim-1"
+'''
+
+
+def test_record_once_then_replay_without_upstream(suite, upstream):
+    suite.makepyfile(test_rec=RECORD_TESTS)
+    r = suite.runpytest_subprocess("--record-mode", "once", "--proxy-upstream", upstream.url)
+    r.assert_outcomes(passed=1)
+    cassette = suite.path / "cassettes" / "recorded.db"
+    with Cassette.open(cassette) as c:
+        assert c.count() == 1
+    assert b"sk-plugin-key" not in cassette.read_bytes()
+    upstream.stop_thread()
+    r = suite.runpytest_subprocess()  # mode none: replay only
+    r.assert_outcomes(passed=1)
+
+
+def test_env_vars_and_bad_mode(suite, upstream, monkeypatch):
+    suite.makepyfile(test_rec=RECORD_TESTS)
+    monkeypatch.setenv("PROXY_RECORD_MODE", "all")
+    monkeypatch.setenv("PROXY_UPSTREAM", upstream.url)
+    suite.runpytest_subprocess().assert_outcomes(passed=1)
+    monkeypatch.setenv("PROXY_RECORD_MODE", "sometimes")
+    r = suite.runpytest_subprocess()
+    assert r.ret != 0 and "unknown record mode 'sometimes'" in r.stderr.str() + r.stdout.str()
+
+
+XDIST_TESTS = '''
+import httpx, pytest
+
+@pytest.mark.cassette("example", speed=0)
+@pytest.mark.parametrize("i", range(4))
+def test_models(model_proxy, i):
+    assert httpx.get(model_proxy.base_url + "/models").status_code == 200
+'''
+
+
+def test_xdist_each_worker_its_own_server(suite):
+    suite.makepyfile(test_x=XDIST_TESTS)
+    r = suite.runpytest_subprocess("-n", "2")
+    r.assert_outcomes(passed=4)
+    assert "2 workers" in r.stdout.str()
