@@ -12,10 +12,8 @@ A Session starts the right pieces (replay server, recorder, or both) and stops t
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,10 +81,7 @@ class Session:
         self._recorder = None
         self._forwarder = None
         self._fresh: Path | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Event | None = None
-        self._summary: Summary | None = None
+        self._background = None
 
     def _choose(self) -> str:
         mode, exists = self.config.mode, self.config.cassette.exists()
@@ -171,47 +166,21 @@ class Session:
             s.misses = list(self.engine.misses)
             if self._forwarder is not None:
                 s.misses = []  # forwarded and recorded, not errors
-        self._summary = s
         return s
 
     # -- for synchronous callers (the pytest plugin) ---------------------------
 
     def start_in_thread(self) -> str:
-        ready = threading.Event()
-        failure: list[BaseException] = []
+        from .background import BackgroundLoop
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-
-            async def main() -> None:
-                self._stopped = asyncio.Event()
-                try:
-                    await self.start()
-                except BaseException as e:  # reported to the caller below
-                    failure.append(e)
-                    ready.set()
-                    return
-                ready.set()
-                await self._stopped.wait()
-                await self.stop()
-
-            loop.run_until_complete(main())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="proxy-serve", daemon=True)
-        self._thread.start()
-        ready.wait(60)
-        if failure:
-            raise failure[0]
+        self._background = BackgroundLoop("proxy-serve", self.start, self.stop)
+        self._background.start()
         return self.url
 
     def stop_thread(self) -> Summary:
-        if self._loop is not None and self._stopped is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-        if self._thread is not None:
-            self._thread.join(30)
-        return self._summary or Summary(self.action)
+        if self._background is None:
+            return Summary(self.action)
+        return self._background.stop() or Summary(self.action)
 
 
 def _remove_db(path: Path) -> None:

@@ -13,7 +13,6 @@ import json
 import logging
 import socket
 import sys
-import threading
 from dataclasses import dataclass
 
 import uvicorn
@@ -199,8 +198,7 @@ class ReplayServer:
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background = None
 
     @property
     def url(self) -> str:
@@ -224,37 +222,15 @@ class ReplayServer:
             await self._task
 
     def start_in_thread(self) -> "ReplayServer":
-        ready = threading.Event()
-        failure: list[BaseException] = []
+        from ..background import BackgroundLoop
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-
-            async def main() -> None:
-                try:
-                    await self.start()
-                except BaseException as e:  # reported to the caller below
-                    failure.append(e)
-                    ready.set()
-                    return
-                ready.set()
-                await self.wait()
-
-            loop.run_until_complete(main())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="proxy-replay", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
+        self._background = BackgroundLoop("proxy-replay", self.start, self.stop)
+        self._background.start()
         return self
 
     def stop_thread(self) -> None:
-        self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._background is not None:
+            self._background.stop()
 
 
 def configure_logging(verbose: bool = False) -> None:

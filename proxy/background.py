@@ -1,0 +1,59 @@
+"""Run an async service on a private event loop in a daemon thread, for synchronous callers
+(the pytest plugin, the simulator in tests and the demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+
+
+class BackgroundLoop:
+    """``start()`` returns once ``setup`` has finished (re-raising what it raised);
+    ``stop()`` runs ``teardown`` on the same loop and joins the thread."""
+
+    def __init__(self, name: str, setup: Callable[[], Awaitable], teardown: Callable[[], Awaitable]):
+        self.name = name
+        self.setup = setup
+        self.teardown = teardown
+        self.result = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def main() -> None:
+                self._stop = asyncio.Event()
+                try:
+                    await self.setup()
+                except BaseException as e:  # handed to the caller of start()
+                    failure.append(e)
+                    ready.set()
+                    return
+                ready.set()
+                await self._stop.wait()
+                self.result = await self.teardown()
+
+            loop.run_until_complete(main())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError(f"{self.name} did not start within {timeout} s")
+        if failure:
+            raise failure[0]
+
+    def stop(self, timeout: float = 30):
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
