@@ -111,3 +111,7 @@ def recorder(upstream, tmp_path):
 def replayer(cassette, *extra: str):
     with proxy_proc("replay", "--cassette", str(cassette), "--listen", "127.0.0.1:0", *extra) as p:
         yield p
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", help="run the long load / crash variants")

@@ -36,7 +36,9 @@ class CassetteError(Exception):
 
     def __init__(self, path, problem: str):
         self.path = str(path)
-        self.problem = problem
+        # one line, whatever SQLite said (quick_check reports span several lines)
+        problem = " ".join(problem.split())
+        self.problem = problem if len(problem) <= 300 else problem[:299] + "…"
         super().__init__(f"{self.path}: {problem}")
 
 
@@ -56,6 +58,10 @@ class NewerSchema(CassetteError):
     pass
 
 
+# What a damaged file raises while SQLite reads it: page damage, or text columns whose
+# bytes are no longer UTF-8.
+_DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
+
 # Packing a finished interaction's events pays when zstd shrinks them by a fifth.
 _PAYS = 0.8
 _MIN_PACK = 64
@@ -63,7 +69,7 @@ _MIN_PACK = 64
 
 def _pack(data: bytes) -> tuple[bytes, str]:
     if len(data) >= _MIN_PACK:
-        z = zstandard.ZstdCompressor(level=3).compress(data)
+        z = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
         if len(z) < len(data) * _PAYS:
             return z, "zstd"
     return data, "raw"
@@ -113,7 +119,7 @@ class Cassette:
         except CassetteError:
             conn.close()
             raise
-        except sqlite3.DatabaseError as e:
+        except _DAMAGE as e:
             conn.close()
             raise CassetteCorrupt(path, f"damaged SQLite file ({e})") from None
 
@@ -145,6 +151,11 @@ class Cassette:
         missing = {"interactions", "events"} - tables
         if missing:
             raise CassetteCorrupt(path, f"missing table(s): {', '.join(sorted(missing))}")
+        for table, columns in (("interactions", schema.INTERACTION_COLUMNS), ("events", schema.EVENT_COLUMNS)):
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            lost = set(columns) - have
+            if lost:
+                raise CassetteCorrupt(path, f"table {table} lacks column(s) {', '.join(sorted(lost))}")
         return cls(path, db, meta)
 
     @classmethod
@@ -293,27 +304,41 @@ class Cassette:
 
     # -- reading --------------------------------------------------------------
 
+    def _read(self, sql: str, args=()) -> sqlite3.Cursor:
+        """Every read goes through here: damage found while reading is a CassetteCorrupt."""
+        try:
+            return self._conn.execute(sql, args)
+        except _DAMAGE as e:
+            raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
+
     def count(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM interactions").fetchone()[0]
+        return self._read("SELECT count(*) FROM interactions").fetchone()[0]
 
     def summaries(self) -> list[dict]:
         """One dict per interaction without bodies: cheap, for listings."""
-        cur = self._conn.execute(
+        cur = self._read(
             "SELECT id, seq, kind, started_at, method, path, query, status, ttfb, duration, end,"
             " end_detail, event_count, body_bytes, close_code FROM interactions ORDER BY seq"
         )
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur]
+        try:
+            return [dict(zip(names, r)) for r in cur]
+        except _DAMAGE as e:
+            raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
 
     def interactions(self) -> Iterator[Interaction]:
         """Every interaction in recorded order, events included."""
-        cur = self._conn.execute("SELECT * FROM interactions ORDER BY seq")
+        cur = self._read("SELECT * FROM interactions ORDER BY seq")
         names = [d[0] for d in cur.description]
-        for r in cur.fetchall():
+        try:
+            rows = cur.fetchall()
+        except _DAMAGE as e:
+            raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
+        for r in rows:
             yield self._build(dict(zip(names, r)))
 
     def get(self, seq: int) -> Interaction:
-        cur = self._conn.execute("SELECT * FROM interactions WHERE seq=?", (seq,))
+        cur = self._read("SELECT * FROM interactions WHERE seq=?", (seq,))
         names = [d[0] for d in cur.description]
         row = cur.fetchone()
         if row is None:
@@ -345,8 +370,8 @@ class Cassette:
                 )
             end = End(row["end"])
             kind = Kind(row["kind"])
-        except (zstandard.ZstdError, ValueError, TypeError) as e:
-            raise CassetteCorrupt(self.path, f"{where}: corrupt data ({e})") from None
+        except (zstandard.ZstdError, ValueError, TypeError, KeyError) as e:
+            raise CassetteCorrupt(self.path, f"{where}: corrupt data ({e!r})") from None
         it = Interaction(
             kind=kind,
             request=req,
@@ -364,21 +389,28 @@ class Cassette:
                 row["close_code"], row["close_reason"] or "", Direction(row["closed_by"]) if row["closed_by"] else None
             )
         pos = 0
-        for offset, direction, type_, size, data in self._conn.execute(
-            "SELECT offset, direction, type, size, data FROM events WHERE interaction_id=? ORDER BY idx",
-            (row["id"],),
-        ):
+        try:
+            events = self._read(
+                "SELECT offset, direction, type, size, data FROM events WHERE interaction_id=? ORDER BY idx",
+                (row["id"],),
+            ).fetchall()
+        except _DAMAGE as e:
+            raise CassetteCorrupt(self.path, f"{where}: damaged SQLite file ({e})") from None
+        for offset, direction, type_, size, data in events:
             if blob is not None:
                 payload = blob[pos : pos + size]
                 pos += size
             else:
                 payload = bytes(data or b"")
-            if len(payload) != size:
+            if not isinstance(size, int) or len(payload) != size:
                 raise CassetteCorrupt(self.path, f"{where}: event data shorter than recorded size")
-            if type_ == "chunk":
-                it.chunks.append(Chunk(offset, payload))
-            else:
-                it.frames.append(Frame(Direction(direction), type_ == "text", offset, payload))
+            try:
+                if type_ == "chunk":
+                    it.chunks.append(Chunk(float(offset), payload))
+                else:
+                    it.frames.append(Frame(Direction(direction), type_ == "text", float(offset), payload))
+            except (TypeError, ValueError) as e:
+                raise CassetteCorrupt(self.path, f"{where}: corrupt event ({e})") from None
         return it
 
 
