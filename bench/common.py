@@ -132,3 +132,52 @@ def fmt(v, unit=""):
 
 def mean(v):
     return statistics.fmean(v) if v else float("nan")
+
+
+def free_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@contextmanager
+def mitmdump(upstream: str, *extra: str):
+    """Bare mitmproxy (no addon of ours) in reverse mode, streaming every body."""
+    import socket
+
+    port = free_port()
+    exe = Path(sys.executable).parent / "mitmdump"
+    p = subprocess.Popen([str(exe), "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "--listen-port",
+                          str(port), "--set", "stream_large_bodies=1", "--set", "connection_strategy=lazy", "-q", *extra],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@contextmanager
+def simulator_process():
+    """The bundled simulator in its own process (so it does not share the GIL with clients)."""
+    p = subprocess.Popen([sys.executable, "-m", "proxy.simulator"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    line = p.stdout.readline()
+    try:
+        yield re.search(r"http://[0-9.]+:\d+", line).group(0)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(15)

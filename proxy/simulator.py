@@ -214,3 +214,32 @@ def serve(host: str = "127.0.0.1", port: int = 0, certfile: str | None = None, k
     from .replay.server import ReplayServer
 
     return ReplayServer(Simulator(), host, port, certfile=certfile, keyfile=keyfile, quiet=True).start_in_thread()
+
+
+def main(argv=None) -> None:
+    """python -m proxy.simulator [--listen HOST:PORT]: run the simulated API until Ctrl-C."""
+    import argparse
+    import asyncio
+    import signal
+
+    from .replay.server import ReplayServer
+
+    ap = argparse.ArgumentParser(description="proxy's simulated model API (not a real endpoint)")
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    args = ap.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+
+    async def run() -> None:
+        server = ReplayServer(Simulator(), host or "127.0.0.1", int(port), quiet=True)
+        await server.start()
+        print(f"simulator on {server.url}", flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
+        await server.wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

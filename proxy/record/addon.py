@@ -1,9 +1,12 @@
 """The record addon: mitmproxy hooks -> model objects -> the cassette.
 
-Every hook writes through at once (one SQLite commit, ~40 us): an interaction is
-stored when its request is complete, each response chunk before it is passed on
-to the client, each WebSocket message as it is seen. A recorder killed at any
-point leaves every byte the client had already received in the cassette.
+Hooks hand their writes to a CassetteWriter (a thread that batches commits), so the
+event loop that moves bytes never waits for SQLite: an interaction is queued when
+its request is complete, each chunk as it passes, each WebSocket message as it is
+seen. The hooks that end an interaction (response, error, websocket_end) await the
+writer's flush, so the end of a response reaches the client only once the whole
+interaction is committed. A recorder killed mid-stream keeps every finished
+interaction and the in-flight ones up to (at most) the last chunks still queued.
 
 Streaming: mitmproxy buffers a whole response unless ``flow.response.stream`` is
 set; we set it to a callable for every response, so SSE events reach the client
@@ -12,6 +15,7 @@ as upstream sends them and each call is one recorded chunk with its offset.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from mitmproxy import http
 
 from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
 from ..redaction import Redactor
-from ..store import Cassette
+from ..store.writer import CassetteWriter
 
 log = logging.getLogger("proxy.record")
 
@@ -45,9 +49,13 @@ class _Live:
     frames_seen: int = 0
 
 
+async def _flushed(writer: CassetteWriter) -> None:
+    await asyncio.wrap_future(writer.flush())
+
+
 @dataclass
 class Recorder:
-    cassette: Cassette
+    cassette: CassetteWriter
     redactor: Redactor = field(default_factory=Redactor)
     live: dict[str, _Live] = field(default_factory=dict)
     recorded: int = 0
@@ -100,16 +108,17 @@ class Recorder:
 
         resp.stream = stream
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
         if live is None or live.kind is Kind.WEBSOCKET:
             return
         del self.live[flow.id]
         end_t = flow.response.timestamp_end or time.time()
         self.cassette.finish(live.iid, End.COMPLETE, duration=end_t - live.t0)
+        await _flushed(self.cassette)
         self._done(flow, live, End.COMPLETE)
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)
         if live is None:
             return
@@ -133,6 +142,7 @@ class Recorder:
         else:
             end = End.UPSTREAM_CUT
             self.cassette.finish(live.iid, end, f"upstream cut after {live.body_bytes} bytes: {msg}", duration)
+        await _flushed(self.cassette)
         self._done(flow, live, end)
 
     # -- WebSocket -----------------------------------------------------------
@@ -153,7 +163,7 @@ class Recorder:
             ),
         )
 
-    def websocket_end(self, flow: http.HTTPFlow) -> None:
+    async def websocket_end(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)
         if live is None or flow.websocket is None:
             return
@@ -166,6 +176,7 @@ class Recorder:
         if abnormal and by is Direction.CLIENT:
             end = End.CLIENT_GONE
         self.cassette.finish(live.iid, end, "" if not abnormal else "no close frame", time.time() - live.t0, close)
+        await _flushed(self.cassette)
         self._done(flow, live, end)
 
     # -- reporting -----------------------------------------------------------

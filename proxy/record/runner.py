@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..redaction import Redactor
 from ..store import Cassette
+from ..store.writer import CassetteWriter
 from .addon import Recorder
 
 
@@ -113,7 +114,7 @@ class RecordingProxy:
         check_port_free(config.host, config.port)
         meta = {"upstream": config.upstream or "(forward proxy)", "mode": config.mode}
         cassette = Cassette.open_or_create(config.cassette, **meta)
-        self.recorder = Recorder(cassette, config.redactor or Redactor())
+        self.recorder = Recorder(CassetteWriter(cassette), config.redactor or Redactor())
         ready = asyncio.get_running_loop().create_future()
 
         def on_listening(host: str, port: int) -> None:
@@ -133,7 +134,7 @@ class RecordingProxy:
         self._task = asyncio.create_task(self.master.run())
         done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready not in done:
-            cassette.close()
+            self.recorder.cassette.close()
             self._task.result()  # raises what mitmproxy raised, if anything
             raise RecordError(f"could not listen on {config.host}:{config.port}")
         self.address = ready.result()

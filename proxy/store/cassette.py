@@ -1,11 +1,12 @@
 """Open, validate, append to and read cassettes. The only module that touches SQLite.
 
-Durability: the file is in WAL mode with synchronous=NORMAL and every write is
-committed at once, so a recorder killed with SIGKILL loses nothing it had
-written (the WAL survives a process crash; it is checkpointed on the next open).
+Durability: the file is in WAL mode with synchronous=NORMAL, so whatever was
+committed survives a killed process (the WAL is checkpointed on the next open).
 An interaction is written when it starts (end = incomplete), each chunk or frame
 as it arrives, and packed when it ends; one killed in flight is read back as
-incomplete with every chunk it had.
+incomplete with every chunk that was committed. The recorder commits through
+``writer.CassetteWriter`` (batched, off the event loop); public methods here
+commit once per call.
 """
 
 from __future__ import annotations
@@ -75,11 +76,14 @@ def _pack(data: bytes) -> tuple[bytes, str]:
     return data, "raw"
 
 
+_DECOMPRESSOR = zstandard.ZstdDecompressor()
+
+
 def _unpack(data: bytes | None, codec: str | None) -> bytes:
     if data is None:
         return b""
     if codec == "zstd":
-        return zstandard.ZstdDecompressor().decompress(data)
+        return _DECOMPRESSOR.decompress(data)
     if codec in (None, "raw"):
         return bytes(data)
     raise ValueError(f"unknown codec {codec!r}")
@@ -94,8 +98,9 @@ class Cassette:
         self.db = db
         self.meta = meta
         self._conn: sqlite3.Connection = db.conn
-        row = self._conn.execute("SELECT coalesce(max(seq), 0) FROM interactions").fetchone()
+        row = self._conn.execute("SELECT coalesce(max(seq), 0), coalesce(max(id), 0) FROM interactions").fetchone()
         self._next_seq = row[0] + 1
+        self._next_id = row[1] + 1
         self._event_idx: dict[int, int] = {}
 
     # -- opening -------------------------------------------------------------
@@ -196,13 +201,56 @@ class Cassette:
     def schema_version(self) -> int:
         return int(self.meta["schema_version"])
 
-    # -- writing (one call, one commit) --------------------------------------
+    # -- writing ----------------------------------------------------------------
+    # Public methods commit once per call. The underscored steps do not commit: the
+    # CassetteWriter (writer.py) runs many of them in one transaction.
+
+    def allocate(self) -> tuple[int, int]:
+        """Reserve (id, seq) for the next interaction."""
+        iid, seq = self._next_id, self._next_seq
+        self._next_id += 1
+        self._next_seq += 1
+        return iid, seq
 
     def begin(self, it: Interaction) -> int:
         """Store an interaction as it starts (end = incomplete). Returns its id."""
+        it.id, it.seq = self.allocate()
+        with self._conn:
+            self._insert(it)
+        return it.id
+
+    def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
+        """Store the response head; ``kind`` turns an HTTP exchange into a WebSocket session (101)."""
+        with self._conn:
+            self._set_response(iid, response, ttfb, kind)
+
+    def add_chunk(self, iid: int, chunk: Chunk) -> None:
+        with self._conn:
+            self._add_chunk(iid, chunk)
+
+    def add_frame(self, iid: int, frame: Frame) -> None:
+        with self._conn:
+            self._add_frame(iid, frame)
+
+    def finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
+               close: Close | None = None) -> None:
+        """Mark an interaction ended and pack its events."""
+        with self._conn:
+            self._finish(iid, end, detail, duration, close)
+
+    def append(self, it: Interaction) -> int:
+        """Store a whole interaction at once (tests, imports)."""
+        it.id, it.seq = self.allocate()
+        with self._conn:
+            self._insert(it)
+            self._finish(it.id, it.end, it.end_detail, it.duration, it.close)
+        return it.id
+
+    def _insert(self, it: Interaction) -> None:
         r = it.request
         row = {
-            "seq": self._next_seq,
+            "id": it.id,
+            "seq": it.seq,
             "kind": it.kind.value,
             "started_at": it.started_at or time.time(),
             "method": r.method,
@@ -221,54 +269,38 @@ class Cassette:
         row["request_body"], row["request_body_codec"] = _pack(r.body)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self._conn:
-            cur = self._conn.execute(f"INSERT INTO interactions ({cols}) VALUES ({marks})", list(row.values()))
-        self._next_seq += 1
-        it.id, it.seq = cur.lastrowid, row["seq"]
+        self._conn.execute(f"INSERT INTO interactions ({cols}) VALUES ({marks})", list(row.values()))
         self._event_idx[it.id] = 0
         if it.response is not None:
-            self.set_response(it.id, it.response, it.ttfb, it.kind)
+            self._set_response(it.id, it.response, it.ttfb, it.kind)
         for c in it.chunks:
-            self.add_chunk(it.id, c)
+            self._add_chunk(it.id, c)
         for f in it.frames:
-            self.add_frame(it.id, f)
-        return it.id
+            self._add_frame(it.id, f)
 
-    def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
-        """Store the response head; ``kind`` turns an HTTP exchange into a WebSocket session (101)."""
-        with self._conn:
-            self._conn.execute(
-                "UPDATE interactions SET status=?, reason=?, response_headers=?, ttfb=?,"
-                " kind=coalesce(?, kind) WHERE id=?",
-                (response.status, response.reason, json.dumps(response.headers), ttfb, kind.value if kind else None, iid),
-            )
+    def _set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
+        self._conn.execute(
+            "UPDATE interactions SET status=?, reason=?, response_headers=?, ttfb=?, kind=coalesce(?, kind) WHERE id=?",
+            (response.status, response.reason, json.dumps(response.headers), ttfb, kind.value if kind else None, iid),
+        )
 
-    def add_chunk(self, iid: int, chunk: Chunk) -> None:
+    def _add_chunk(self, iid: int, chunk: Chunk) -> None:
         self._add_event(iid, chunk.offset, Direction.SERVER.value, "chunk", chunk.data)
 
-    def add_frame(self, iid: int, frame: Frame) -> None:
+    def _add_frame(self, iid: int, frame: Frame) -> None:
         kind = "text" if frame.is_text else "binary"
         self._add_event(iid, frame.offset, frame.direction.value, kind, frame.payload)
 
     def _add_event(self, iid: int, offset: float, direction: str, type_: str, data: bytes) -> None:
         idx = self._event_idx.get(iid, 0)
         self._event_idx[iid] = idx + 1
-        with self._conn:
-            self._conn.execute(
-                "INSERT INTO events (interaction_id, idx, offset, direction, type, size, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (iid, idx, offset, direction, type_, len(data), data),
-            )
+        self._conn.execute(
+            "INSERT INTO events (interaction_id, idx, offset, direction, type, size, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iid, idx, offset, direction, type_, len(data), data),
+        )
 
-    def finish(
-        self,
-        iid: int,
-        end: End,
-        detail: str = "",
-        duration: float | None = None,
-        close: Close | None = None,
-    ) -> None:
-        """Mark an interaction ended and pack its events."""
+    def _finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
+                close: Close | None = None) -> None:
         self._event_idx.pop(iid, None)
         rows = self._conn.execute(
             "SELECT data, direction FROM events WHERE interaction_id=? ORDER BY idx", (iid,)
@@ -276,31 +308,24 @@ class Cassette:
         raw = b"".join(bytes(r[0] or b"") for r in rows)
         body_bytes = sum(len(r[0] or b"") for r in rows if r[1] == Direction.SERVER.value)
         blob, codec = _pack(raw)
-        with self._conn:
-            self._conn.execute(
-                "UPDATE interactions SET end=?, end_detail=?, duration=?, close_code=?, close_reason=?,"
-                " closed_by=?, event_count=?, body_bytes=?, events_blob=?, events_codec=? WHERE id=?",
-                (
-                    end.value,
-                    detail,
-                    duration,
-                    close.code if close else None,
-                    close.reason if close else None,
-                    close.by.value if close and close.by else None,
-                    len(rows),
-                    body_bytes,
-                    blob,
-                    codec,
-                    iid,
-                ),
-            )
-            self._conn.execute("UPDATE events SET data=NULL WHERE interaction_id=?", (iid,))
-
-    def append(self, it: Interaction) -> int:
-        """Store a whole interaction at once (tests, imports, new_episodes)."""
-        iid = self.begin(it)
-        self.finish(iid, it.end, it.end_detail, it.duration, it.close)
-        return iid
+        self._conn.execute(
+            "UPDATE interactions SET end=?, end_detail=?, duration=?, close_code=?, close_reason=?,"
+            " closed_by=?, event_count=?, body_bytes=?, events_blob=?, events_codec=? WHERE id=?",
+            (
+                end.value,
+                detail,
+                duration,
+                close.code if close else None,
+                close.reason if close else None,
+                close.by.value if close and close.by else None,
+                len(rows),
+                body_bytes,
+                blob,
+                codec,
+                iid,
+            ),
+        )
+        self._conn.execute("UPDATE events SET data=NULL WHERE interaction_id=?", (iid,))
 
     # -- reading --------------------------------------------------------------
 
@@ -327,15 +352,22 @@ class Cassette:
             raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
 
     def interactions(self) -> Iterator[Interaction]:
-        """Every interaction in recorded order, events included."""
+        """Every interaction in recorded order, events included (two queries in all)."""
         cur = self._read("SELECT * FROM interactions ORDER BY seq")
         names = [d[0] for d in cur.description]
         try:
             rows = cur.fetchall()
+            events = self._read(
+                "SELECT interaction_id, offset, direction, type, size, data FROM events ORDER BY interaction_id, idx"
+            ).fetchall()
         except _DAMAGE as e:
             raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
+        by_id: dict[int, list] = {}
+        for ev in events:
+            by_id.setdefault(ev[0], []).append(ev[1:])
         for r in rows:
-            yield self._build(dict(zip(names, r)))
+            row = dict(zip(names, r))
+            yield self._build(row, by_id.get(row["id"], []))
 
     def get(self, seq: int) -> Interaction:
         cur = self._read("SELECT * FROM interactions WHERE seq=?", (seq,))
@@ -345,7 +377,7 @@ class Cassette:
             raise KeyError(seq)
         return self._build(dict(zip(names, row)))
 
-    def _build(self, row: dict) -> Interaction:
+    def _build(self, row: dict, events: list | None = None) -> Interaction:
         where = f"interaction {row['seq']}"
         try:
             body = _unpack(row["request_body"], row["request_body_codec"])
@@ -389,13 +421,14 @@ class Cassette:
                 row["close_code"], row["close_reason"] or "", Direction(row["closed_by"]) if row["closed_by"] else None
             )
         pos = 0
-        try:
-            events = self._read(
-                "SELECT offset, direction, type, size, data FROM events WHERE interaction_id=? ORDER BY idx",
-                (row["id"],),
-            ).fetchall()
-        except _DAMAGE as e:
-            raise CassetteCorrupt(self.path, f"{where}: damaged SQLite file ({e})") from None
+        if events is None:
+            try:
+                events = self._read(
+                    "SELECT offset, direction, type, size, data FROM events WHERE interaction_id=? ORDER BY idx",
+                    (row["id"],),
+                ).fetchall()
+            except _DAMAGE as e:
+                raise CassetteCorrupt(self.path, f"{where}: damaged SQLite file ({e})") from None
         for offset, direction, type_, size, data in events:
             if blob is not None:
                 payload = blob[pos : pos + size]
