@@ -1,0 +1,166 @@
+"""proxy against VCR.py (pytest-recording's engine) and a HAR export, on the same traffic.
+
+The traffic: streamed Responses-API calls made with the openai SDK against the bundled
+simulator (not a real API). Each tool records it its own way: proxy record; VCR.py
+patching the SDK's HTTP client; bare mitmproxy writing a HAR (hardump).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import vcr
+import yaml
+from vcr.cassette import Cassette as VcrCassette
+
+from common import ROOT, mitmdump, pct, proxy, simulator_process
+
+from proxy.replay import load_engine
+from proxy.store import Cassette
+
+logging.getLogger("vcr").setLevel(logging.WARNING)
+HDRS = {"x-sim-events": "20", "x-sim-gap-ms": "0"}
+
+
+def sdk_traffic(base: str, n: int) -> int:
+    client = openai.OpenAI(base_url=base + "/v1", api_key="sk-bench-not-a-real-key-000000", max_retries=0)
+    events = 0
+    for i in range(n):
+        with client.responses.create(model="sim-1", input=f"bench {i}", stream=True, extra_headers=HDRS) as s:
+            events += sum(1 for _ in s)
+    return events
+
+
+def raw_bytes(path: Path) -> int:
+    """Bytes on the wire (request line, headers, body; status line, headers, body), from a cassette."""
+    total = 0
+    with Cassette.open(path) as c:
+        for it in c.interactions():
+            r = it.request
+            total += len(f"{r.method} {r.target} HTTP/1.1\r\n") + sum(len(k) + len(v) + 4 for k, v in r.headers) + 2
+            total += len(r.body)
+            if it.response:
+                total += 17 + sum(len(k) + len(v) + 4 for k, v in it.response.headers) + 2
+            total += len(it.body)
+    return total
+
+
+def grow_proxy(src: Path, dst: Path, n: int) -> None:
+    with Cassette.open(src) as s:
+        its = list(s.interactions())
+    with Cassette.create(dst, upstream="bench copy") as d:
+        for i in range(n):
+            d.append(its[i % len(its)])
+
+
+def grow_vcr(src: Path, dst: Path, n: int) -> None:
+    doc = yaml.load(src.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    base = doc["interactions"]
+    # deep copies: shared objects would be written as YAML aliases, smaller than VCR.py writes
+    doc["interactions"] = [copy.deepcopy(base[i % len(base)]) for i in range(n)]
+    dst.write_text(yaml.dump(doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)))
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def boundaries(base_url: str, replay) -> tuple[int, float]:
+    """(chunks the client reads, stream duration) for one streamed response."""
+    chunks, t0 = [], time.perf_counter()
+    with replay():
+        with httpx.stream("POST", base_url + "/v1/responses", json={"model": "sim-1", "input": "b", "stream": True},
+                          headers={"x-sim-events": "10", "x-sim-gap-ms": "20"}) as r:
+            for b in r.iter_raw():
+                chunks.append(time.perf_counter() - t0)
+    return len(chunks), (chunks[-1] - chunks[0]) * 1000
+
+
+def run(quick: bool = False) -> list[dict]:
+    n = 20 if quick else 100
+    sizes = (100, 300) if quick else (100, 1000, 10000)
+    rows = []
+    with simulator_process() as sim, tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        pdb, vy, har = d / "p.db", d / "v.yaml", d / "t.har"
+        with proxy("record", "--upstream", sim, "--cassette", str(pdb), "--listen", "127.0.0.1:0") as (url, _):
+            sdk_traffic(url, n)
+        with vcr.use_cassette(str(vy), record_mode="all"):
+            sdk_traffic(sim, n)
+        with mitmdump(sim, "--set", f"hardump={har}") as url:
+            sdk_traffic(url, n)
+        raw = raw_bytes(pdb)
+        sizes_now = {"proxy cassette (SQLite)": pdb.stat().st_size, "VCR.py YAML": vy.stat().st_size,
+                     "HAR (mitmproxy hardump)": har.stat().st_size}
+        for name, size in sizes_now.items():
+            ratio = size / raw
+            target = "<= 25 %" if name.startswith("proxy") else ""
+            rows.append({"bench": f"storage, {n} streamed responses ({raw:,} raw bytes)", "metric": name,
+                         "value": f"{size:,} bytes = {ratio * 100:.0f} % of raw", "target": target,
+                         "ok": ratio <= 0.25 if target else None})
+
+        # replaying 1,000 streamed responses through the openai SDK
+        m = 100 if quick else 1000
+        pbig, vbig = d / "pbig.db", d / "vbig.yaml"
+        grow_proxy(pdb, pbig, m)
+        grow_vcr(vy, vbig, m)
+        with proxy("replay", "--cassette", str(pbig), "--listen", "127.0.0.1:0", "--speed", "0") as (url, _):
+            t_proxy = timed(lambda: sdk_traffic(url, m))
+
+        def vcr_replay():
+            with vcr.use_cassette(str(vbig), record_mode="none"):
+                sdk_traffic(sim, m)
+
+        t_vcr = timed(vcr_replay)
+        rows.append({"bench": f"replay {m:,} streamed responses (openai SDK)", "metric": "proxy replay --speed 0 / VCR.py",
+                     "value": f"{t_proxy:.2f} s / {t_vcr:.2f} s ({t_vcr / t_proxy:.2f}x)", "target": "", "ok": None})
+
+        # cassette load time and size
+        for size in sizes:
+            p, v = d / f"p{size}.db", d / f"v{size}.yaml"
+            grow_proxy(pdb, p, size)
+            grow_vcr(vy, v, size)
+            tp = timed(lambda: load_engine(p))
+            tv = timed(lambda: VcrCassette.load(path=str(v), record_mode="none"))
+            rows.append({"bench": f"cassette of {size:,} interactions", "metric": "load: proxy / VCR.py; size: proxy / VCR.py",
+                         "value": f"{tp * 1000:.0f} / {tv * 1000:.0f} ms; {p.stat().st_size / 1e6:.1f} / "
+                                  f"{v.stat().st_size / 1e6:.1f} MB", "target": "", "ok": None})
+        big = d / f"p{sizes[-1]}.db"
+        t0 = time.perf_counter()
+        with proxy("replay", "--cassette", str(big), "--listen", "127.0.0.1:0", "--speed", "0") as (url, _):
+            httpx.post(url + "/v1/responses", json={}).raise_for_status()
+            first = time.perf_counter() - t0
+        rows.append({"bench": f"cassette of {sizes[-1]:,} interactions", "metric": "proxy replay: spawn to first match served",
+                     "value": f"{first * 1000:.0f} ms", "target": "<= 1 s", "ok": first <= 1.0 if not quick else None})
+
+        # do chunk boundaries and timing survive?
+        one_p, one_v = d / "one.db", d / "one.yaml"
+        with proxy("record", "--upstream", sim, "--cassette", str(one_p), "--listen", "127.0.0.1:0") as (url, _):
+            rec_chunks, rec_ms = boundaries(url, lambda: _null())
+        with vcr.use_cassette(str(one_v), record_mode="all"):
+            boundaries(sim, lambda: _null())
+        with proxy("replay", "--cassette", str(one_p), "--listen", "127.0.0.1:0") as (url, _):
+            p_chunks, p_ms = boundaries(url, lambda: _null())
+        v_chunks, v_ms = boundaries(sim, lambda: vcr.use_cassette(str(one_v), record_mode="none"))
+        rows.append({"bench": "one stream, 13 events 20 ms apart", "metric": "chunks / duration: recorded, proxy replay, VCR.py replay",
+                     "value": f"{rec_chunks} / {rec_ms:.0f} ms, {p_chunks} / {p_ms:.0f} ms, {v_chunks} / {v_ms:.0f} ms",
+                     "target": "", "ok": None})
+    return rows
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
