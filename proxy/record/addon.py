@@ -115,8 +115,7 @@ class Recorder:
         del self.live[flow.id]
         end_t = flow.response.timestamp_end or time.time()
         self.cassette.finish(live.iid, End.COMPLETE, duration=end_t - live.t0)
-        await _flushed(self.cassette)
-        self._done(flow, live, End.COMPLETE)
+        await self._done(flow, live, End.COMPLETE)
 
     async def error(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)
@@ -142,8 +141,7 @@ class Recorder:
         else:
             end = End.UPSTREAM_CUT
             self.cassette.finish(live.iid, end, f"upstream cut after {live.body_bytes} bytes: {msg}", duration)
-        await _flushed(self.cassette)
-        self._done(flow, live, end)
+        await self._done(flow, live, end)
 
     # -- WebSocket -----------------------------------------------------------
 
@@ -176,13 +174,14 @@ class Recorder:
         if abnormal and by is Direction.CLIENT:
             end = End.CLIENT_GONE
         self.cassette.finish(live.iid, end, "" if not abnormal else "no close frame", time.time() - live.t0, close)
-        await _flushed(self.cassette)
-        self._done(flow, live, end)
+        await self._done(flow, live, end)
 
     # -- reporting -----------------------------------------------------------
 
-    def _done(self, flow: http.HTTPFlow, live: _Live, end: End) -> None:
+    async def _done(self, flow: http.HTTPFlow, live: _Live, end: End) -> None:
+        """Count the interaction (its end is queued), wait until it is committed, report it."""
         self.recorded += 1
+        await _flushed(self.cassette)
         status = flow.response.status_code if flow.response else "---"
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
         path = flow.request.path.split("?", 1)[0]  # the query may hold a key

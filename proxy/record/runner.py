@@ -7,6 +7,7 @@ can only be set after construction (see DESIGN.md, measured facts).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -18,6 +19,9 @@ from ..redaction import Redactor
 from ..store import Cassette
 from ..store.writer import CassetteWriter
 from .addon import Recorder
+
+
+log = logging.getLogger("proxy.record")
 
 
 class RecordError(Exception):
@@ -151,7 +155,9 @@ class RecordingProxy:
             await self._task
         if self.recorder is not None:
             # Anything still live was cut by the shutdown; it stays marked incomplete.
-            self.recorder.cassette.close()
+            sizes = self.recorder.cassette.close(compact=self.recorder.recorded > 0)
+            if sizes:
+                log.info("compacted %s: %s -> %s bytes", self.config.cassette, f"{sizes[0]:,}", f"{sizes[1]:,}")
             return self.recorder.recorded
         return 0
 

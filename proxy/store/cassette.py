@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,34 @@ def _unpack(data: bytes | None, codec: str | None) -> bytes:
     raise ValueError(f"unknown codec {codec!r}")
 
 
+# Packed events: count, then (offset float64, size uint32, kind uint8) per event, then the data.
+_EVENT = struct.Struct("<dIB")
+_KINDS = {("server", "chunk"): 0, ("client", "text"): 1, ("client", "binary"): 2, ("server", "text"): 3,
+          ("server", "binary"): 4}
+_KIND_OF = {v: k for k, v in _KINDS.items()}
+
+
+def _pack_events(rows: list[tuple[float, str, str, bytes]]) -> bytes:
+    index = [struct.pack("<I", len(rows))]
+    index += [_EVENT.pack(off, len(data), _KINDS[(direction, type_)]) for off, direction, type_, data in rows]
+    return b"".join(index) + b"".join(data for *_, data in rows)
+
+
+def _unpack_events(raw: bytes) -> list[tuple[float, str, str, int, bytes]]:
+    (n,) = struct.unpack_from("<I", raw, 0)
+    pos = 4 + n * _EVENT.size
+    out = []
+    for i in range(n):
+        off, size, kind = _EVENT.unpack_from(raw, 4 + i * _EVENT.size)
+        direction, type_ = _KIND_OF[kind]
+        data = raw[pos : pos + size]
+        if len(data) != size:
+            raise ValueError("event data shorter than its recorded size")
+        out.append((off, direction, type_, size, data))
+        pos += size
+    return out
+
+
 class Cassette:
     """A cassette file. Use :meth:`open` to read an existing one, :meth:`create`
     for a new one, :meth:`open_or_create` to append."""
@@ -102,11 +131,14 @@ class Cassette:
         self._next_seq = row[0] + 1
         self._next_id = row[1] + 1
         self._event_idx: dict[int, int] = {}
+        self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
 
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Cassette":
+    def open(cls, path: str | os.PathLike, write: bool = False) -> "Cassette":
+        """Open and validate. Reading never changes the file: an older schema is read as
+        it is; ``write=True`` migrates it first."""
         path = Path(path)
         if not path.exists():
             raise CassetteMissing(path, "no such cassette file")
@@ -120,7 +152,7 @@ class Cassette:
             raise NotACassette(path, "not a SQLite file, so not a cassette")
         conn = _connect(path)
         try:
-            return cls._validate(path, conn)
+            return cls._validate(path, conn, write)
         except CassetteError:
             conn.close()
             raise
@@ -129,7 +161,7 @@ class Cassette:
             raise CassetteCorrupt(path, f"damaged SQLite file ({e})") from None
 
     @classmethod
-    def _validate(cls, path: Path, conn: sqlite3.Connection) -> "Cassette":
+    def _validate(cls, path: Path, conn: sqlite3.Connection, write: bool = False) -> "Cassette":
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise CassetteCorrupt(path, f"damaged SQLite file ({check})")
@@ -151,12 +183,14 @@ class Cassette:
             )
         _durable(conn)
         db = sqlite_utils.Database(conn)
-        if version < schema.SCHEMA_VERSION:
-            meta["schema_version"] = str(schema.migrate(db, version))
         missing = {"interactions", "events"} - tables
         if missing:
             raise CassetteCorrupt(path, f"missing table(s): {', '.join(sorted(missing))}")
-        for table, columns in (("interactions", schema.INTERACTION_COLUMNS), ("events", schema.EVENT_COLUMNS)):
+        if write and version < schema.SCHEMA_VERSION:
+            with conn:
+                meta["schema_version"] = str(schema.migrate(db, version))
+            version = schema.SCHEMA_VERSION
+        for table, columns in (("interactions", schema.columns(version)), ("events", schema.EVENT_COLUMNS)):
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             lost = set(columns) - have
             if lost:
@@ -171,6 +205,9 @@ class Cassette:
             raise CassetteError(path, "already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(path)
+        # Small pages: a cassette is a handful of tables and indexes, and with 4 KB pages
+        # their first pages alone outweigh a short recording. Must precede WAL mode.
+        conn.execute("PRAGMA page_size = 1024")
         _durable(conn)
         db = sqlite_utils.Database(conn)
         full = {"created_at": _now_iso(), "tool": "proxy 0.1.0", **{k: str(v) for k, v in meta.items()}}
@@ -181,7 +218,7 @@ class Cassette:
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
         if Path(path).exists():
-            return cls.open(path)
+            return cls.open(path, write=True)
         return cls.create(path, **meta)
 
     def close(self) -> None:
@@ -301,13 +338,14 @@ class Cassette:
 
     def _finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
                 close: Close | None = None) -> None:
+        """Move the events into the interaction row, packed (see schema.py), and drop their rows."""
         self._event_idx.pop(iid, None)
         rows = self._conn.execute(
-            "SELECT data, direction FROM events WHERE interaction_id=? ORDER BY idx", (iid,)
+            "SELECT offset, direction, type, data FROM events WHERE interaction_id=? ORDER BY idx", (iid,)
         ).fetchall()
-        raw = b"".join(bytes(r[0] or b"") for r in rows)
-        body_bytes = sum(len(r[0] or b"") for r in rows if r[1] == Direction.SERVER.value)
-        blob, codec = _pack(raw)
+        rows = [(off, d, t, bytes(data or b"")) for off, d, t, data in rows]
+        body_bytes = sum(len(r[3]) for r in rows if r[1] == Direction.SERVER.value)
+        blob, codec = _pack(_pack_events(rows))
         self._conn.execute(
             "UPDATE interactions SET end=?, end_detail=?, duration=?, close_code=?, close_reason=?,"
             " closed_by=?, event_count=?, body_bytes=?, events_blob=?, events_codec=? WHERE id=?",
@@ -321,11 +359,86 @@ class Cassette:
                 len(rows),
                 body_bytes,
                 blob,
-                codec,
+                "packed-" + codec,
                 iid,
             ),
         )
-        self._conn.execute("UPDATE events SET data=NULL WHERE interaction_id=?", (iid,))
+        self._conn.execute("DELETE FROM events WHERE interaction_id=?", (iid,))
+
+    # -- compaction ---------------------------------------------------------------
+
+    def compact(self, level: int = 9) -> tuple[int, int]:
+        """Recompress every finished interaction with one zstd dictionary trained on the
+        whole cassette (headers too), when that is smaller, then VACUUM.
+
+        Streams of one API repeat themselves across interactions (ids, field names,
+        headers) far more than within one, which per-interaction compression cannot
+        use. Returns (bytes before, bytes after) of the file.
+        """
+        wal = Path(str(self.path) + "-wal")
+        before = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        cur = self._read("SELECT * FROM interactions WHERE end != 'incomplete' ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        items = []
+        for r in cur.fetchall():
+            row = dict(zip(names, r))
+            it = self._build(row)
+            head = json.dumps([it.request.headers, it.response.headers if it.response else None]).encode()
+            events = [(c.offset, "server", "chunk", c.data) for c in it.chunks] + [
+                (f.offset, f.direction.value, "text" if f.is_text else "binary", f.payload) for f in it.frames]
+            events.sort(key=lambda e: e[0])
+            items.append((row["id"], head, _pack_events(events)))
+        if not items:
+            return before, before
+        samples = [x for _, head, ev in items for x in (head, ev)]
+        total = sum(len(x) for x in samples)
+        dictionary = None
+        if len(items) >= 8 and total >= 16_384:
+            try:
+                dictionary = zstandard.train_dictionary(min(65_536, max(4096, total // 20)), samples)
+            except zstandard.ZstdError:
+                dictionary = None
+        plain = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        with_dict = zstandard.ZstdCompressor(level=level, dict_data=dictionary, write_checksum=True) if dictionary else None
+        size_plain = sum(len(plain.compress(x)) for x in samples)
+        size_dict = (sum(len(with_dict.compress(x)) for x in samples) + len(dictionary.as_bytes())) if with_dict else None
+        with self._conn:
+            self._conn.execute("UPDATE interactions SET dict_id=NULL")
+            self._conn.execute("DELETE FROM dictionaries")
+            dict_id = None
+            if size_dict is not None and size_dict < size_plain:
+                dict_id = self._conn.execute("INSERT INTO dictionaries (data) VALUES (?)",
+                                             (dictionary.as_bytes(),)).lastrowid
+                comp, codec = with_dict, "zstd-dict"
+            else:
+                comp, codec = plain, "zstd"
+            for iid, head, ev in items:
+                self._conn.execute(
+                    "UPDATE interactions SET head_blob=?, request_headers=NULL, response_headers=NULL,"
+                    " events_blob=?, events_codec=?, dict_id=? WHERE id=?",
+                    (comp.compress(head), comp.compress(ev), "packed-" + codec, dict_id, iid),
+                )
+        self._decompressors.clear()
+        self._conn.execute("VACUUM")
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # in WAL mode the file shrinks only here
+        return before, self.path.stat().st_size
+
+    def _decompressor(self, dict_id: int | None) -> zstandard.ZstdDecompressor:
+        if dict_id is None:
+            return _DECOMPRESSOR
+        d = self._decompressors.get(dict_id)
+        if d is None:
+            row = self._read("SELECT data FROM dictionaries WHERE id=?", (dict_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"dictionary {dict_id} is missing")
+            d = self._decompressors[dict_id] = zstandard.ZstdDecompressor(
+                dict_data=zstandard.ZstdCompressionDict(bytes(row[0])))
+        return d
+
+    def _decode(self, data: bytes, codec: str, dict_id: int | None) -> bytes:
+        if codec == "zstd-dict":
+            return self._decompressor(dict_id).decompress(data)
+        return _unpack(data, codec)
 
     # -- reading --------------------------------------------------------------
 
@@ -379,14 +492,24 @@ class Cassette:
 
     def _build(self, row: dict, events: list | None = None) -> Interaction:
         where = f"interaction {row['seq']}"
+        codec = row["events_codec"] or ""
+        packed = codec.startswith("packed-")
         try:
             body = _unpack(row["request_body"], row["request_body_codec"])
-            blob = _unpack(row["events_blob"], row["events_codec"]) if row["events_blob"] is not None else None
+            blob = None
+            if row["events_blob"] is not None:
+                blob = self._decode(row["events_blob"], codec.removeprefix("packed-"), row.get("dict_id"))
+            if row.get("head_blob") is not None:
+                req_headers, resp_headers = json.loads(self._decode(row["head_blob"], codec.removeprefix("packed-"),
+                                                                    row.get("dict_id")))
+            else:
+                req_headers = json.loads(row["request_headers"] or "[]")
+                resp_headers = json.loads(row["response_headers"] or "[]")
             req = Request(
                 method=row["method"] or "",
                 path=row["path"] or "",
                 query=row["query"] or "",
-                headers=[tuple(h) for h in json.loads(row["request_headers"] or "[]")],
+                headers=[tuple(h) for h in req_headers],
                 body=body,
                 body_encoding=row["request_content_encoding"],
                 scheme=row["scheme"] or "http",
@@ -395,14 +518,13 @@ class Cassette:
             )
             resp = None
             if row["status"] is not None:
-                resp = Response(
-                    status=row["status"],
-                    reason=row["reason"] or "",
-                    headers=[tuple(h) for h in json.loads(row["response_headers"] or "[]")],
-                )
+                resp = Response(status=row["status"], reason=row["reason"] or "",
+                                headers=[tuple(h) for h in resp_headers or []])
             end = End(row["end"])
             kind = Kind(row["kind"])
-        except (zstandard.ZstdError, ValueError, TypeError, KeyError) as e:
+            if packed:
+                events = _unpack_events(blob)
+        except (zstandard.ZstdError, ValueError, TypeError, KeyError, struct.error) as e:
             raise CassetteCorrupt(self.path, f"{where}: corrupt data ({e!r})") from None
         it = Interaction(
             kind=kind,
@@ -420,7 +542,6 @@ class Cassette:
             it.close = Close(
                 row["close_code"], row["close_reason"] or "", Direction(row["closed_by"]) if row["closed_by"] else None
             )
-        pos = 0
         if events is None:
             try:
                 events = self._read(
@@ -429,11 +550,14 @@ class Cassette:
                 ).fetchall()
             except _DAMAGE as e:
                 raise CassetteCorrupt(self.path, f"{where}: damaged SQLite file ({e})") from None
+        pos = 0
         for offset, direction, type_, size, data in events:
-            if blob is not None:
+            if packed:
+                payload = data
+            elif blob is not None:  # version 1 layout: rows hold the index, the blob the data
                 payload = blob[pos : pos + size]
                 pos += size
-            else:
+            else:  # still in flight
                 payload = bytes(data or b"")
             if not isinstance(size, int) or len(payload) != size:
                 raise CassetteCorrupt(self.path, f"{where}: event data shorter than recorded size")

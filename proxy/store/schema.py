@@ -7,19 +7,25 @@ take a file from version N to N+1; a file newer than this code is refused.
 Tables
   meta(key, value)                      schema_version, created_at, upstream, tool
   interactions(id, seq, kind, ...)      one row per HTTP exchange / WebSocket session
-  events(interaction_id, idx, ...)      response chunks and WebSocket frames, in order:
-                                        offset (s), direction, type (chunk|text|binary),
-                                        size, data. When an interaction finishes its
-                                        event data is packed into interactions.events_blob
-                                        (zstd where that pays) and events.data is NULL;
-                                        rows of an interaction still in flight keep data inline.
+  events(interaction_id, idx, ...)      response chunks and WebSocket frames of interactions
+                                        still in flight: offset (s), direction, type
+                                        (chunk|text|binary), size, data
+  dictionaries(id, data)                zstd dictionaries made by compaction
+
+When an interaction finishes, its events move into interactions.events_blob: an
+index (offset, size, direction/type per event) followed by the data, compressed
+where that pays (events_codec "packed-zstd" or "packed-raw"). Compaction (on a clean
+stop of the recorder) trains a zstd dictionary over the whole cassette and
+recompresses events and headers with it ("packed-zstd-dict"; headers move into
+head_blob). Version 1 files keep events rows with data NULL and codec "zstd"/"raw";
+they stay readable.
 """
 
 from __future__ import annotations
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x50525859  # "PRXY"
 
 INTERACTION_COLUMNS = {
@@ -51,6 +57,8 @@ INTERACTION_COLUMNS = {
     "body_bytes": int,
     "events_blob": bytes,
     "events_codec": str,
+    "head_blob": bytes,  # compacted request + response headers (JSON), when the JSON columns are NULL
+    "dict_id": int,  # the zstd dictionary of events_blob / head_blob, if any
 }
 
 EVENT_COLUMNS = {
@@ -64,19 +72,33 @@ EVENT_COLUMNS = {
 }
 
 
+def columns(version: int) -> dict:
+    """The interactions columns a file of ``version`` has."""
+    if version < 2:
+        return {k: v for k, v in INTERACTION_COLUMNS.items() if k not in ("head_blob", "dict_id")}
+    return INTERACTION_COLUMNS
+
+
 def create(db: sqlite_utils.Database, meta: dict[str, str]) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db["meta"].create({"key": str, "value": str}, pk="key")
     db["interactions"].create(INTERACTION_COLUMNS, pk="id", not_null={"seq", "kind"})
     db["events"].create(EVENT_COLUMNS, pk=("interaction_id", "idx"))
+    db["dictionaries"].create({"id": int, "data": bytes}, pk="id")
     db["interactions"].create_index(["seq"], unique=True)
     db["meta"].insert_all(
         [{"key": k, "value": v} for k, v in {**meta, "schema_version": str(SCHEMA_VERSION)}.items()]
     )
 
 
+def _v1_to_v2(db: sqlite_utils.Database) -> None:
+    db["interactions"].add_column("head_blob", bytes)
+    db["interactions"].add_column("dict_id", int)
+    db["dictionaries"].create({"id": int, "data": bytes}, pk="id")
+
+
 # version -> function taking the db from that version to the next one
-MIGRATIONS: dict[int, callable] = {}
+MIGRATIONS: dict[int, callable] = {1: _v1_to_v2}
 
 
 def migrate(db: sqlite_utils.Database, version: int) -> int:

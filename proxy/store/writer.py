@@ -63,11 +63,19 @@ class CassetteWriter:
         self._urgent.set()
         return fut
 
-    def close(self) -> None:
+    def close(self, compact: bool = False) -> tuple[int, int] | None:
+        """Write what is queued, optionally compact (a clean end), close the cassette."""
         self._queue.put((_STOP, None))
         self._urgent.set()
         self._thread.join()
+        sizes = None
+        if compact and self.error is None:
+            try:
+                sizes = self.cassette.compact()
+            except Exception as e:  # the cassette is complete without it
+                log.error("compacting the cassette failed: %s", e)
         self.cassette.close()
+        return sizes
 
     # -- the writer thread -----------------------------------------------------
 
