@@ -160,6 +160,7 @@ class Session:
             _remove_db(self.config.cassette)
             os.replace(self._fresh, self.config.cassette)
         if self.engine is not None:
+            self.engine.close()
             s.recordings = len(self.engine.interactions)
             s.unused = self.engine.unused()
             s.used = s.recordings - len(s.unused)

@@ -12,10 +12,16 @@ from .engine import Engine
 
 
 def load_engine(path, config: MatchConfig | None = None, redactor: Redactor | None = None) -> Engine:
-    """Read a whole cassette (so a corrupt one fails now, not mid-test) into an Engine."""
-    with Cassette.open(path) as c:
-        interactions = list(c.interactions())
-    return Engine(interactions, config or MatchConfig(), redactor or Redactor())
+    """Read a cassette into an Engine. Every blob is decoded now (a corrupt cassette fails
+    here, not mid-test); an interaction's chunks and frames are built when it is matched,
+    so a 10,000-interaction cassette serves its first match quickly."""
+    c = Cassette.open(path)
+    try:
+        interactions = list(c.interactions(with_events=False))
+    except BaseException:
+        c.close()
+        raise
+    return Engine(interactions, config or MatchConfig(), redactor or Redactor(), loader=c)
 
 
 __all__ = ["Engine", "load_engine"]

@@ -70,9 +70,11 @@ class Engine:
     interactions: list[Interaction]
     config: MatchConfig = field(default_factory=MatchConfig)
     redactor: Redactor = field(default_factory=Redactor)
+    loader: object = None  # a Cassette whose load_events() fills in chunks and frames on a match
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.interactions, self.config)
+        self._loaded: set[int] = set()
         self.misses: list[Miss] = []
         self.mismatches: list[str] = []  # WebSocket frames that did not match, as close reasons
         self._lock = threading.Lock()
@@ -98,7 +100,7 @@ class Engine:
         with self._lock:
             result = self.matcher.match(req)
             if isinstance(result, Match):
-                return http_script(result.interaction)
+                return http_script(self._full(result.interaction))
             self.misses.append(result)
         return MissReply(result)
 
@@ -113,7 +115,20 @@ class Engine:
             result = self.matcher.match(req, accepts)
             if isinstance(result, Miss):
                 self.misses.append(result)
+            else:
+                self._full(result.interaction)
             return result
+
+    def _full(self, it: Interaction) -> Interaction:
+        if self.loader is not None and id(it) not in self._loaded:
+            self.loader.load_events(it)
+            self._loaded.add(id(it))
+        return it
+
+    def close(self) -> None:
+        if self.loader is not None:
+            self.loader.close()
+            self.loader = None
 
     def unused(self) -> list[Interaction]:
         return self.matcher.unused()

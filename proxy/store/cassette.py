@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import sqlite_utils
 import zstandard
 
 from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
@@ -122,11 +121,10 @@ class Cassette:
     """A cassette file. Use :meth:`open` to read an existing one, :meth:`create`
     for a new one, :meth:`open_or_create` to append."""
 
-    def __init__(self, path: Path, db: sqlite_utils.Database, meta: dict[str, str]):
+    def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, str]):
         self.path = path
-        self.db = db
         self.meta = meta
-        self._conn: sqlite3.Connection = db.conn
+        self._conn = conn
         row = self._conn.execute("SELECT coalesce(max(seq), 0), coalesce(max(id), 0) FROM interactions").fetchone()
         self._next_seq = row[0] + 1
         self._next_id = row[1] + 1
@@ -182,20 +180,19 @@ class Cassette:
                 f"({schema.SCHEMA_VERSION}); upgrade proxy",
             )
         _durable(conn)
-        db = sqlite_utils.Database(conn)
         missing = {"interactions", "events"} - tables
         if missing:
             raise CassetteCorrupt(path, f"missing table(s): {', '.join(sorted(missing))}")
         if write and version < schema.SCHEMA_VERSION:
             with conn:
-                meta["schema_version"] = str(schema.migrate(db, version))
+                meta["schema_version"] = str(schema.migrate(conn, version))
             version = schema.SCHEMA_VERSION
         for table, columns in (("interactions", schema.columns(version)), ("events", schema.EVENT_COLUMNS)):
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             lost = set(columns) - have
             if lost:
                 raise CassetteCorrupt(path, f"table {table} lacks column(s) {', '.join(sorted(lost))}")
-        return cls(path, db, meta)
+        return cls(path, conn, meta)
 
     @classmethod
     def create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
@@ -209,11 +206,10 @@ class Cassette:
         # their first pages alone outweigh a short recording. Must precede WAL mode.
         conn.execute("PRAGMA page_size = 1024")
         _durable(conn)
-        db = sqlite_utils.Database(conn)
         full = {"created_at": _now_iso(), "tool": "proxy 0.1.0", **{k: str(v) for k, v in meta.items()}}
         with conn:
-            schema.create(db, full)
-        return cls(path, db, dict(full, schema_version=str(schema.SCHEMA_VERSION)))
+            schema.create(conn, full)
+        return cls(path, conn, dict(full, schema_version=str(schema.SCHEMA_VERSION)))
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
@@ -464,10 +460,13 @@ class Cassette:
         except _DAMAGE as e:
             raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
 
-    def interactions(self) -> Iterator[Interaction]:
-        """Every interaction in recorded order, events included (two queries in all)."""
+    def interactions(self, with_events: bool = True) -> Iterator[Interaction]:
+        """Every interaction in recorded order, events included (two queries in all).
+
+        ``with_events=False`` leaves chunks and frames out (fill them with :meth:`load_events`)
+        but still decodes every blob, so damage is found now, not when it is used."""
         cur = self._read("SELECT * FROM interactions ORDER BY seq")
-        names = [d[0] for d in cur.description]
+        cur.row_factory = sqlite3.Row  # C rows with access by name: no dict per row
         try:
             rows = cur.fetchall()
             events = self._read(
@@ -478,9 +477,16 @@ class Cassette:
         by_id: dict[int, list] = {}
         for ev in events:
             by_id.setdefault(ev[0], []).append(ev[1:])
-        for r in rows:
-            row = dict(zip(names, r))
-            yield self._build(row, by_id.get(row["id"], []))
+        for row in rows:
+            yield self._build(row, by_id.get(row["id"], []), with_events=with_events)
+
+    def load_events(self, it: Interaction) -> Interaction:
+        """Fill in the chunks and frames of an interaction read with ``with_events=False``."""
+        cur = self._read("SELECT * FROM interactions WHERE id=?", (it.id,))
+        names = [d[0] for d in cur.description]
+        full = self._build(dict(zip(names, cur.fetchone())))
+        it.chunks, it.frames = full.chunks, full.frames
+        return it
 
     def get(self, seq: int) -> Interaction:
         cur = self._read("SELECT * FROM interactions WHERE seq=?", (seq,))
@@ -490,7 +496,7 @@ class Cassette:
             raise KeyError(seq)
         return self._build(dict(zip(names, row)))
 
-    def _build(self, row: dict, events: list | None = None) -> Interaction:
+    def _build(self, row: dict, events: list | None = None, with_events: bool = True) -> Interaction:
         where = f"interaction {row['seq']}"
         codec = row["events_codec"] or ""
         packed = codec.startswith("packed-")
@@ -498,10 +504,10 @@ class Cassette:
             body = _unpack(row["request_body"], row["request_body_codec"])
             blob = None
             if row["events_blob"] is not None:
-                blob = self._decode(row["events_blob"], codec.removeprefix("packed-"), row.get("dict_id"))
-            if row.get("head_blob") is not None:
+                blob = self._decode(row["events_blob"], codec.removeprefix("packed-"), _get(row, "dict_id"))
+            if _get(row, "head_blob") is not None:
                 req_headers, resp_headers = json.loads(self._decode(row["head_blob"], codec.removeprefix("packed-"),
-                                                                    row.get("dict_id")))
+                                                                    _get(row, "dict_id")))
             else:
                 req_headers = json.loads(row["request_headers"] or "[]")
                 resp_headers = json.loads(row["response_headers"] or "[]")
@@ -522,7 +528,7 @@ class Cassette:
                                 headers=[tuple(h) for h in resp_headers or []])
             end = End(row["end"])
             kind = Kind(row["kind"])
-            if packed:
+            if packed and with_events:
                 events = _unpack_events(blob)
         except (zstandard.ZstdError, ValueError, TypeError, KeyError, struct.error) as e:
             raise CassetteCorrupt(self.path, f"{where}: corrupt data ({e!r})") from None
@@ -542,6 +548,8 @@ class Cassette:
             it.close = Close(
                 row["close_code"], row["close_reason"] or "", Direction(row["closed_by"]) if row["closed_by"] else None
             )
+        if not with_events:
+            return it
         if events is None:
             try:
                 events = self._read(
@@ -569,6 +577,14 @@ class Cassette:
             except (TypeError, ValueError) as e:
                 raise CassetteCorrupt(self.path, f"{where}: corrupt event ({e})") from None
         return it
+
+
+def _get(row, key: str):
+    """row[key], or None where a version 1 file has no such column."""
+    try:
+        return row[key]
+    except (IndexError, KeyError):
+        return None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

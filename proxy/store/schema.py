@@ -23,7 +23,7 @@ they stay readable.
 
 from __future__ import annotations
 
-import sqlite_utils
+import sqlite3
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x50525859  # "PRXY"
@@ -79,8 +79,11 @@ def columns(version: int) -> dict:
     return INTERACTION_COLUMNS
 
 
-def create(db: sqlite_utils.Database, meta: dict[str, str]) -> None:
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+def create(conn: sqlite3.Connection, meta: dict[str, str]) -> None:
+    import sqlite_utils  # only here and in migrations: replay never pays for its import
+
+    db = sqlite_utils.Database(conn)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db["meta"].create({"key": str, "value": str}, pk="key")
     db["interactions"].create(INTERACTION_COLUMNS, pk="id", not_null={"seq", "kind"})
     db["events"].create(EVENT_COLUMNS, pk=("interaction_id", "idx"))
@@ -91,7 +94,7 @@ def create(db: sqlite_utils.Database, meta: dict[str, str]) -> None:
     )
 
 
-def _v1_to_v2(db: sqlite_utils.Database) -> None:
+def _v1_to_v2(db) -> None:
     db["interactions"].add_column("head_blob", bytes)
     db["interactions"].add_column("dict_id", int)
     db["dictionaries"].create({"id": int, "data": bytes}, pk="id")
@@ -101,7 +104,10 @@ def _v1_to_v2(db: sqlite_utils.Database) -> None:
 MIGRATIONS: dict[int, callable] = {1: _v1_to_v2}
 
 
-def migrate(db: sqlite_utils.Database, version: int) -> int:
+def migrate(conn: sqlite3.Connection, version: int) -> int:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
     while version < SCHEMA_VERSION:
         MIGRATIONS[version](db)
         version += 1
