@@ -102,19 +102,32 @@ def _pack_events(rows: list[tuple[float, str, str, bytes]]) -> bytes:
     return b"".join(index) + b"".join(data for *_, data in rows)
 
 
-def _unpack_events(raw: bytes) -> list[tuple[float, str, str, int, bytes]]:
+def _unpack_events(raw: bytes) -> list[tuple[float, int, bytes]]:
+    """(offset, kind, data) per event; kind as in _KINDS."""
     (n,) = struct.unpack_from("<I", raw, 0)
     pos = 4 + n * _EVENT.size
+    if pos > len(raw):
+        raise ValueError("event index longer than the blob")
     out = []
-    for i in range(n):
-        off, size, kind = _EVENT.unpack_from(raw, 4 + i * _EVENT.size)
-        direction, type_ = _KIND_OF[kind]
-        data = raw[pos : pos + size]
-        if len(data) != size:
-            raise ValueError("event data shorter than its recorded size")
-        out.append((off, direction, type_, size, data))
+    for off, size, kind in _EVENT.iter_unpack(raw[4:pos]):
+        out.append((off, kind, raw[pos : pos + size]))
         pos += size
+    if pos != len(raw) or any(k not in _KIND_OF for _, k, _ in out):
+        raise ValueError("event data does not match its index")
     return out
+
+
+def _events_into(it: Interaction, events: list[tuple[float, int, bytes]]) -> None:
+    chunks, frames = it.chunks, it.frames
+    for off, kind, data in events:
+        if kind == 0:
+            chunks.append(Chunk(off, data))
+        else:
+            direction, type_ = _KIND_OF[kind]
+            frames.append(Frame(_DIRECTIONS[direction], type_ == "text", off, data))
+
+
+_DIRECTIONS = {"client": Direction.CLIENT, "server": Direction.SERVER}
 
 
 class Cassette:
@@ -130,6 +143,7 @@ class Cassette:
         self._next_id = row[1] + 1
         self._event_idx: dict[int, int] = {}
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+        self._pending: dict[int, bytes] = {}  # decoded packed events not yet parsed (load_events)
 
     # -- opening -------------------------------------------------------------
 
@@ -482,6 +496,13 @@ class Cassette:
 
     def load_events(self, it: Interaction) -> Interaction:
         """Fill in the chunks and frames of an interaction read with ``with_events=False``."""
+        packed = self._pending.pop(it.id, None)
+        if packed is not None:  # decoded at read time: only the index is left to parse
+            try:
+                _events_into(it, _unpack_events(packed))
+            except (ValueError, struct.error) as e:
+                raise CassetteCorrupt(self.path, f"interaction {it.seq}: corrupt data ({e!r})") from None
+            return it
         cur = self._read("SELECT * FROM interactions WHERE id=?", (it.id,))
         names = [d[0] for d in cur.description]
         full = self._build(dict(zip(names, cur.fetchone())))
@@ -529,7 +550,7 @@ class Cassette:
             end = End(row["end"])
             kind = Kind(row["kind"])
             if packed and with_events:
-                events = _unpack_events(blob)
+                packed_events = _unpack_events(blob)
         except (zstandard.ZstdError, ValueError, TypeError, KeyError, struct.error) as e:
             raise CassetteCorrupt(self.path, f"{where}: corrupt data ({e!r})") from None
         it = Interaction(
@@ -549,6 +570,11 @@ class Cassette:
                 row["close_code"], row["close_reason"] or "", Direction(row["closed_by"]) if row["closed_by"] else None
             )
         if not with_events:
+            if packed and blob is not None:
+                self._pending[it.id] = blob  # decoded (and so checked) now; parsed on load_events
+            return it
+        if packed:
+            _events_into(it, packed_events)
             return it
         if events is None:
             try:
@@ -558,11 +584,14 @@ class Cassette:
                 ).fetchall()
             except _DAMAGE as e:
                 raise CassetteCorrupt(self.path, f"{where}: damaged SQLite file ({e})") from None
+        self._rows_into(it, events, blob, where)
+        return it
+
+    def _rows_into(self, it: Interaction, events, blob: bytes | None, where: str) -> None:
+        """Events kept as rows: a version 1 file (data in the blob) or an interaction in flight."""
         pos = 0
         for offset, direction, type_, size, data in events:
-            if packed:
-                payload = data
-            elif blob is not None:  # version 1 layout: rows hold the index, the blob the data
+            if blob is not None:  # version 1 layout: rows hold the index, the blob the data
                 payload = blob[pos : pos + size]
                 pos += size
             else:  # still in flight
@@ -576,7 +605,6 @@ class Cassette:
                     it.frames.append(Frame(Direction(direction), type_ == "text", float(offset), payload))
             except (TypeError, ValueError) as e:
                 raise CassetteCorrupt(self.path, f"{where}: corrupt event ({e})") from None
-        return it
 
 
 def _get(row, key: str):
