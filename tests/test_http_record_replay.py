@@ -225,6 +225,9 @@ def test_https_upstream_needs_its_ca(tls_upstream, tls_files, tmp_path):
     with Cassette.open(bad) as c:
         (it,) = list(c.interactions())
     assert it.end is End.UPSTREAM_ERROR and "certificate" in it.end_detail.lower()
+    with replayer(bad) as rp:  # the TLS failure replays as what the client saw
+        r_bad = httpx.get(rp.url + "/v1/models")
+        assert r_bad.status_code == 502 and b"certificate" in r_bad.content.lower()
     with replayer(good) as rp:
         assert httpx.post(rp.url + "/v1/responses", json={}).content == r.content
 
