@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .jsonpath import delete_paths, parse
@@ -92,8 +92,10 @@ def _label(it: Interaction) -> str:
 class Matcher:
     """Holds the recordings of one cassette and what has been used.
 
-    ``accepts`` selects which recordings a request may consume (HTTP exchanges for
-    plain requests; WebSocket sessions and refused upgrades for handshakes).
+    Recordings are bucketed by (class, key): class "http" for plain exchanges, "ws" for
+    WebSocket sessions and refused upgrades (what a handshake may consume). Each bucket
+    keeps a cursor past its used recordings, so a match costs O(1) however many
+    identical requests a cassette holds; only a miss looks at everything.
     """
 
     def __init__(self, interactions: Iterable[Interaction], config: MatchConfig = MatchConfig()):
@@ -101,23 +103,31 @@ class Matcher:
         self.recorded: list[Interaction] = list(interactions)
         self.used: set[int] = set()
         self._keys = {id(it): describe(it.request, config) for it in self.recorded}
+        self._buckets: dict[tuple, list[Interaction]] = {}
+        for it in self.recorded:
+            self._buckets.setdefault((match_class(it), tuple(self._keys[id(it)])), []).append(it)
+        self._cursor: dict[tuple, int] = {}
 
-    def match(self, req: Request, accepts: Callable[[Interaction], bool] | None = None) -> Match | Miss:
-        accepts = accepts or (lambda it: it.kind is Kind.HTTP and not is_upgrade(it.request))
+    def match(self, req: Request, cls: str = "http") -> Match | Miss:
         key = describe(req, self.config)
-        same = [it for it in self.recorded if accepts(it) and self._keys[id(it)] == key]
-        for it in same:
-            if id(it) not in self.used:
-                self.used.add(id(it))
-                return Match(it)
-        return self._miss(req, key, same, accepts)
+        bucket_key = (cls, tuple(key))
+        bucket = self._buckets.get(bucket_key, [])
+        i = self._cursor.get(bucket_key, 0)
+        while i < len(bucket) and id(bucket[i]) in self.used:
+            i += 1
+        if i < len(bucket):
+            self.used.add(id(bucket[i]))
+            self._cursor[bucket_key] = i + 1
+            return Match(bucket[i])
+        self._cursor[bucket_key] = i
+        return self._miss(req, key, bucket, cls)
 
     def unused(self) -> list[Interaction]:
         return [it for it in self.recorded if id(it) not in self.used]
 
-    def _miss(self, req: Request, key: list[str], same: list[Interaction], accepts) -> Miss:
+    def _miss(self, req: Request, key: list[str], same: list[Interaction], cls: str) -> Miss:
         target = f"{req.method.upper()} {req.target}"
-        pool = [it for it in self.recorded if accepts(it)]
+        pool = [it for it in self.recorded if match_class(it) == cls]
         remaining = [_label(it) for it in pool if id(it) not in self.used and it.request.path == req.path]
         if same:
             return Miss(
@@ -153,3 +163,10 @@ class Matcher:
 
 def is_upgrade(req: Request) -> bool:
     return (req.header("upgrade") or "").lower() == "websocket"
+
+
+def match_class(it: Interaction) -> str:
+    """"ws" for what a WebSocket handshake may consume (a session, or a refused upgrade)."""
+    if it.kind is Kind.WEBSOCKET or is_upgrade(it.request):
+        return "ws"
+    return "http"

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..codec import DecodeError, decode_body
-from ..matching import Match, MatchConfig, Matcher, Miss, canonical_body, is_upgrade
+from ..matching import Match, MatchConfig, Matcher, Miss, canonical_body
 from ..model import Close, Direction, End, Frame, Interaction, Kind, Request
 from ..redaction import Redactor
 
@@ -107,12 +107,8 @@ class Engine:
     def handshake(self, req: Request) -> Match | Miss:
         """Match a WebSocket handshake: a recorded session, or a recorded refusal."""
         req = self.normalize(req)
-
-        def accepts(it: Interaction) -> bool:
-            return it.kind is Kind.WEBSOCKET or (it.kind is Kind.HTTP and is_upgrade(it.request))
-
         with self._lock:
-            result = self.matcher.match(req, accepts)
+            result = self.matcher.match(req, "ws")
             if isinstance(result, Miss):
                 self.misses.append(result)
             else:
