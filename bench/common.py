@@ -181,3 +181,17 @@ def simulator_process():
     finally:
         p.send_signal(signal.SIGINT)
         p.wait(15)
+
+
+def median_run(fn, runs: int, key):
+    """Run ``fn`` ``runs`` times; return (the run whose ``key`` is the median, all keys).
+
+    These machines have bursts of host jitter that can spoil one run; the median of
+    three says what the code does, the spread says how noisy the machine was."""
+    results = [fn() for _ in range(runs)]
+    ordered = sorted(results, key=key)
+    return ordered[len(ordered) // 2], [key(r) for r in results]
+
+
+def spread(values, fmt="{:.2f}") -> str:
+    return "runs: " + ", ".join(fmt.format(v) for v in values)

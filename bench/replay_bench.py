@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Cassette, pct, proxy, read_stream, sse_cassette, timing_errors
+from common import Cassette, median_run, pct, proxy, read_stream, spread, sse_cassette, timing_errors
 
 
 def fidelity(streams: int, n_events: int, gap_ms=(0.0, 40.0)) -> dict:
@@ -79,19 +79,23 @@ def json_requests(n: int, conns: int = 8) -> tuple[float, int]:
 
 def run(quick: bool = False) -> list[dict]:
     n = 100 if quick else 1000
+    runs = 1 if quick else 3
     rows = []
-    f1 = fidelity(1, n)
+    f1, p99s = median_run(lambda: fidelity(1, n), runs, key=lambda f: f["gap_p99_ms"])
     rows += [
-        {"bench": "replay fidelity, 1 stream, gaps 0-40 ms", "metric": "per-gap error p50 / p99 / max",
-         "value": f"{f1['gap_p50_ms']:.2f} / {f1['gap_p99_ms']:.2f} / {f1['gap_max_ms']:.2f} ms",
+        {"bench": f"replay fidelity, 1 stream x {n} events, gaps 0-40 ms (median of {runs} runs)",
+         "metric": "per-gap error p50 / p99 / max",
+         "value": f"{f1['gap_p50_ms']:.2f} / {f1['gap_p99_ms']:.2f} / {f1['gap_max_ms']:.2f} ms (p99 {spread(p99s)})",
          "target": "p99 <= 2 ms", "ok": f1["gap_p99_ms"] <= 2.0},
         {"bench": "replay fidelity, 1 stream", "metric": "total-duration error", "value": f"{f1['total_err_ms']:.2f} ms",
          "target": "", "ok": None},
     ]
     if not quick:
-        f50 = fidelity(50, 1000)
-        rows.append({"bench": "replay fidelity, 50 streams x 1000 events, gaps 0-40 ms", "metric": "per-gap error p50 / p99 / max",
-                     "value": f"{f50['gap_p50_ms']:.2f} / {f50['gap_p99_ms']:.2f} / {f50['gap_max_ms']:.2f} ms",
+        f50, p99s = median_run(lambda: fidelity(50, 1000), runs, key=lambda f: f["gap_p99_ms"])
+        rows.append({"bench": f"replay fidelity, 50 streams x 1000 events, gaps 0-40 ms (median of {runs} runs)",
+                     "metric": "per-gap error p50 / p99 / max",
+                     "value": f"{f50['gap_p50_ms']:.2f} / {f50['gap_p99_ms']:.2f} / {f50['gap_max_ms']:.2f} ms "
+                              f"(p99 {spread(p99s)})",
                      "target": "p99 <= 5 ms", "ok": f50["gap_p99_ms"] <= 5.0})
     eps = throughput(2000 if quick else 20000)
     rows.append({"bench": "replay --speed 0, 1 stream", "metric": "SSE events/s", "value": f"{eps:,.0f}",

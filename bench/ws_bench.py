@@ -11,7 +11,7 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from common import Cassette, pct, proxy
+from common import Cassette, pct, proxy, spread
 
 from proxy.model import Close, Direction, End, Frame, Interaction, Kind, Request, Response
 
@@ -61,31 +61,11 @@ def run(quick: bool = False) -> list[dict]:
         # fidelity: sessions one after another, recorded pace. A handshake takes a
         # round trip even with no delay, so the zero-delay sessions give the baseline.
         k = 5 if quick else 20
-        acc_err, gap_err, first_err = [], [], []
-        baseline = []
-        for delay in (0.0, 0.050):
-            path = Path(d) / f"fid{delay}.db"
-            plans = ws_cassette(path, k, 50, accept_delay=delay)
-            with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0") as (url, _):
-                wurl = url.replace("http", "ws")
-                for i in range(k):
-                    accept, times, _, _ = asyncio.run(session(wurl, 50))
-                    if delay == 0:
-                        baseline.append(accept)
-                        continue
-                    acc_err.append(abs(accept - delay - pct(baseline, 50)) * 1000)
-                    first_err.append(abs(times[0] - plans[i][0]) * 1000)
-                    gap_err += [abs((times[j + 1] - times[j]) - (plans[i][j + 1] - plans[i][j])) * 1000
-                                for j in range(len(times) - 1)]
-        rows.append({"bench": f"WS accept delay (50 ms recorded), {k} sessions",
-                     "metric": f"error p50 / p99 (handshake baseline {pct(baseline, 50) * 1000:.2f} ms subtracted)",
-                     "value": f"{pct(acc_err, 50):.2f} / {pct(acc_err, 99):.2f} ms", "target": "p99 <= 5 ms",
-                     "ok": pct(acc_err, 99) <= 5})
-        rows.append({"bench": f"WS frame timing, {k} x 50 frames, gaps 0-20 ms", "metric": "per-gap error p50 / p99 / max",
-                     "value": f"{pct(gap_err, 50):.2f} / {pct(gap_err, 99):.2f} / {max(gap_err):.2f} ms",
-                     "target": "p99 <= 2 ms", "ok": pct(gap_err, 99) <= 2})
-        rows.append({"bench": "WS first reply frame", "metric": "error vs client send p50 / p99",
-                     "value": f"{pct(first_err, 50):.2f} / {pct(first_err, 99):.2f} ms", "target": "", "ok": None})
+        runs = 1 if quick else 3
+        trials = [one_trial(d, k, r) for r in range(runs)]
+        gap_p99s = [pct(t[1], 99) for t in trials]
+        acc_err, gap_err, first_err, baseline = sorted(trials, key=lambda t: pct(t[1], 99))[len(trials) // 2]
+        rows += _fidelity_rows(k, runs, acc_err, gap_err, first_err, baseline, gap_p99s)
         # concurrency: 200 sessions at --speed 0
         path = Path(d) / "conc.db"
         n_s = 20 if quick else 200
@@ -101,3 +81,38 @@ def run(quick: bool = False) -> list[dict]:
                      "value": f"{lost} / {reordered} / {took:.2f} s ({n_s * 50 / took:,.0f} frames/s)",
                      "target": "0 lost, 0 reordered", "ok": lost == 0 and reordered == 0 and sids == list(range(n_s))})
     return rows
+
+
+def one_trial(d, k: int, trial: int):
+    """One trial: k sessions with no accept delay (the handshake baseline), k with 50 ms."""
+    acc_err, gap_err, first_err = [], [], []
+    baseline = []
+    for delay in (0.0, 0.050):
+        path = Path(d) / f"fid{delay}-{trial}.db"
+        plans = ws_cassette(path, k, 50, accept_delay=delay)
+        with proxy("replay", "--cassette", str(path), "--listen", "127.0.0.1:0") as (url, _):
+            wurl = url.replace("http", "ws")
+            for i in range(k):
+                accept, times, _, _ = asyncio.run(session(wurl, 50))
+                if delay == 0:
+                    baseline.append(accept)
+                    continue
+                acc_err.append(abs(accept - delay - pct(baseline, 50)) * 1000)
+                first_err.append(abs(times[0] - plans[i][0]) * 1000)
+                gap_err += [abs((times[j + 1] - times[j]) - (plans[i][j + 1] - plans[i][j])) * 1000
+                            for j in range(len(times) - 1)]
+    return acc_err, gap_err, first_err, baseline
+
+
+def _fidelity_rows(k, runs, acc_err, gap_err, first_err, baseline, gap_p99s) -> list[dict]:
+    return [
+        {"bench": f"WS accept delay (50 ms recorded), {k} sessions (median of {runs} trials)",
+         "metric": f"error p50 / p99 (handshake baseline {pct(baseline, 50) * 1000:.2f} ms subtracted)",
+         "value": f"{pct(acc_err, 50):.2f} / {pct(acc_err, 99):.2f} ms", "target": "p99 <= 5 ms",
+         "ok": pct(acc_err, 99) <= 5},
+        {"bench": f"WS frame timing, {k} x 50 frames, gaps 0-20 ms", "metric": "per-gap error p50 / p99 / max",
+         "value": f"{pct(gap_err, 50):.2f} / {pct(gap_err, 99):.2f} / {max(gap_err):.2f} ms (p99 {spread(gap_p99s)})",
+         "target": "p99 <= 2 ms", "ok": pct(gap_err, 99) <= 2},
+        {"bench": "WS first reply frame", "metric": "error vs client send p50 / p99",
+         "value": f"{pct(first_err, 50):.2f} / {pct(first_err, 99):.2f} ms", "target": "", "ok": None},
+    ]
