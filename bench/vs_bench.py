@@ -24,6 +24,7 @@ from vcr.cassette import Cassette as VcrCassette
 from common import ROOT, mitmdump, pct, proxy, simulator_process
 
 from proxy.replay import load_engine
+from proxy.simulator import fake_key
 from proxy.store import Cassette
 
 logging.getLogger("vcr").setLevel(logging.WARNING)
@@ -31,7 +32,7 @@ HDRS = {"x-sim-events": "20", "x-sim-gap-ms": "0"}
 
 
 def sdk_traffic(base: str, n: int) -> int:
-    client = openai.OpenAI(base_url=base + "/v1", api_key="sk-bench-not-a-real-key-000000", max_retries=0)
+    client = openai.OpenAI(base_url=base + "/v1", api_key=fake_key("bench"), max_retries=0)
     events = 0
     for i in range(n):
         with client.responses.create(model="sim-1", input=f"bench {i}", stream=True, extra_headers=HDRS) as s:

@@ -24,7 +24,7 @@ from . import simulator
 from .sse import SSEParser, summarize
 
 BODY = {"model": "sim-1", "input": "Explain record and replay in one line", "stream": True}
-HEADERS = {"authorization": "Bearer sk-demo-" + "0" * 24, "x-sim-gap-ms": "60", "x-sim-events": "8"}
+HEADERS = {"authorization": "Bearer " + simulator.fake_key("demo"), "x-sim-gap-ms": "60", "x-sim-events": "8"}
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:

@@ -32,6 +32,12 @@ class SimulatedCut(IntendedDrop):
     pass
 
 
+def fake_key(label: str) -> str:
+    """An API-key shaped string that is no key, for demos and tests: redaction must
+    scrub it. Built here so that no key-shaped literal sits in any tracked file."""
+    return "sk-" + label + "-" + "Zq7" * 8
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 

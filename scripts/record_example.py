@@ -27,7 +27,7 @@ def record_websocket(url: str) -> None:
 
     from websockets.sync.client import connect
 
-    hdrs = {"authorization": "Bearer sk-example-not-a-real-key-000000", "x-sim-accept-ms": "120",
+    hdrs = {"authorization": "Bearer " + simulator.fake_key("example"), "x-sim-accept-ms": "120",
             "x-sim-gap-ms": "25", "openai-beta": "responses_websockets=2026-02-06"}
     with connect(url.replace("http", "ws") + "/v1/responses", additional_headers=hdrs) as ws:
         for frame in ({"type": "response.create", "model": "sim-1", "generate": False},
@@ -46,7 +46,7 @@ def main() -> None:
                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
     select.select([p.stdout], [], [], 30)
     url = re.search(r"http://[0-9.]+:\d+", p.stdout.readline()).group(0)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="sk-example-not-a-real-key-000000", max_retries=0)
+    client = openai.OpenAI(base_url=url + "/v1", api_key=simulator.fake_key("example"), max_retries=0)
     hdrs = {"x-sim-gap-ms": "25", "x-sim-events": "6"}
     with client.responses.create(model="sim-1", input="Say hello", stream=True, extra_headers=hdrs) as s:
         for _ in s:

@@ -16,7 +16,7 @@ import pytest
 
 from proxy import simulator
 
-API_KEY = "sk-test-" + "Zq7" * 12  # fake, key-shaped: redaction must scrub it
+API_KEY = simulator.fake_key("test")  # fake, key-shaped: redaction must scrub it
 ROOT = Path(__file__).resolve().parent.parent
 URL_RE = re.compile(r"(https?://[\[\]0-9a-f.:]+:\d+)")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 
+from proxy.simulator import fake_key
 from proxy.store import Cassette
 
 from .conftest import ROOT, replayer
@@ -13,7 +14,7 @@ EXAMPLE = ROOT / "cassettes" / "example.db"
 
 def test_example_cassette_replays_with_openai_sdk():
     with replayer(EXAMPLE, "--speed", "0") as rp:
-        client = openai.OpenAI(base_url=rp.url + "/v1", api_key="sk-anything-at-all-0000000000", max_retries=0)
+        client = openai.OpenAI(base_url=rp.url + "/v1", api_key=fake_key("anything"), max_retries=0)
         with client.responses.create(model="sim-1", input="Say hello", stream=True) as s:
             events = list(s)
         assert events[-1].type == "response.completed"
@@ -40,7 +41,7 @@ def test_example_cassette_holds_no_key():
 
 def test_example_cassette_websocket_session():
     with replayer(EXAMPLE) as rp:
-        client = openai.OpenAI(base_url=rp.url + "/v1", api_key="sk-anything-at-all-0000000000", max_retries=0)
+        client = openai.OpenAI(base_url=rp.url + "/v1", api_key=fake_key("anything"), max_retries=0)
         types = []
         with client.responses.connect() as conn:
             conn.response.create(model="sim-1", generate=False)

@@ -11,6 +11,7 @@ import pytest
 import zstandard
 
 from proxy.model import End
+from proxy.simulator import fake_key
 from proxy.sse import parse
 from proxy.store import Cassette
 
@@ -92,7 +93,7 @@ def test_openai_sdk_responses_and_chat_streams(upstream, recorder):
     recorder.stop()
     upstream.stop_thread()
     with replayer(recorder.cassette, "--speed", "0") as rp:
-        replayed = run(openai.OpenAI(base_url=rp.url + "/v1", api_key="sk-other-key-for-replay-000000", max_retries=0))
+        replayed = run(openai.OpenAI(base_url=rp.url + "/v1", api_key=fake_key("replay"), max_retries=0))
     assert replayed == recorded  # same ids, same deltas, same order
 
 

@@ -14,10 +14,11 @@ pytest_plugins = ["pytester"]
 
 REPLAY_TESTS = '''
 import openai, pytest
+from proxy.simulator import fake_key
 
 @pytest.mark.cassette("example", speed=0)
 def test_replays(model_proxy):
-    client = openai.OpenAI(base_url=model_proxy.base_url, api_key="sk-test-000000000000000000000")
+    client = openai.OpenAI(base_url=model_proxy.base_url, api_key=fake_key("test"))
     with client.responses.create(model="sim-1", input="Say hello", stream=True) as s:
         assert [e.type for e in s][-1] == "response.completed"
 
@@ -57,10 +58,11 @@ def test_replay_miss_strict_and_missing(suite, monkeypatch):
 
 RECORD_TESTS = '''
 import httpx, pytest
+from proxy.simulator import fake_key
 
 @pytest.mark.cassette("recorded")
 def test_models(model_proxy):
-    r = httpx.get(model_proxy.base_url + "/models", headers={"authorization": "Bearer sk-plugin-key-0123456789abcdef"})
+    r = httpx.get(model_proxy.base_url + "/models", headers={"authorization": "Bearer " + fake_key("plugin-key")})
     assert r.json()["data"][0]["id"] == "sim-1"
 '''
 
