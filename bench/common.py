@@ -8,7 +8,6 @@ import random
 import re
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -124,14 +123,6 @@ def timing_errors(offsets: list[float], arrivals: list[float], speed: float = 1.
     return [abs((a - arrivals[0]) - (o - offsets[0]) / speed) * 1000 for o, a in zip(offsets, arrivals)]
 
 
-def fmt(v, unit=""):
-    if isinstance(v, float):
-        return f"{v:.3g}{unit}" if abs(v) < 1000 else f"{v:,.0f}{unit}"
-    return f"{v}{unit}"
-
-
-def mean(v):
-    return statistics.fmean(v) if v else float("nan")
 
 
 def free_port() -> int:

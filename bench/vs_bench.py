@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import vcr
 import yaml
 from vcr.cassette import Cassette as VcrCassette
 
-from common import ROOT, mitmdump, pct, proxy, simulator_process
+from common import mitmdump, proxy, simulator_process
 
 from proxy.replay import load_engine
 from proxy.simulator import fake_key

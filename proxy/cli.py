@@ -16,6 +16,8 @@ import click
 
 from .jsonpath import PathError
 from .matching import MatchConfig
+from .net import PortInUse
+from .record import RecordError
 from .redaction import Redactor
 from .serve import RecordMode
 from .store import Cassette, CassetteError
@@ -144,7 +146,7 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
       HTTPS_PROXY=http://127.0.0.1:8080 SSL_CERT_FILE=$(proxy ca) my-agent
     """
     try:
-        from .record.runner import RecordConfig, RecordError
+        from .record.runner import RecordConfig
         from .record.runner import record as run_record
     except ImportError as e:
         raise UserError(f"recording needs mitmproxy: pip install 'proxy[record]' ({e})") from None
@@ -203,7 +205,7 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
     """
     from .replay import load_engine
     from .replay.cassettes import CassetteDir
-    from .replay.server import PortInUse, ReplayApp, ReplayServer, configure_logging
+    from .replay.server import ReplayApp, ReplayServer, configure_logging
 
     if bool(cassette) == bool(cassette_dir):
         raise UserError("give exactly one of --cassette PATH or --cassette-dir DIR")
@@ -272,7 +274,7 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
       proxy serve --cassette cassettes/chat.db --record-mode once --upstream https://api.openai.com
       PROXY_RECORD_MODE=new_episodes PROXY_UPSTREAM=https://api.openai.com proxy serve --cassette c.db
     """
-    from .replay.server import PortInUse, configure_logging
+    from .replay.server import configure_logging
     from .serve import ServeConfig, ServeError, Session
 
     host, port = _listen(listen)
@@ -300,12 +302,8 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
         s = asyncio.run(main())
     except ImportError as e:
         raise UserError(f"recording needs mitmproxy: pip install 'proxy[record]' ({e})") from None
-    except (PortInUse, ServeError, CassetteError) as e:
+    except (PortInUse, ServeError, CassetteError, RecordError) as e:
         raise UserError(str(e)) from None
-    except Exception as e:  # RecordError and friends: one line, no traceback
-        if type(e).__name__ == "RecordError":
-            raise UserError(str(e)) from None
-        raise
     parts = []
     if s.recordings:
         parts.append(f"served {s.used} of {s.recordings} recording(s); {len(s.misses)} miss(es)")

@@ -29,9 +29,6 @@ class Pacer:
         self._sleep = sleep
         self.start = clock()
 
-    def restart(self) -> None:
-        self.start = self.clock()
-
     def due(self, offset: float | None) -> float:
         return self.after(self.start, offset)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import threading
 import time
@@ -178,7 +177,7 @@ def test_upstream_faults_recorded_and_the_recorder_keeps_serving(upstream, tmp_p
                 seen.append((fault, type(e).__name__, None))
             assert httpx.get(rec.url + "/v1/models").status_code == 200  # still serving
         t = time.monotonic()
-        with connect(rec.url.replace("http", "ws") + "/v1/responses", additional_headers={"x-sim-accept-ms": "250"}) as ws:
+        with connect(rec.url.replace("http", "ws") + "/v1/responses", additional_headers={"x-sim-accept-ms": "250"}):
             seen.append(("slow accept", round(time.monotonic() - t, 1), None))
         assert httpx.get(rec.url + "/v1/models").status_code == 200
     assert seen[:3] == [("500", 500, None), ("429", 429, "7"), ("cut", "RemoteProtocolError", None)]
@@ -243,43 +242,35 @@ def test_bad_input_to_the_replay_server(tmp_path, upstream, recorder):
         while json.loads(ws.recv(timeout=5))["type"] != "response.completed":
             pass
     recorder.stop()
-    tried = []
     with replayer(recorder.cassette) as rp:
         def ok() -> None:
             assert httpx.get(rp.url + "/v1/models").status_code in (200, 404)
 
         out = raw_exchange(rp.url, b"THIS IS NOT HTTP\r\n\r\n")
-        tried.append("malformed request line")
         assert out == b"" or out.startswith(b"HTTP/1.1 400")
         ok()
         out = raw_exchange(rp.url, b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 200_000 + b"\r\n\r\n")
-        tried.append("200 KB header")
         assert out == b"" or out.split(b" ")[1] in (b"400", b"431")
         ok()
         out = raw_exchange(rp.url, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)))
-        tried.append("TLS hello to a plain port")
         assert out == b"" or out.startswith(b"HTTP/1.1 400")
         ok()
         # a client that vanishes mid-stream, then one that reads it all
         with httpx.stream("POST", rp.url + "/v1/responses", json={}) as r:
             next(r.iter_raw())
-        tried.append("client gone mid-stream")
         with connect(rp.url.replace("http", "ws") + "/v1/responses") as ws:  # binary where JSON was recorded
             ws.send(b"\x00\xff binary")
             with pytest.raises(ConnectionClosed) as e:
                 ws.recv(timeout=5)
         assert e.value.rcvd.code == 4000
-        tried.append("binary WebSocket frame")
         with pytest.raises(InvalidStatus):
             connect(rp.url.replace("http", "ws") + "/v1/nowhere")
-        tried.append("WebSocket to an unrecorded path")
         ok()
     assert "Traceback" not in rp.err, rp.err
     # a fresh server: the first stream was consumed by the vanished client
     with replayer(recorder.cassette, "--speed", "0") as rp:
         with httpx.stream("POST", rp.url + "/v1/responses", json={}) as r:
             assert b"".join(r.iter_raw()) == full
-    assert len(tried) == 6
 
 
 def test_secrets_never_stored_logged_or_shown(upstream, tmp_path):

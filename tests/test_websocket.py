@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from proxy.model import Direction, End, Kind
+from proxy.model import Direction, Kind
 from proxy.store import Cassette
 
 from .conftest import API_KEY, replayer

@@ -185,4 +185,4 @@ class Recorder:
         status = flow.response.status_code if flow.response else "---"
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
         path = flow.request.path.split("?", 1)[0]  # the query may hold a key
-        log.info("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method, path, status, what, end.value)
+        log.debug("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method, path, status, what, end.value)

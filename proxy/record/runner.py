@@ -10,22 +10,19 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..net import PortInUse, bind
 from ..redaction import Redactor
 from ..store import Cassette
 from ..store.writer import CassetteWriter
+from . import RecordError
 from .addon import Recorder
 
 
 log = logging.getLogger("proxy.record")
-
-
-class RecordError(Exception):
-    pass
 
 
 @dataclass
@@ -49,17 +46,13 @@ def check_upstream(url: str) -> str:
 
 
 def check_port_free(host: str, port: int) -> None:
+    """Fail early with a clear message: mitmproxy only logs a port it cannot bind."""
     if port == 0:
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        s.bind((host, port))
-    except OSError as e:
-        raise RecordError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    finally:
-        s.close()
+        bind(host, port).close()
+    except PortInUse as e:
+        raise RecordError(str(e)) from None
 
 
 def ca_path(confdir: str = "~/.mitmproxy") -> str:

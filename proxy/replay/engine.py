@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..codec import DecodeError, decode_body
 from ..matching import Match, MatchConfig, Matcher, Miss, canonical_body
-from ..model import Close, Direction, End, Frame, Interaction, Kind, Request
+from ..model import Close, Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
 
 # Sent by the framing layer of the replay server itself; never copied from a recording.
@@ -40,12 +40,7 @@ class MissReply:
         return json.dumps(self.miss.to_json(), indent=1).encode()
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        body = self.body()
-        return [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-proxy-miss", self.miss.reason.encode()),
-        ]
+        return [(b"content-type", b"application/json"), (b"x-proxy-miss", self.miss.reason.encode())]
 
 
 def http_script(it: Interaction) -> HttpScript:
@@ -74,24 +69,27 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.interactions, self.config)
-        self._loaded: set[int] = set()
         self.misses: list[Miss] = []
         self.mismatches: list[str] = []  # WebSocket frames that did not match, as close reasons
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:
-        """Apply the recorder's transformations (decode, redact) to an incoming request."""
+        """Apply the recorder's transformations (decode, redact) to what matching compares:
+        the query always, headers and body only when the configuration matches on them."""
         body = req.body
-        try:
-            body = decode_body(body, req.body_encoding)
-        except DecodeError:
-            pass  # compare the raw bytes; a miss will show them
+        if self.config.match_body:
+            try:
+                body = decode_body(body, req.body_encoding)
+            except DecodeError:
+                pass  # compare the raw bytes; a miss will show them
+            body = self.redactor.body(body)
+        headers = self.redactor.headers(req.headers) if self.config.match_headers else req.headers
         return Request(
             method=req.method,
             path=req.path,
             query=self.redactor.query(req.query),
-            headers=self.redactor.headers(req.headers),
-            body=self.redactor.body(body),
+            headers=headers,
+            body=body,
             body_encoding=req.body_encoding,
         )
 
@@ -116,9 +114,9 @@ class Engine:
             return result
 
     def _full(self, it: Interaction) -> Interaction:
-        if self.loader is not None and id(it) not in self._loaded:
+        # A recording is matched at most once, so its events are loaded at most once.
+        if self.loader is not None:
             self.loader.load_events(it)
-            self._loaded.add(id(it))
         return it
 
     def close(self) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 from dataclasses import dataclass
 
 import uvicorn
 
 from ..model import Request
+from ..net import bind
 from ..timing import Pacer
 from .engine import Engine, HttpScript, MissReply
 
@@ -37,10 +37,6 @@ class _QuietDrops(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, IntendedDrop)
-
-
-class PortInUse(OSError):
-    pass
 
 
 def _headers(scope) -> list[tuple[str, str]]:
@@ -79,7 +75,9 @@ class ReplayApp:
         if self.cassettes is not None:
             engine, scope, problem = self.cassettes.resolve(scope)
             if problem is not None:
-                await _refuse_plain(scope, receive, send, 404, problem)
+                log.warning("%s", problem["error"]["message"])
+                body = json.dumps(problem, indent=1).encode()
+                await send_error(scope, receive, send, 404, [(b"content-type", b"application/json")], body)
                 return
         if scope["type"] == "http":
             await self.http(engine, scope, receive, send)
@@ -105,9 +103,7 @@ class ReplayApp:
                 log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)
                 await self.forwarder.http(req, bytes(body), send)
                 return
-            log.warning("miss: %s%s", result.miss.message, "\n" + result.miss.diff if result.miss.diff else "")
-            await send({"type": "http.response.start", "status": result.status, "headers": result.headers()})
-            await send({"type": "http.response.body", "body": result.body()})
+            await send_miss(result, scope, receive, send)
             return
         await self.play(result, pacer, send)
 
@@ -122,18 +118,24 @@ class ReplayApp:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _refuse_plain(scope, receive, send, status: int, problem: dict) -> None:
-    """Answer an HTTP request or refuse a WebSocket handshake with a JSON error body."""
-    body = json.dumps(problem, indent=1).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    log.warning("%s", problem["error"]["message"])
-    if scope["type"] == "websocket":
+async def send_error(scope, receive, send, status: int, headers: list, body: bytes) -> None:
+    """Answer an HTTP request, or refuse a WebSocket handshake, with a whole body.
+
+    ``receive`` is read first for a WebSocket whose connect event was not consumed yet
+    (pass None when it was)."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    prefix = "websocket.http.response" if scope["type"] == "websocket" else "http.response"
+    if scope["type"] == "websocket" and receive is not None:
         await receive()
-        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    await send({"type": prefix + ".start", "status": status, "headers": headers})
+    await send({"type": prefix + ".body", "body": body})
+
+
+async def send_miss(reply: MissReply, scope, receive, send) -> None:
+    """A request (or handshake) with no recording: logged, and answered with the diagnostic."""
+    miss = reply.miss
+    log.warning("miss: %s%s", miss.message, "\n" + miss.diff if miss.diff else "")
+    await send_error(scope, receive, send, reply.status, reply.headers(), reply.body())
 
 
 @dataclass
@@ -146,25 +148,6 @@ class Listening:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind and listen; a port in use is a PortInUse with the address in the message."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only
-    # when sock.proto == IPPROTO_TCP, and accepted sockets inherit it from this one.
-    # Without TCP_NODELAY, Nagle + delayed ACK hold small frames back by ~40 ms.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise PortInUse(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 class ReplayServer:
@@ -236,8 +219,7 @@ class ReplayServer:
 def configure_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    for name in ("proxy",):
-        lg = logging.getLogger(name)
-        lg.addHandler(handler)
-        lg.setLevel(logging.DEBUG if verbose else logging.INFO)
-        lg.propagate = False
+    lg = logging.getLogger("proxy")
+    lg.addHandler(handler)
+    lg.setLevel(logging.DEBUG if verbose else logging.INFO)
+    lg.propagate = False

@@ -16,7 +16,7 @@ from ..matching import Miss
 from ..model import Kind
 from ..timing import Pacer
 from .engine import CLOSE_MISMATCH, CLOSE_UNEXPECTED, HOP_HEADERS, MissReply, WsScript
-from .server import RecordedCut, request_from_scope
+from .server import RecordedCut, request_from_scope, send_error, send_miss
 
 log = logging.getLogger("proxy.replay")
 
@@ -42,24 +42,21 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
         await app.forwarder.websocket(scope, req, receive, send)
         return
     if isinstance(result, Miss):
-        reply = MissReply(result)
-        log.warning("miss: %s%s", result.message, "\n" + result.diff if result.diff else "")
-        await send({"type": "websocket.http.response.start", "status": reply.status, "headers": reply.headers()})
-        await send({"type": "websocket.http.response.body", "body": reply.body()})
+        await send_miss(MissReply(result), scope, None, send)
         return
     it = result.interaction
     if it.kind is Kind.HTTP:
-        await _refuse(it, pacer, send)
+        await _refuse(it, scope, pacer, send)
         return
     await _session(engine, engine.ws_script(it), pacer, receive, send)
 
 
-async def _refuse(it, pacer: Pacer, send) -> None:
+async def _refuse(it, scope, pacer: Pacer, send) -> None:
     """The recording is a refused upgrade (e.g. 426): answer the same refusal."""
     await pacer.until(it.ttfb)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in it.response.headers if k.lower() not in HOP_HEADERS]
-    await send({"type": "websocket.http.response.start", "status": it.response.status, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": it.body})
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in it.response.headers
+               if k.lower() not in HOP_HEADERS and k.lower() != "content-length"]
+    await send_error(scope, None, send, it.response.status, headers, it.body)
 
 
 async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> None:
@@ -109,7 +106,8 @@ async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> Non
                 await _fail(engine, send, sender_task, CLOSE_UNEXPECTED,
                             f"unexpected frame {turn + 1}: recording #{script.seq} has {len(script.turns)} client frame(s)")
                 return
-            why = script.mismatch(turn, payload, is_text)
+            # compared as recorded: the recorder scrubbed key-shaped strings from frames
+            why = script.mismatch(turn, engine.redactor.data(payload), is_text)
             if why:
                 await _fail(engine, send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {why}")
                 return

@@ -4,9 +4,8 @@ Durability: the file is in WAL mode with synchronous=NORMAL, so whatever was
 committed survives a killed process (the WAL is checkpointed on the next open).
 An interaction is written when it starts (end = incomplete), each chunk or frame
 as it arrives, and packed when it ends; one killed in flight is read back as
-incomplete with every chunk that was committed. The recorder commits through
-``writer.CassetteWriter`` (batched, off the event loop); public methods here
-commit once per call.
+incomplete with every chunk that was committed. The recorder writes through
+``writer.CassetteWriter`` (batched, off the event loop).
 """
 
 from __future__ import annotations
@@ -249,8 +248,13 @@ class Cassette:
         return int(self.meta["schema_version"])
 
     # -- writing ----------------------------------------------------------------
-    # Public methods commit once per call. The underscored steps do not commit: the
-    # CassetteWriter (writer.py) runs many of them in one transaction.
+    # The steps below do not commit: run them inside ``with cassette.transaction():``.
+    # The recorder runs them through writer.CassetteWriter, which batches many steps
+    # into one transaction; append() is one interaction in one transaction.
+
+    def transaction(self):
+        """A context manager: commit on success, roll back on an exception."""
+        return self._conn
 
     def allocate(self) -> tuple[int, int]:
         """Reserve (id, seq) for the next interaction."""
@@ -259,41 +263,16 @@ class Cassette:
         self._next_seq += 1
         return iid, seq
 
-    def begin(self, it: Interaction) -> int:
-        """Store an interaction as it starts (end = incomplete). Returns its id."""
-        it.id, it.seq = self.allocate()
-        with self._conn:
-            self._insert(it)
-        return it.id
-
-    def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
-        """Store the response head; ``kind`` turns an HTTP exchange into a WebSocket session (101)."""
-        with self._conn:
-            self._set_response(iid, response, ttfb, kind)
-
-    def add_chunk(self, iid: int, chunk: Chunk) -> None:
-        with self._conn:
-            self._add_chunk(iid, chunk)
-
-    def add_frame(self, iid: int, frame: Frame) -> None:
-        with self._conn:
-            self._add_frame(iid, frame)
-
-    def finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
-               close: Close | None = None) -> None:
-        """Mark an interaction ended and pack its events."""
-        with self._conn:
-            self._finish(iid, end, detail, duration, close)
-
     def append(self, it: Interaction) -> int:
         """Store a whole interaction at once (tests, imports)."""
         it.id, it.seq = self.allocate()
-        with self._conn:
-            self._insert(it)
-            self._finish(it.id, it.end, it.end_detail, it.duration, it.close)
+        with self.transaction():
+            self.insert(it)
+            self.finish(it.id, it.end, it.end_detail, it.duration, it.close)
         return it.id
 
-    def _insert(self, it: Interaction) -> None:
+    def insert(self, it: Interaction) -> None:
+        """Store an interaction as it starts (end = incomplete); ``it.id``/``it.seq`` from allocate()."""
         r = it.request
         row = {
             "id": it.id,
@@ -319,22 +298,23 @@ class Cassette:
         self._conn.execute(f"INSERT INTO interactions ({cols}) VALUES ({marks})", list(row.values()))
         self._event_idx[it.id] = 0
         if it.response is not None:
-            self._set_response(it.id, it.response, it.ttfb, it.kind)
+            self.set_response(it.id, it.response, it.ttfb, it.kind)
         for c in it.chunks:
-            self._add_chunk(it.id, c)
+            self.add_chunk(it.id, c)
         for f in it.frames:
-            self._add_frame(it.id, f)
+            self.add_frame(it.id, f)
 
-    def _set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
+    def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
+        """Store the response head; ``kind`` turns an HTTP exchange into a WebSocket session (101)."""
         self._conn.execute(
             "UPDATE interactions SET status=?, reason=?, response_headers=?, ttfb=?, kind=coalesce(?, kind) WHERE id=?",
             (response.status, response.reason, json.dumps(response.headers), ttfb, kind.value if kind else None, iid),
         )
 
-    def _add_chunk(self, iid: int, chunk: Chunk) -> None:
+    def add_chunk(self, iid: int, chunk: Chunk) -> None:
         self._add_event(iid, chunk.offset, Direction.SERVER.value, "chunk", chunk.data)
 
-    def _add_frame(self, iid: int, frame: Frame) -> None:
+    def add_frame(self, iid: int, frame: Frame) -> None:
         kind = "text" if frame.is_text else "binary"
         self._add_event(iid, frame.offset, frame.direction.value, kind, frame.payload)
 
@@ -346,7 +326,7 @@ class Cassette:
             (iid, idx, offset, direction, type_, len(data), data),
         )
 
-    def _finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
+    def finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
                 close: Close | None = None) -> None:
         """Move the events into the interaction row, packed (see schema.py), and drop their rows."""
         self._event_idx.pop(iid, None)

@@ -41,21 +41,21 @@ class CassetteWriter:
     def begin(self, it: Interaction) -> int:
         iid, seq = self.cassette.allocate()
         it.id, it.seq = iid, seq
-        self._queue.put((self.cassette._insert, (it,)))
+        self._queue.put((self.cassette.insert, (it,)))
         return iid
 
     def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
-        self._queue.put((self.cassette._set_response, (iid, response, ttfb, kind)))
+        self._queue.put((self.cassette.set_response, (iid, response, ttfb, kind)))
 
     def add_chunk(self, iid: int, chunk: Chunk) -> None:
-        self._queue.put((self.cassette._add_chunk, (iid, chunk)))
+        self._queue.put((self.cassette.add_chunk, (iid, chunk)))
 
     def add_frame(self, iid: int, frame: Frame) -> None:
-        self._queue.put((self.cassette._add_frame, (iid, frame)))
+        self._queue.put((self.cassette.add_frame, (iid, frame)))
 
     def finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
                close: Close | None = None) -> None:
-        self._queue.put((self.cassette._finish, (iid, end, detail, duration, close)))
+        self._queue.put((self.cassette.finish, (iid, end, detail, duration, close)))
 
     def flush(self) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -80,7 +80,6 @@ class CassetteWriter:
     # -- the writer thread -----------------------------------------------------
 
     def _run(self) -> None:
-        conn = self.cassette._conn
         while True:
             batch = [self._queue.get()]
             self._urgent.wait(BATCH_WINDOW)
@@ -92,7 +91,7 @@ class CassetteWriter:
                     break
             waiting, stop = [], False
             try:
-                with conn:
+                with self.cassette.transaction():
                     for fn, args in batch:
                         if fn is _STOP:
                             stop = True
