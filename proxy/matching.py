@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode
 
 from .jsonpath import delete_paths, parse
 from .model import Interaction, Kind, Request
@@ -167,6 +169,83 @@ def is_upgrade(req: Request) -> bool:
 
 def match_class(it: Interaction) -> str:
     """"ws" for what a WebSocket handshake may consume (a session, or a refused upgrade)."""
-    if it.kind is Kind.WEBSOCKET or is_upgrade(it.request):
+    return request_class(it.request, it.kind)
+
+
+# -- the key: what selects the candidates ---------------------------------------
+# Shared contract between matching and the store: the store indexes every recording
+# by request_key() when it is written, and a CandidateSource hands the matcher all
+# recordings with the key of the incoming request. Everything finer (body, opted-in
+# headers, recorded order) is decided by the matcher among those candidates.
+
+Key = tuple[str, str, str, str]  # (class "http" | "ws", METHOD, path, normalized query)
+
+
+def request_class(req: Request, kind: Kind | None = None) -> str:
+    """"ws" for a WebSocket handshake (a session or a refused upgrade), else "http"."""
+    if kind is Kind.WEBSOCKET or is_upgrade(req):
         return "ws"
     return "http"
+
+
+def normalize_query(query: str) -> str:
+    """The query as compared: pairs sorted (order never matters), values kept exactly."""
+    if not query:
+        return ""
+    return urlencode(sorted(parse_qsl(query, keep_blank_values=True)))
+
+
+def request_key(req: Request, kind: Kind | None = None) -> Key:
+    return (request_class(req, kind), req.method.upper(), req.path, normalize_query(req.query))
+
+
+class CandidateSource(Protocol):
+    """Where the matcher gets recordings from: a cassette's index, or a list in memory.
+
+    Interactions handed out have their request (headers, decoded body) filled in;
+    chunks and frames are loaded only by ``load_events``, once a recording is matched.
+    """
+
+    def candidates(self, key: Key) -> Sequence[Interaction]:
+        """Every recording with this key, in recorded order (seq)."""
+        ...
+
+    def nearby(self, key: Key, limit: int) -> Sequence[Interaction]:
+        """Up to ``limit`` recordings for a miss diagnostic: same class and path first,
+        then same class and method, then same class; recorded order within each."""
+        ...
+
+    def load_events(self, it: Interaction) -> Interaction:
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+
+class ListSource:
+    """A CandidateSource over interactions already in memory (tests, imports, small files)."""
+
+    def __init__(self, interactions: Iterable[Interaction]):
+        self.interactions = list(interactions)
+        self._by_key: dict[Key, list[Interaction]] = {}
+        for it in self.interactions:
+            self._by_key.setdefault(request_key(it.request, it.kind), []).append(it)
+
+    def candidates(self, key: Key) -> Sequence[Interaction]:
+        return self._by_key.get(key, [])
+
+    def nearby(self, key: Key, limit: int) -> Sequence[Interaction]:
+        cls, method, path, _ = key
+        same_cls = [it for it in self.interactions if request_class(it.request, it.kind) == cls]
+        tiers = (
+            [it for it in same_cls if it.request.path == path],
+            [it for it in same_cls if it.request.path != path and it.request.method.upper() == method],
+            [it for it in same_cls if it.request.path != path and it.request.method.upper() != method],
+        )
+        return [it for tier in tiers for it in tier][:limit]
+
+    def load_events(self, it: Interaction) -> Interaction:
+        return it
+
+    def __len__(self) -> int:
+        return len(self.interactions)
