@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m proxy.demo
+	$(BIN)/python -m proxy.testing.demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -165,7 +165,7 @@ def mitmdump(upstream: str, *extra: str):
 @contextmanager
 def simulator_process():
     """The bundled simulator in its own process (so it does not share the GIL with clients)."""
-    p = subprocess.Popen([sys.executable, "-m", "proxy.simulator"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "proxy.testing.simulator"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = p.stdout.readline()
     try:
         yield re.search(r"http://[0-9.]+:\d+", line).group(0)

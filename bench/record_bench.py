@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import mitmdump, pct, proxy, spread
 
-from proxy.replay.server import ReplayServer
+from proxy.uvicorn_server import UvicornServer
 from proxy.timing import Pacer
 
 
@@ -73,7 +73,7 @@ async def _throughput(url: str, streams: int, n: int) -> float:
 def run(quick: bool = False) -> list[dict]:
     n = 100 if quick else 1000
     runs = 1 if quick else 3
-    up = ReplayServer(StampingUpstream(n, 0.002), quiet=True).start_in_thread()
+    up = UvicornServer(StampingUpstream(n, 0.002), quiet=True).start_in_thread()
     trials = []  # (direct, bare, via) latency lists, measured back to back in each trial
     try:
         with tempfile.TemporaryDirectory() as d, mitmdump(up.url) as bare_url, \
@@ -104,7 +104,7 @@ def run(quick: bool = False) -> list[dict]:
     ]
     # recording throughput: an upstream with no gaps, 1 and 50 concurrent streams through proxy record
     m = 200 if quick else 2000
-    up = ReplayServer(StampingUpstream(m, 0.0), quiet=True).start_in_thread()
+    up = UvicornServer(StampingUpstream(m, 0.0), quiet=True).start_in_thread()
     try:
         with tempfile.TemporaryDirectory() as d:
             with proxy("record", "--upstream", up.url, "--cassette", str(Path(d) / "t.db"), "--listen", "127.0.0.1:0") as (url, _):

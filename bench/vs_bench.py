@@ -22,7 +22,7 @@ from vcr.cassette import Cassette as VcrCassette
 from common import mitmdump, proxy, simulator_process
 
 from proxy.replay import load_engine
-from proxy.simulator import fake_key
+from proxy.testing import fake_key
 from proxy.store import Cassette
 
 logging.getLogger("vcr").setLevel(logging.WARNING)

@@ -1,11 +1,32 @@
-"""Run an async service on a private event loop in a daemon thread, for synchronous callers
-(the pytest plugin, the simulator in tests and the demo)."""
+"""Running services: until SIGINT/SIGTERM (``install_stop_signals``, the one place that
+wires those signals), or on a private event loop in a daemon thread for synchronous
+callers (``BackgroundLoop``: the pytest plugin, the simulator in tests and the demo)."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Awaitable, Callable
+
+
+def install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
+    """Call ``stop()`` on SIGINT/SIGTERM; returns a function that removes the handlers.
+    Off the main thread (no signal handlers there) it installs nothing."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+
+    def remove() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return remove
 
 
 class BackgroundLoop:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import signal
+import logging
 import sys
 from pathlib import Path
 
 import click
 
+from . import inspect as insp
 from .jsonpath import PathError
 from .matching import MatchConfig
 from .net import PortInUse
-from .record import RecordError
-from .redaction import Redactor
-from .serve import RecordMode
+from .record import RecordConfig, RecordError, RedactionOptions
+from .serve import RecordMode, ServeConfig, ServeError, Session
 from .store import Cassette, CassetteError
+
+_NEEDS_MITMPROXY = "recording needs mitmproxy: pip install 'proxy[record]'"
 
 
 class UserError(click.ClickException):
@@ -77,11 +79,13 @@ def redaction_options(f):
     return f
 
 
-def _redactor(redact_header, redact_pattern, redact_json_path, no_redact) -> Redactor:
+def _redaction(redact_header, redact_pattern, redact_json_path, no_redact) -> RedactionOptions:
+    options = RedactionOptions(tuple(redact_header), tuple(redact_pattern), tuple(redact_json_path), not no_redact)
     try:
-        return Redactor.build(redact_header, redact_pattern, redact_json_path, enabled=not no_redact)
+        options.redactor()
     except Exception as e:  # re.error, PathError
         raise UserError(f"bad redaction option: {e}") from None
+    return options
 
 
 def match_options(f):
@@ -101,6 +105,39 @@ def _match_config(match_body, ignore_json_path, match_header) -> MatchConfig:
         return MatchConfig(match_body, tuple(ignore_json_path), tuple(match_header))
     except PathError as e:
         raise UserError(str(e)) from None
+
+
+def _configure_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    lg = logging.getLogger("proxy")
+    lg.addHandler(handler)
+    lg.setLevel(logging.DEBUG if verbose else logging.INFO)
+    lg.propagate = False
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+def _run_session(config: ServeConfig, banner) -> None:
+    """What `proxy replay` and `proxy serve` run: a Session until SIGINT/SIGTERM, then its summary."""
+    _configure_logging()
+
+    async def main():
+        session = Session(config)
+        await session.start()
+        _say(banner(session))
+        return await session.run_until_signal()
+
+    try:
+        summary = asyncio.run(main())
+    except ImportError as e:
+        raise UserError(f"{_NEEDS_MITMPROXY} ({e})") from None
+    except (PortInUse, ServeError, CassetteError, RecordError) as e:
+        raise UserError(str(e)) from None
+    click.echo(summary.line())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,34 +183,17 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
       HTTPS_PROXY=http://127.0.0.1:8080 SSL_CERT_FILE=$(proxy ca) my-agent
     """
     try:
-        from .record.runner import RecordConfig
         from .record.runner import record as run_record
     except ImportError as e:
-        raise UserError(f"recording needs mitmproxy: pip install 'proxy[record]' ({e})") from None
-    from .replay.server import configure_logging
-
+        raise UserError(f"{_NEEDS_MITMPROXY} ({e})") from None
     host, port = _listen(listen)
     _check_exposure(host, expose)
-    configure_logging(verbose)
-    cfg = RecordConfig(
-        upstream=upstream,
-        cassette=cassette,
-        host=host,
-        port=port,
-        upstream_ca=upstream_ca,
-        insecure=insecure,
-        mode=mode,
-        confdir=confdir,
-        redactor=_redactor(redact_header, redact_pattern, redact_json_path, no_redact),
-    )
-
-    def listening(h: str, p: int) -> None:
-        target = upstream if mode == "reverse" else "(forward proxy: set HTTPS_PROXY)"
-        click.echo(f"recording to {cassette} via http://{h}:{p} -> {target}")
-        sys.stdout.flush()
-
+    _configure_logging(verbose)
+    cfg = RecordConfig(upstream, cassette, host, port, upstream_ca, insecure, mode, confdir,
+                       _redaction(redact_header, redact_pattern, redact_json_path, no_redact))
+    target = upstream if mode == "reverse" else "(forward proxy: set HTTPS_PROXY)"
     try:
-        n = asyncio.run(run_record(cfg, listening))
+        n = asyncio.run(run_record(cfg, lambda h, p: _say(f"recording to {cassette} via http://{h}:{p} -> {target}")))
     except (RecordError, CassetteError) as e:
         raise UserError(str(e)) from None
     click.echo(f"recorded {n} interaction(s) to {cassette}")
@@ -203,49 +223,22 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
       proxy replay --cassette-dir cassettes --speed 0
       curl http://127.0.0.1:8080/c/chat/v1/models      # cassettes/chat.db
     """
-    from .replay import load_engine
-    from .replay.cassettes import CassetteDir
-    from .replay.server import ReplayApp, ReplayServer, configure_logging
-
     if bool(cassette) == bool(cassette_dir):
         raise UserError("give exactly one of --cassette PATH or --cassette-dir DIR")
+    if cassette_dir and not Path(cassette_dir).is_dir():
+        raise UserError(f"{cassette_dir}: no such directory")
     host, port = _listen(listen)
     _check_exposure(host, expose)
-    configure_logging()
-    match = _match_config(match_body, ignore_json_path, match_header)
-    redactor = _redactor(redact_header, redact_pattern, redact_json_path, no_redact)
-    engine = cassettes = None
-    if cassette_dir:
-        if not Path(cassette_dir).is_dir():
-            raise UserError(f"{cassette_dir}: no such directory")
-        cassettes = CassetteDir(cassette_dir, match, redactor)
-        what = f"{len(cassettes.names())} cassette(s) in {cassette_dir}"
-    else:
-        try:
-            engine = load_engine(cassette, match, redactor)
-        except CassetteError as e:
-            raise UserError(str(e)) from None
-        what = cassette
+    config = ServeConfig(Path(cassette) if cassette else None, RecordMode.NONE, None, host, port, speed,
+                         _match_config(match_body, ignore_json_path, match_header),
+                         _redaction(redact_header, redact_pattern, redact_json_path, no_redact),
+                         cassette_dir=Path(cassette_dir) if cassette_dir else None)
 
-    async def main() -> None:
-        server = ReplayServer(ReplayApp(engine, speed, cassettes=cassettes), host, port)
-        await server.start()
-        click.echo(f"replaying {what} on {server.url}")
-        sys.stdout.flush()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: setattr(server.server, "should_exit", True))
-        await server.wait()
+    def banner(session: Session) -> str:
+        what = cassette or f"{len(session.app.cassettes.names())} cassette(s) in {cassette_dir}"
+        return f"replaying {what} on {session.url}"
 
-    try:
-        asyncio.run(main())
-    except PortInUse as e:
-        raise UserError(str(e)) from None
-    engines = [engine] if engine else list(cassettes.engines.values())
-    total = sum(len(e.interactions) for e in engines)
-    used = total - sum(len(e.unused()) for e in engines)
-    misses = sum(len(e.misses) for e in engines)
-    click.echo(f"served {used} of {total} recording(s); {misses} miss(es)")
+    _run_session(config, banner)
 
 
 @cli.command()
@@ -274,42 +267,13 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
       proxy serve --cassette cassettes/chat.db --record-mode once --upstream https://api.openai.com
       PROXY_RECORD_MODE=new_episodes PROXY_UPSTREAM=https://api.openai.com proxy serve --cassette c.db
     """
-    from .replay.server import configure_logging
-    from .serve import ServeConfig, ServeError, Session
-
     host, port = _listen(listen)
     _check_exposure(host, expose)
-    configure_logging()
     config = ServeConfig(Path(cassette), RecordMode.parse(record_mode), upstream, host, port, speed,
                          _match_config(match_body, ignore_json_path, match_header),
-                         _redactor(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure)
-    try:
-        session = Session(config)
-    except ServeError as e:
-        raise UserError(str(e)) from None
-
-    async def main():
-        await session.start()
-        click.echo(f"serving {cassette} on {session.url} (record mode {record_mode}: {session.action})")
-        sys.stdout.flush()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, session.request_stop)
-        await session.wait()
-        return await session.stop(clean=True)
-
-    try:
-        s = asyncio.run(main())
-    except ImportError as e:
-        raise UserError(f"recording needs mitmproxy: pip install 'proxy[record]' ({e})") from None
-    except (PortInUse, ServeError, CassetteError, RecordError) as e:
-        raise UserError(str(e)) from None
-    parts = []
-    if s.recordings:
-        parts.append(f"served {s.used} of {s.recordings} recording(s); {len(s.misses)} miss(es)")
-    if s.forwarded or s.recorded:
-        parts.append(f"recorded {s.recorded} new interaction(s)")
-    click.echo("; ".join(parts) or "nothing served")
+                         _redaction(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure)
+    _run_session(config, lambda session: f"serving {cassette} on {session.url} "
+                                         f"(record mode {record_mode}: {session.action.value})")
 
 
 @cli.command()
@@ -349,8 +313,6 @@ def inspect(path, number, as_json, as_text, html_out) -> None:
       proxy inspect cassettes/example.db --html example.html
       proxy inspect --text cassettes/example.db     # git textconv driver
     """
-    from . import inspect as insp
-
     if sum(map(bool, (as_json, as_text, html_out))) > 1:
         raise UserError("choose one of --json, --text, --html")
     try:

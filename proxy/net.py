@@ -1,12 +1,34 @@
-"""The listening socket, for the replay server and the recorder's port check."""
+"""Sockets and addresses shared by the servers: the listening socket (replay server,
+simulator, the recorder's port check), the address it listens on, and the exception an
+ASGI app raises to drop a connection on purpose."""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 
 
 class PortInUse(OSError):
     pass
+
+
+class IntendedDrop(Exception):
+    """Raised inside an ASGI app to drop the connection on purpose (a recorded cut, a
+    simulated reset). The server adapter closes the connection and logs nothing."""
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where a server listens."""
+
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 def bind(host: str, port: int) -> socket.socket:

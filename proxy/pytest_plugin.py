@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from .matching import MatchConfig
-from .serve import RecordMode, ServeConfig, ServeError, Session
+from .serve import Action, RecordMode, ServeConfig, ServeError, Session
 from .store import CassetteError
 
 
@@ -51,7 +51,7 @@ class ModelProxy:
     url: str  # http://127.0.0.1:PORT
     cassette: Path
     mode: RecordMode
-    action: str  # replay | record | record-fresh | replay+record
+    action: Action
     session: Session
 
     @property

@@ -1,4 +1,5 @@
-"""Record modes (VCR.py's names) over one cassette: what `proxy serve` and the pytest plugin run.
+"""Record modes (VCR.py's names) over one cassette: what `proxy serve`, `proxy replay`
+and the pytest plugin run.
 
   none          replay only; a request with no recording is an error (the CI default)
   once          record if the cassette does not exist, else replay
@@ -6,8 +7,9 @@
   all           forward and re-record everything into a fresh cassette, which replaces
                 the old one only when the run ends cleanly
 
-`proxy record` is `all` without the replacement (it appends); `proxy replay` is `none`.
-A Session starts the right pieces (replay server, recorder, or both) and stops them.
+`proxy record` is `all` without the replacement (it appends); `proxy replay` is `none`
+(and may serve a directory of cassettes). A Session starts the right pieces (replay
+server, recorder, or both), stops them and sums up what happened.
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .background import BackgroundLoop, install_stop_signals
 from .matching import MatchConfig
+from .record import RecordConfig, RedactionOptions
 from .redaction import Redactor
+from .replay import load_engine
+from .replay.app import ReplayApp
+from .replay.cassettes import CassetteDir
+from .replay.forward import Forwarder
+from .uvicorn_server import UvicornServer
 
 
 class RecordMode(str, enum.Enum):
@@ -38,27 +47,45 @@ class RecordMode(str, enum.Enum):
             raise ValueError(f"unknown record mode {value!r}; choose one of {names}") from None
 
 
+class Action(str, enum.Enum):
+    """What a Session does, decided from the record mode and whether the cassette exists."""
+
+    REPLAY = "replay"
+    RECORD = "record"  # append to the cassette
+    RECORD_FRESH = "record-fresh"  # record into PATH.recording, replace the cassette on a clean end
+    REPLAY_AND_RECORD = "replay+record"  # replay in front, misses relayed to a recorder that appends
+
+    @property
+    def replays(self) -> bool:
+        return self in (Action.REPLAY, Action.REPLAY_AND_RECORD)
+
+    @property
+    def records(self) -> bool:
+        return self is not Action.REPLAY
+
+
 class ServeError(Exception):
     pass
 
 
 @dataclass
 class ServeConfig:
-    cassette: Path
+    cassette: Path | None  # None with cassette_dir
     mode: RecordMode = RecordMode.NONE
     upstream: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     speed: float = 1.0
     match: MatchConfig = field(default_factory=MatchConfig)
-    redactor: Redactor = field(default_factory=Redactor)
+    redaction: RedactionOptions = field(default_factory=RedactionOptions)
     upstream_ca: str | None = None
     insecure: bool = False
+    cassette_dir: Path | None = None  # replay only: every DIR/NAME.db, the request names one
 
 
 @dataclass
 class Summary:
-    action: str
+    action: Action
     recorded: int = 0
     recordings: int = 0
     used: int = 0
@@ -66,71 +93,87 @@ class Summary:
     misses: list = field(default_factory=list)  # matching.Miss
     unused: list = field(default_factory=list)  # model.Interaction
 
+    def line(self) -> str:
+        """What `proxy replay` and `proxy serve` print when they stop."""
+        parts = []
+        if self.action.replays:
+            parts.append(f"served {self.used} of {self.recordings} recording(s); {len(self.misses)} miss(es)")
+        if self.action.records:
+            parts.append(f"recorded {self.recorded} new interaction(s)")
+        return "; ".join(parts)
+
 
 class Session:
-    """One cassette in one record mode. ``await start()`` returns the base URL."""
+    """One cassette (or a directory of them, replay only) in one record mode.
+    ``await start()`` returns the base URL."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.config.cassette = Path(config.cassette)
+        if config.cassette is not None:
+            self.config.cassette = Path(config.cassette)
         self.config.mode = RecordMode.parse(config.mode)
+        if (config.cassette is None) == (config.cassette_dir is None):
+            raise ServeError("give exactly one of a cassette or a cassette directory")
+        if config.cassette_dir is not None and self.config.mode is not RecordMode.NONE:
+            raise ServeError("a cassette directory is served in record mode none only")
         self.action = self._choose()
+        self.redactor: Redactor = config.redaction.redactor()
         self.url: str | None = None
         self.engine = None
-        self._server = None
+        self.app: ReplayApp | None = None
+        self._server: UvicornServer | None = None
         self._recorder = None
-        self._forwarder = None
+        self._forwarder: Forwarder | None = None
         self._fresh: Path | None = None
-        self._background = None
+        self._background: BackgroundLoop | None = None
 
-    def _choose(self) -> str:
-        mode, exists = self.config.mode, self.config.cassette.exists()
+    def _choose(self) -> Action:
+        mode = self.config.mode
+        exists = self.config.cassette is None or self.config.cassette.exists()
         if mode is RecordMode.NONE or (mode is RecordMode.ONCE and exists):
-            return "replay"
+            return Action.REPLAY
         if not self.config.upstream:
             raise ServeError(f"record mode {mode.value} needs an upstream URL (--upstream / PROXY_UPSTREAM)")
         if mode is RecordMode.ALL:
-            return "record-fresh"
+            return Action.RECORD_FRESH
         if mode is RecordMode.NEW_EPISODES and exists:
-            return "replay+record"
-        return "record"
+            return Action.REPLAY_AND_RECORD
+        return Action.RECORD
 
-    def _record_config(self, cassette: Path, host: str, port: int):
-        from .record.runner import RecordConfig
+    def _recording_proxy(self, cassette: Path, host: str, port: int):
+        # Imported here: mitmproxy is an optional dependency, needed only to record.
+        from .record.runner import RecordingProxy
 
         c = self.config
-        return RecordConfig(upstream=c.upstream, cassette=str(cassette), host=host, port=port,
-                            upstream_ca=c.upstream_ca, insecure=c.insecure, redactor=c.redactor)
+        return RecordingProxy(RecordConfig(upstream=c.upstream, cassette=str(cassette), host=host, port=port,
+                                           upstream_ca=c.upstream_ca, insecure=c.insecure, redaction=c.redaction))
 
     async def start(self) -> str:
-        from .replay import load_engine
-        from .replay.server import ReplayApp, ReplayServer
-
         c = self.config
-        if self.action == "replay":
-            self.engine = load_engine(c.cassette, c.match, c.redactor)
-            self._server = ReplayServer(ReplayApp(self.engine, c.speed), c.host, c.port)
+        if self.action is Action.REPLAY:
+            if c.cassette_dir is not None:
+                self.app = ReplayApp(cassettes=CassetteDir(c.cassette_dir, c.match, self.redactor), speed=c.speed)
+            else:
+                self.engine = load_engine(c.cassette, c.match, self.redactor)
+                self.app = ReplayApp(self.engine, c.speed)
+            self._server = UvicornServer(self.app, c.host, c.port)
             await self._server.start()
             self.url = self._server.url
-        elif self.action in ("record", "record-fresh"):
-            from .record.runner import RecordingProxy
-
+        elif self.action in (Action.RECORD, Action.RECORD_FRESH):
             target = c.cassette
-            if self.action == "record-fresh":
+            if self.action is Action.RECORD_FRESH:
                 self._fresh = target = c.cassette.with_name(c.cassette.name + ".recording")
                 _remove_db(target)
-            self._recorder = RecordingProxy(self._record_config(target, c.host, c.port))
+            self._recorder = self._recording_proxy(target, c.host, c.port)
             host, port = await self._recorder.start()
             self.url = f"http://{host}:{port}"
-        else:  # replay+record: replay in front, misses relayed to a recorder appending to the cassette
-            from .record.runner import RecordingProxy
-            from .replay.forward import Forwarder
-
-            self.engine = load_engine(c.cassette, c.match, c.redactor)
-            self._recorder = RecordingProxy(self._record_config(c.cassette, "127.0.0.1", 0))
+        else:
+            self.engine = load_engine(c.cassette, c.match, self.redactor)
+            self._recorder = self._recording_proxy(c.cassette, "127.0.0.1", 0)
             host, port = await self._recorder.start()
             self._forwarder = Forwarder(f"http://{host}:{port}")
-            self._server = ReplayServer(ReplayApp(self.engine, c.speed, self._forwarder), c.host, c.port)
+            self.app = ReplayApp(self.engine, c.speed, self._forwarder)
+            self._server = UvicornServer(self.app, c.host, c.port)
             await self._server.start()
             self.url = self._server.url
         return self.url
@@ -143,9 +186,18 @@ class Session:
 
     def request_stop(self) -> None:
         if self._server is not None:
-            self._server.server.should_exit = True
-        if self._recorder is not None and self._recorder.master is not None:
-            self._recorder.master.shutdown()
+            self._server.request_stop()
+        if self._recorder is not None:
+            self._recorder.request_stop()
+
+    async def run_until_signal(self) -> Summary:
+        """Serve until SIGINT/SIGTERM, then stop cleanly."""
+        remove = install_stop_signals(self.request_stop)
+        try:
+            await self.wait()
+        finally:
+            remove()
+        return await self.stop(clean=True)
 
     async def stop(self, clean: bool = True) -> Summary:
         s = Summary(self.action)
@@ -159,21 +211,20 @@ class Session:
         if self._fresh is not None and clean:
             _remove_db(self.config.cassette)
             os.replace(self._fresh, self.config.cassette)
-        if self.engine is not None:
-            self.engine.close()
-            s.recordings = len(self.engine.interactions)
-            s.unused = self.engine.unused()
-            s.used = s.recordings - len(s.unused)
-            s.misses = list(self.engine.misses)
-            if self._forwarder is not None:
-                s.misses = []  # forwarded and recorded, not errors
+        engines = self.app.engines() if self.app is not None else []
+        for engine in engines:
+            engine.close()
+            s.recordings += len(engine.interactions)
+            s.unused += engine.unused()
+            s.misses += engine.misses
+        s.used = s.recordings - len(s.unused)
+        if self._forwarder is not None:
+            s.misses = []  # forwarded and recorded, not errors
         return s
 
     # -- for synchronous callers (the pytest plugin) ---------------------------
 
     def start_in_thread(self) -> str:
-        from .background import BackgroundLoop
-
         self._background = BackgroundLoop("proxy-serve", self.start, self.stop)
         self._background.start()
         return self.url

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openai
 
-from proxy import simulator
+from proxy.testing import simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "cassettes" / "example.db"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import simulator
+from proxy.testing import simulator
 
 API_KEY = simulator.fake_key("test")  # fake, key-shaped: redaction must scrub it
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from proxy.simulator import fake_key
+from proxy.testing import fake_key
 from proxy.store import Cassette
 
 from .conftest import ROOT, replayer

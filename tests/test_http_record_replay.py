@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from proxy.model import End
-from proxy.simulator import fake_key
+from proxy.testing import fake_key
 from proxy.sse import parse
 from proxy.store import Cassette
 

@@ -14,7 +14,7 @@ pytest_plugins = ["pytester"]
 
 REPLAY_TESTS = '''
 import openai, pytest
-from proxy.simulator import fake_key
+from proxy.testing import fake_key
 
 @pytest.mark.cassette("example", speed=0)
 def test_replays(model_proxy):
@@ -58,7 +58,7 @@ def test_replay_miss_strict_and_missing(suite, monkeypatch):
 
 RECORD_TESTS = '''
 import httpx, pytest
-from proxy.simulator import fake_key
+from proxy.testing import fake_key
 
 @pytest.mark.cassette("recorded")
 def test_models(model_proxy):

@@ -1,5 +1,17 @@
 """The record addon: mitmproxy hooks -> model objects -> the cassette.
 
+Options (declared in ``load``, checked in ``configure``, as every mitmproxy addon):
+``proxy_cassette`` (the file to record into; nothing is recorded while it is unset),
+``proxy_redact`` (on by default), ``proxy_redact_header``, ``proxy_redact_pattern``,
+``proxy_redact_json_path``. It runs under mitmproxy's own tools as a script:
+
+    mitmdump -s proxy/record/addon.py --mode reverse:https://api.openai.com --set proxy_cassette=c.db
+    mitmweb  -s proxy/record/addon.py --mode reverse:https://api.openai.com --set proxy_cassette=c.db
+
+mitmproxy loads a script by its file path, not as part of a package, so the imports
+below are absolute and the module ends with ``addons = [Recorder()]``. ``proxy record``
+runs the same addon in-process and sets the same options (``record.runner``).
+
 Hooks hand their writes to a CassetteWriter (a thread that batches commits), so the
 event loop that moves bytes never waits for SQLite: an interaction is queued when
 its request is complete, each chunk as it passes, each WebSocket message as it is
@@ -17,14 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from mitmproxy import http
+from mitmproxy import ctx, exceptions, http
 
-from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
-from ..redaction import Redactor
-from ..store.writer import CassetteWriter
+from proxy.jsonpath import PathError
+from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from proxy.redaction import Redactor
+from proxy.store import Cassette, CassetteError
+from proxy.store.writer import CassetteWriter
 
 log = logging.getLogger("proxy.record")
 
@@ -53,16 +69,76 @@ async def _flushed(writer: CassetteWriter) -> None:
     await asyncio.wrap_future(writer.flush())
 
 
-@dataclass
+def _upstream(modes: Sequence[str]) -> tuple[str, str]:
+    """(upstream, mode) for the cassette's meta, from mitmproxy's ``mode`` option."""
+    for spec in modes:
+        if spec.startswith("reverse:"):
+            return spec.split(":", 1)[1], "reverse"
+    return "(forward proxy)", "forward"
+
+
 class Recorder:
-    cassette: CassetteWriter
-    redactor: Redactor = field(default_factory=Redactor)
-    live: dict[str, _Live] = field(default_factory=dict)
-    recorded: int = 0
+    """Records every flow into the cassette named by ``proxy_cassette``."""
+
+    def __init__(self) -> None:
+        self.cassette: CassetteWriter | None = None
+        self.path: str | None = None
+        self.redactor = Redactor()
+        self.live: dict[str, _Live] = {}
+        self.recorded = 0
+
+    # -- options -------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option("proxy_cassette", str, "",
+                          "Record every flow into this proxy cassette (SQLite; appended to if it exists).")
+        loader.add_option("proxy_redact", bool, True,
+                          "Redact secret headers and key-shaped strings before anything is stored.")
+        loader.add_option("proxy_redact_header", Sequence[str], [], "Also redact this header (repeatable).")
+        loader.add_option("proxy_redact_pattern", Sequence[str], [],
+                          "Also scrub this regex from bodies and frames (repeatable).")
+        loader.add_option("proxy_redact_json_path", Sequence[str], [],
+                          "Also redact this JSON path in request bodies (repeatable).")
+
+    def configure(self, updated) -> None:
+        o = ctx.options
+        if updated & {"proxy_redact", "proxy_redact_header", "proxy_redact_pattern", "proxy_redact_json_path"}:
+            try:
+                self.redactor = Redactor.build(o.proxy_redact_header, o.proxy_redact_pattern,
+                                               o.proxy_redact_json_path, enabled=o.proxy_redact)
+            except (re.error, PathError) as e:
+                raise exceptions.OptionsError(f"bad redaction option: {e}") from None
+        if "proxy_cassette" in updated and o.proxy_cassette != (self.path or ""):
+            if self.live:
+                raise exceptions.OptionsError("proxy_cassette cannot change while interactions are being recorded")
+            self.close()
+            if o.proxy_cassette:
+                upstream, mode = _upstream(o.mode)
+                try:
+                    cassette = Cassette.open_or_create(o.proxy_cassette, upstream=upstream, mode=mode)
+                except CassetteError as e:
+                    # We really want to fail visibly rather than let traffic through unrecorded.
+                    raise exceptions.OptionsError(str(e)) from None
+                self.cassette, self.path = CassetteWriter(cassette), o.proxy_cassette
+
+    def done(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit and close the cassette (compacted when this run recorded anything). Idempotent."""
+        if self.cassette is None:
+            return
+        writer, self.cassette = self.cassette, None
+        # Anything still live was cut by the shutdown; it stays marked incomplete.
+        sizes = writer.close(compact=self.recorded > 0)
+        if sizes:
+            log.info("compacted %s: %s -> %s bytes", self.path, f"{sizes[0]:,}", f"{sizes[1]:,}")
 
     # -- HTTP ----------------------------------------------------------------
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if self.cassette is None:
+            return
         r = flow.request
         encoding = r.headers.get("content-encoding")
         try:
@@ -186,3 +262,6 @@ class Recorder:
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
         path = flow.request.path.split("?", 1)[0]  # the query may hold a key
         log.debug("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method, path, status, what, end.value)
+
+
+addons = [Recorder()]

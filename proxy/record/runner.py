@@ -9,33 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..net import PortInUse, bind
-from ..redaction import Redactor
-from ..store import Cassette
-from ..store.writer import CassetteWriter
-from . import RecordError
-from .addon import Recorder
+from mitmproxy import certs, exceptions, options
+from mitmproxy.tools.dump import DumpMaster
 
+from ..background import install_stop_signals
+from ..net import PortInUse, bind
+from . import RecordConfig, RecordError
+from .addon import Recorder
+from .ready import Ready
 
 log = logging.getLogger("proxy.record")
-
-
-@dataclass
-class RecordConfig:
-    upstream: str | None
-    cassette: str
-    host: str = "127.0.0.1"
-    port: int = 8080
-    upstream_ca: str | None = None
-    insecure: bool = False
-    mode: str = "reverse"  # reverse | forward
-    confdir: str | None = None
-    redactor: Redactor | None = None
 
 
 def check_upstream(url: str) -> str:
@@ -57,32 +43,10 @@ def check_port_free(host: str, port: int) -> None:
 
 def ca_path(confdir: str = "~/.mitmproxy") -> str:
     """The PEM file of mitmproxy's CA in ``confdir``, created if it does not exist yet."""
-    import os
-
-    from mitmproxy import certs
-
     directory = os.path.expanduser(confdir)
     os.makedirs(directory, exist_ok=True)
     certs.CertStore.from_store(directory, "mitmproxy", 2048)
     return os.path.join(directory, "mitmproxy-ca-cert.pem")
-
-
-class _Listening:
-    """Reports the bound address once mitmproxy's `running` hook fires."""
-
-    def __init__(self, callback: Callable[[str, int], None]):
-        self.callback = callback
-        self.addrs: list = []
-
-    def running(self) -> None:
-        from mitmproxy import ctx
-
-        self.addrs = ctx.master.addons.get("proxyserver").listen_addrs()
-        if self.addrs:
-            host, port = self.addrs[0][:2]
-            self.callback(host, port)
-        else:
-            ctx.master.shutdown()
 
 
 class RecordingProxy:
@@ -98,9 +62,6 @@ class RecordingProxy:
         self.address: tuple[str, int] | None = None
 
     async def start(self) -> tuple[str, int]:
-        from mitmproxy import options
-        from mitmproxy.tools.dump import DumpMaster
-
         config = self.config
         if config.mode == "reverse":
             if not config.upstream:
@@ -109,29 +70,33 @@ class RecordingProxy:
         else:
             mode = "regular"
         check_port_free(config.host, config.port)
-        meta = {"upstream": config.upstream or "(forward proxy)", "mode": config.mode}
-        cassette = Cassette.open_or_create(config.cassette, **meta)
-        self.recorder = Recorder(CassetteWriter(cassette), config.redactor or Redactor())
+        self.recorder = Recorder()
         ready = asyncio.get_running_loop().create_future()
 
         def on_listening(host: str, port: int) -> None:
             if not ready.done():
                 ready.set_result((host, port))
 
-        listening = _Listening(on_listening)
         opts = options.Options(listen_host=config.host, listen_port=config.port, mode=[mode])
         if config.confdir:
             opts.update(confdir=os.path.expanduser(config.confdir))
         self.master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-        update = {"connection_strategy": "lazy", "ssl_insecure": config.insecure}
+        self.master.addons.add(self.recorder, Ready(on_listening))
+        # Options that addons declare exist only once the addons are added.
+        r = config.redaction
+        update = {"connection_strategy": "lazy", "ssl_insecure": config.insecure, "proxy_cassette": str(config.cassette),
+                  "proxy_redact": r.enabled, "proxy_redact_header": list(r.headers),
+                  "proxy_redact_pattern": list(r.patterns), "proxy_redact_json_path": list(r.json_paths)}
         if config.upstream_ca:
             update["ssl_verify_upstream_trusted_ca"] = config.upstream_ca
-        opts.update(**update)
-        self.master.addons.add(self.recorder, listening)
+        try:
+            opts.update(**update)
+        except exceptions.OptionsError as e:
+            raise RecordError(str(e)) from None
         self._task = asyncio.create_task(self.master.run())
         done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready not in done:
-            self.recorder.cassette.close()
+            self.recorder.close()
             self._task.result()  # raises what mitmproxy raised, if anything
             raise RecordError(f"could not listen on {config.host}:{config.port}")
         self.address = ready.result()
@@ -141,36 +106,19 @@ class RecordingProxy:
         assert self._task is not None
         await self._task
 
+    def request_stop(self) -> None:
+        if self.master is not None:
+            self.master.shutdown()
+
     async def stop(self) -> int:
         if self.master is not None and self._task is not None:
             if not self._task.done():
                 self.master.shutdown()
             await self._task
         if self.recorder is not None:
-            # Anything still live was cut by the shutdown; it stays marked incomplete.
-            sizes = self.recorder.cassette.close(compact=self.recorder.recorded > 0)
-            if sizes:
-                log.info("compacted %s: %s -> %s bytes", self.config.cassette, f"{sizes[0]:,}", f"{sizes[1]:,}")
+            self.recorder.close()  # done() closed it, unless mitmproxy never got to running
             return self.recorder.recorded
         return 0
-
-
-def install_stop_signals(stop) -> Callable[[], None]:
-    """Call ``stop()`` on SIGINT/SIGTERM; returns a function that removes the handlers."""
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
-
-    def remove() -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-    return remove
 
 
 async def record(config: RecordConfig, on_listening: Callable[[str, int], None]) -> int:
@@ -178,7 +126,7 @@ async def record(config: RecordConfig, on_listening: Callable[[str, int], None])
     proxy = RecordingProxy(config)
     host, port = await proxy.start()
     on_listening(host, port)
-    remove = install_stop_signals(proxy.master.shutdown)
+    remove = install_stop_signals(proxy.request_stop)
     try:
         await proxy.wait()
     finally:

@@ -1,4 +1,7 @@
-"""Replay: an engine with no I/O (``engine``) and a uvicorn adapter (``server``).
+"""Replay: an engine with no I/O (``engine``), the ASGI app that plays its scripts
+(``app`` over ``http`` and ``websocket``, helpers in ``asgi``), many cassettes on one
+port (``cassettes``) and the relay of misses to a recorder (``forward``). The app is
+served by ``proxy.uvicorn_server``.
 
 No mitmproxy import anywhere under here.
 """

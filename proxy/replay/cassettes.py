@@ -11,13 +11,14 @@ import re
 import threading
 from pathlib import Path
 
+from ..headers import scope_header
 from ..matching import MatchConfig
 from ..redaction import Redactor
 from ..store import CassetteError
 from . import load_engine
 from .engine import Engine
 
-HEADER = b"x-proxy-cassette"
+HEADER = "x-proxy-cassette"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -38,10 +39,7 @@ class CassetteDir:
 
     def resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
         """(engine, scope with the prefix stripped, None) or (None, scope, problem)."""
-        name = None
-        for k, v in scope.get("headers", []):
-            if k.lower() == HEADER:
-                name = v.decode("latin-1")
+        name = scope_header(scope, HEADER)
         path = scope.get("path", "")
         if name is None and path.startswith("/c/"):
             name, _, rest = path[3:].partition("/")

@@ -1,6 +1,6 @@
 """Replay engine: no I/O. Turns a request into what to send and when.
 
-The server adapter (``server.py``) owns sockets and clocks; this module only
+The ASGI players (``http.py``, ``websocket.py``) own clocks and the server adapter sockets; this module only
 decides: which recording answers a request (via ``matching``), and the script of
 (offset, action) steps that reproduces it. Offsets are seconds from the
 request's arrival at recorded speed; the adapter divides by ``--speed``.
@@ -13,13 +13,10 @@ import threading
 from dataclasses import dataclass, field
 
 from ..codec import DecodeError, decode_body
+from ..headers import WS_HANDSHAKE, sendable
 from ..matching import Match, MatchConfig, Matcher, Miss, canonical_body
 from ..model import Close, Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
-
-# Sent by the framing layer of the replay server itself; never copied from a recording.
-HOP_HEADERS = frozenset({"keep-alive", "proxy-connection"})
-
 
 @dataclass
 class HttpScript:
@@ -46,7 +43,7 @@ class MissReply:
 def http_script(it: Interaction) -> HttpScript:
     resp = it.response
     assert resp is not None
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers if k.lower() not in HOP_HEADERS]
+    headers = sendable(resp.headers)
     cut = it.end in (End.UPSTREAM_CUT, End.CLIENT_GONE, End.INCOMPLETE)
     return HttpScript(
         status=resp.status,
@@ -133,11 +130,6 @@ class Engine:
 
 # -- WebSocket ----------------------------------------------------------------
 
-# Produced by the server's own handshake code from the client's request; never replayed.
-WS_HANDSHAKE_HEADERS = frozenset(
-    {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol",
-     "date", "content-length", "transfer-encoding"}
-)
 CLOSE_MISMATCH = 4000  # a client frame differs from the recorded one
 CLOSE_UNEXPECTED = 4001  # a client frame the recording does not have
 
@@ -204,11 +196,7 @@ def _frame_type(payload: bytes) -> str | None:
 
 def ws_script(it: Interaction, config: MatchConfig) -> WsScript:
     resp = it.response
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in (resp.headers if resp else [])
-        if k.lower() not in WS_HANDSHAKE_HEADERS
-    ]
+    headers = sendable(resp.headers if resp else [], WS_HANDSHAKE)
     subprotocol = resp.header("sec-websocket-protocol") if resp else None
     preamble: list[tuple[float, Frame]] = []
     turns: list[Turn] = []

@@ -14,14 +14,13 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ..headers import RELAY_REQUEST, WS_HANDSHAKE, from_raw, sendable, without
 from ..model import Request
 
 log = logging.getLogger("proxy.replay")
 
-# Framing and connection headers belong to each hop, not to the message.
-_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "upgrade", "proxy-connection", "te",
-                  "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
-                  "sec-websocket-accept", "content-length"})
+# The relayed response's own connection header is not passed on: this server runs its own.
+_CONNECTION = frozenset({"connection"})
 
 
 class Forwarder:
@@ -32,10 +31,10 @@ class Forwarder:
 
     async def http(self, req: Request, raw_body: bytes, send) -> None:
         self.forwarded += 1
-        headers = [(k, v) for k, v in req.headers if k.lower() not in _HOP]
+        headers = without(req.headers, RELAY_REQUEST)
         url = req.path + ("?" + req.query if req.query else "")
         async with self.client.stream(req.method, url, headers=headers, content=raw_body) as r:
-            out = [(k, v) for k, v in r.headers.raw if k.lower() not in (b"connection", b"keep-alive")]
+            out = sendable(from_raw(r.headers.raw), _CONNECTION)
             await send({"type": "http.response.start", "status": r.status_code, "headers": out})
             async for chunk in r.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -44,7 +43,7 @@ class Forwarder:
     async def websocket(self, scope, req: Request, receive, send) -> None:
         self.forwarded += 1
         url = self.target.replace("http", "ws", 1) + req.path + ("?" + req.query if req.query else "")
-        headers = [(k, v) for k, v in req.headers if k.lower() not in _HOP]
+        headers = without(req.headers, RELAY_REQUEST)
         try:
             upstream = await connect(url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None,
                                      compression=None, max_size=None, open_timeout=30, ping_interval=None,
@@ -52,13 +51,10 @@ class Forwarder:
         except InvalidStatus as e:
             resp = e.response
             await send({"type": "websocket.http.response.start", "status": resp.status_code,
-                        "headers": [(k.encode(), v.encode()) for k, v in resp.headers.raw_items()
-                                    if k.lower() not in _HOP]})
+                        "headers": sendable(resp.headers.raw_items(), WS_HANDSHAKE)})
             await send({"type": "websocket.http.response.body", "body": resp.body or b""})
             return
-        accept = {"type": "websocket.accept", "headers": [
-            (k.encode(), v.encode()) for k, v in upstream.response.headers.raw_items() if k.lower() not in _HOP and
-            k.lower() != "date"]}
+        accept = {"type": "websocket.accept", "headers": sendable(upstream.response.headers.raw_items(), WS_HANDSHAKE)}
         if upstream.subprotocol:
             accept["subprotocol"] = upstream.subprotocol
         await send(accept)

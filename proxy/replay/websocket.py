@@ -1,4 +1,4 @@
-"""WebSocket half of the replay server: moves frames between the ASGI socket and a WsScript.
+"""WebSocket half of the replay app: moves frames between the ASGI socket and a WsScript.
 
 Two tasks per connection: the receiver checks each client frame against the
 recording and, when it matches, queues the server frames recorded after it with
@@ -15,8 +15,9 @@ import logging
 from ..matching import Miss
 from ..model import Kind
 from ..timing import Pacer
-from .engine import CLOSE_MISMATCH, CLOSE_UNEXPECTED, HOP_HEADERS, MissReply, WsScript
-from .server import RecordedCut, request_from_scope, send_error, send_miss
+from ..headers import WHOLE_BODY, sendable
+from .asgi import RecordedCut, request_from_scope, send_error, send_miss
+from .engine import CLOSE_MISMATCH, CLOSE_UNEXPECTED, MissReply, WsScript
 
 log = logging.getLogger("proxy.replay")
 
@@ -54,9 +55,7 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
 async def _refuse(it, scope, pacer: Pacer, send) -> None:
     """The recording is a refused upgrade (e.g. 426): answer the same refusal."""
     await pacer.until(it.ttfb)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in it.response.headers
-               if k.lower() not in HOP_HEADERS and k.lower() != "content-length"]
-    await send_error(scope, None, send, it.response.status, headers, it.body)
+    await send_error(scope, None, send, it.response.status, sendable(it.response.headers, WHOLE_BODY), it.body)
 
 
 async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> None:

@@ -1,7 +1,7 @@
 """`make demo`: record one streamed exchange from the bundled simulator, then replay it.
 
 Everything is offline and local: the upstream is proxy's own simulated model API
-(proxy.simulator), not a real one. Run: python -m proxy.demo [--keep DIR]
+(proxy.testing.simulator), not a real one. Run: python -m proxy.testing.demo [--keep DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from . import simulator
-from .sse import SSEParser, summarize
+from ..sse import SSEParser, summarize
 
 BODY = {"model": "sim-1", "input": "Explain record and replay in one line", "stream": True}
 HEADERS = {"authorization": "Bearer " + simulator.fake_key("demo"), "x-sim-gap-ms": "60", "x-sim-events": "8"}

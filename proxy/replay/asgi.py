@@ -1,0 +1,53 @@
+"""ASGI helpers shared by the HTTP and WebSocket players: the request a scope carries,
+whole-body answers (errors, misses, refusals), and the recorded cut."""
+
+from __future__ import annotations
+
+import logging
+
+from ..headers import scope_headers
+from ..model import Request
+from ..net import IntendedDrop
+from .engine import MissReply
+
+log = logging.getLogger("proxy.replay")
+
+
+class RecordedCut(IntendedDrop):
+    """The recording was cut here: drop the connection after the same byte."""
+
+
+def request_from_scope(scope, body: bytes = b"") -> Request:
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    req = Request(
+        method=scope.get("method", "GET"),
+        path=raw_path.decode("latin-1").split("?", 1)[0],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=scope_headers(scope),
+        body=body,
+    )
+    req.body_encoding = req.header("content-encoding")
+    return req
+
+
+async def send_error(scope, receive, send, status: int, headers: list, body: bytes) -> None:
+    """Answer an HTTP request, or refuse a WebSocket handshake, with a whole body.
+
+    ``receive`` is read first for a WebSocket whose connect event was not consumed yet
+    (pass None when it was)."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    prefix = "websocket.http.response" if scope["type"] == "websocket" else "http.response"
+    if scope["type"] == "websocket" and receive is not None:
+        await receive()
+    await send({"type": prefix + ".start", "status": status, "headers": headers})
+    await send({"type": prefix + ".body", "body": body})
+
+
+async def send_miss(reply: MissReply, scope, receive, send) -> None:
+    """A request (or handshake) with no recording: logged, and answered with the diagnostic."""
+    miss = reply.miss
+    log.warning("miss: %s%s", miss.message, "\n" + miss.diff if miss.diff else "")
+    await send_error(scope, receive, send, reply.status, reply.headers(), reply.body())
+
+
+__all__ = ["IntendedDrop", "RecordedCut", "request_from_scope", "send_error", "send_miss"]

@@ -1,0 +1,51 @@
+"""HTTP half of the replay app: reads a request, asks the engine, plays the script.
+
+Every step is scheduled against an absolute target time (request arrival + recorded
+offset / speed), see ``proxy.timing``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..timing import Pacer
+from .asgi import RecordedCut, request_from_scope, send_miss
+from .engine import Engine, HttpScript, MissReply
+
+log = logging.getLogger("proxy.replay")
+
+
+async def serve_http(app, engine: Engine, scope, receive, send) -> None:
+    pacer = Pacer(app.speed)
+    body = bytearray()
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    req = request_from_scope(scope, bytes(body))
+    result = engine.http(req)
+    if isinstance(result, MissReply):
+        if app.forwarder is not None:
+            log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)
+            await app.forwarder.http(req, bytes(body), send)
+            return
+        await send_miss(result, scope, receive, send)
+        return
+    await play(result, pacer, send)
+
+
+async def play(script: HttpScript, pacer: Pacer, send) -> None:
+    await pacer.until(script.ttfb)
+    await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
+    for offset, data in script.chunks:
+        await pacer.until(offset)
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+    if script.cut:
+        raise RecordedCut(f"recording #{script.seq} was cut here")
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+__all__ = ["serve_http", "play"]
