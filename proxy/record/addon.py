@@ -32,7 +32,6 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 
@@ -56,13 +55,17 @@ def _format_error(status: int, message: str) -> bytes:
         return f"<html><body><h1>{status}</h1><p>{message}</p></body></html>".encode()
 
 
-@dataclass
 class _Live:
-    iid: int
-    t0: float
-    kind: Kind = Kind.HTTP
-    body_bytes: int = 0
-    frames_seen: int = 0
+    """An interaction in flight. (A plain class: mitmproxy runs this file as a script that
+    is not in sys.modules while it loads, which @dataclass needs.)"""
+
+    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen")
+
+    def __init__(self, iid: int, t0: float) -> None:
+        self.iid, self.t0 = iid, t0
+        self.kind = Kind.HTTP
+        self.body_bytes = 0
+        self.frames_seen = 0
 
 
 async def _flushed(writer: CassetteWriter) -> None:
