@@ -1,4 +1,4 @@
-"""Running services: until SIGINT/SIGTERM (``install_stop_signals``, the one place that
+"""Running services: until SIGINT/SIGTERM (``until_signal``, the one place that
 wires those signals), or on a private event loop in a daemon thread for synchronous
 callers (``BackgroundLoop``: the pytest plugin, the simulator in tests and the demo)."""
 
@@ -27,6 +27,15 @@ def install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
             loop.remove_signal_handler(sig)
 
     return remove
+
+
+async def until_signal(wait: Callable[[], Awaitable], stop: Callable[[], None]) -> None:
+    """Await ``wait()``, with SIGINT/SIGTERM calling ``stop()`` meanwhile."""
+    remove = install_stop_signals(stop)
+    try:
+        await wait()
+    finally:
+        remove()
 
 
 class BackgroundLoop:

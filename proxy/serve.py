@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .background import BackgroundLoop, install_stop_signals
+from .background import BackgroundLoop, until_signal
 from .matching import MatchConfig
 from .record import RecordConfig, RedactionOptions
 from .redaction import Redactor
@@ -192,11 +192,7 @@ class Session:
 
     async def run_until_signal(self) -> Summary:
         """Serve until SIGINT/SIGTERM, then stop cleanly."""
-        remove = install_stop_signals(self.request_stop)
-        try:
-            await self.wait()
-        finally:
-            remove()
+        await until_signal(self.wait, self.request_stop)
         return await self.stop(clean=True)
 
     async def stop(self, clean: bool = True) -> Summary:

@@ -13,7 +13,7 @@ import logging
 
 import uvicorn
 
-from .background import BackgroundLoop, install_stop_signals
+from .background import BackgroundLoop, until_signal
 from .net import IntendedDrop, Listening, bind
 
 
@@ -75,11 +75,7 @@ class UvicornServer:
         await self._task
 
     async def run_until_signal(self) -> None:
-        remove = install_stop_signals(self.request_stop)
-        try:
-            await self.wait()
-        finally:
-            remove()
+        await until_signal(self.wait, self.request_stop)
 
     async def stop(self) -> None:
         self.request_stop()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from mitmproxy import certs, exceptions, options
 from mitmproxy.tools.dump import DumpMaster
 
-from ..background import install_stop_signals
+from ..background import until_signal
 from ..net import PortInUse, bind
 from . import RecordConfig, RecordError
 from .addon import Recorder
@@ -126,9 +126,5 @@ async def record(config: RecordConfig, on_listening: Callable[[str, int], None])
     proxy = RecordingProxy(config)
     host, port = await proxy.start()
     on_listening(host, port)
-    remove = install_stop_signals(proxy.request_stop)
-    try:
-        await proxy.wait()
-    finally:
-        remove()
+    await until_signal(proxy.wait, proxy.request_stop)
     return await proxy.stop()
