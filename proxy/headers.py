@@ -24,8 +24,9 @@ WS_HANDSHAKE = frozenset({"upgrade", "connection", "sec-websocket-accept", "sec-
                           "sec-websocket-protocol", "date", "content-length", "transfer-encoding"})
 WHOLE_BODY = frozenset({"content-length"})
 # Request headers a relay does not pass upstream: the client's connection and handshake,
-# which the relay's own client (httpx, websockets) writes for its connection.
-RELAY_REQUEST = HOP_BY_HOP | WS_HANDSHAKE | {"host", "te", "sec-websocket-key", "sec-websocket-version"}
+# which the relay's own client (httpx, websockets) writes for its connection. (Not
+# ``date``: in a request it is the client's, part of the message, unlike a response's.)
+RELAY_REQUEST = HOP_BY_HOP | (WS_HANDSHAKE - {"date"}) | {"host", "te", "sec-websocket-key", "sec-websocket-version"}
 
 RawHeaders = list[tuple[bytes, bytes]]
 

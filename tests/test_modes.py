@@ -146,3 +146,19 @@ def test_cassette_dir_by_header_and_by_prefix(tmp_path):
         with connect(p.url.replace("http", "ws") + "/c/beta/v1/responses") as ws:
             ws.send(json.dumps({"type": "response.create", "model": "sim-1", "generate": False}))
             assert json.loads(ws.recv(timeout=5))["type"] == "response.created"
+
+
+def test_new_episodes_relays_the_request_headers_the_client_sent(upstream, tmp_path):
+    # The relay drops only the client's connection and handshake headers; a Date header
+    # (sent by some signing clients) is part of the message and reaches the upstream.
+    c = tmp_path / "hdr.db"
+    with serve(c, "once", upstream.url) as p:
+        httpx.get(p.url + "/v1/models", headers=AUTH)
+    date = "Tue, 01 Jul 2025 10:00:00 GMT"
+    with serve(c, "new_episodes", upstream.url) as p:
+        r = httpx.post(p.url + "/v1/responses", json={"model": "sim-1", "input": "dated"},
+                       headers={**AUTH, "date": date, "x-sim-events": "2"})
+        assert r.status_code == 200
+    assert upstream.app.requests[-1]["headers"].get("date") == date
+    with Cassette.open(c) as cas:
+        assert cas.get(2).request.header("date") == date
