@@ -108,6 +108,8 @@ def _module_level_closure(start: str) -> set[str]:
             continue
         seen.add(name)
         todo += [m for m, top in _imports(name) if top and m.startswith("proxy")]
+        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+        todo += [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]
     return seen
 
 
@@ -155,3 +157,11 @@ def test_the_scanner_sees_imports(tmp_path):
     assert ("proxy.record.runner", False) in _imports("proxy.serve")
     assert "mitmproxy" in _third_party("proxy.record.addon")
     assert len(MODULES) > 30
+
+
+def test_the_closure_includes_the_packages_python_runs_first():
+    # `import proxy.replay.app` executes proxy/__init__.py and proxy/replay/__init__.py:
+    # a mitmproxy import there must count against replay too.
+    closure = _module_level_closure("proxy.replay.app")
+    assert {"proxy", "proxy.replay"} <= closure
+    assert "proxy.inspect" in _module_level_closure("proxy.inspect.view")
