@@ -94,3 +94,18 @@ def test_addon_options_are_checked_in_configure(tmp_path):
         assert rec.cassette is not None
         rec.done()
     assert (tmp_path / "ok.db").exists()
+
+
+@pytest.mark.skipif(not MITMDUMP.exists(), reason="mitmproxy is not installed in this environment")
+def test_mitmdump_without_a_cassette_says_nothing_is_recorded(upstream, tmp_path):
+    port = _free_port()
+    p = subprocess.Popen([str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{upstream.url}",
+                          "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                          "--set", f"confdir={tmp_path / 'mitmproxy'}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_listening(p, port)
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=30)
+    assert "proxy_cassette is not set: nothing is recorded" in out

@@ -124,6 +124,11 @@ class Recorder:
                     raise exceptions.OptionsError(str(e)) from None
                 self.cassette, self.path = CassetteWriter(cassette), o.proxy_cassette
 
+    def running(self) -> None:
+        if self.cassette is None:
+            # Under `mitmdump -s` a forgotten --set would otherwise let every flow through unrecorded, silently.
+            log.warning("proxy_cassette is not set: nothing is recorded (--set proxy_cassette=PATH)")
+
     def done(self) -> None:
         self.close()
 
