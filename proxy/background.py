@@ -29,10 +29,15 @@ def install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
     return remove
 
 
-async def until_signal(wait: Callable[[], Awaitable], stop: Callable[[], None]) -> None:
-    """Await ``wait()``, with SIGINT/SIGTERM calling ``stop()`` meanwhile."""
+async def until_signal(wait: Callable[[], Awaitable], stop: Callable[[], None],
+                       announce: Callable[[], None] | None = None) -> None:
+    """Await ``wait()``, with SIGINT/SIGTERM calling ``stop()`` meanwhile. ``announce()``
+    (printing the address, say) runs once the handlers are in place, so a signal sent as
+    soon as the address is known still stops cleanly."""
     remove = install_stop_signals(stop)
     try:
+        if announce is not None:
+            announce()
         await wait()
     finally:
         remove()

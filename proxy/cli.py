@@ -128,8 +128,7 @@ def _run_session(config: ServeConfig, banner) -> None:
     async def main():
         session = Session(config)
         await session.start()
-        _say(banner(session))
-        return await session.run_until_signal()
+        return await session.run_until_signal(lambda: _say(banner(session)))
 
     try:
         summary = asyncio.run(main())

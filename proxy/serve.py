@@ -190,9 +190,10 @@ class Session:
         if self._recorder is not None:
             self._recorder.request_stop()
 
-    async def run_until_signal(self) -> Summary:
-        """Serve until SIGINT/SIGTERM, then stop cleanly."""
-        await until_signal(self.wait, self.request_stop)
+    async def run_until_signal(self, announce=None) -> Summary:
+        """Serve until SIGINT/SIGTERM, then stop cleanly. ``announce()`` runs once the
+        signal handlers are installed."""
+        await until_signal(self.wait, self.request_stop, announce)
         return await self.stop(clean=True)
 
     async def stop(self, clean: bool = True) -> Summary:

@@ -125,6 +125,5 @@ async def record(config: RecordConfig, on_listening: Callable[[str, int], None])
     """Run until SIGINT/SIGTERM; returns how many interactions were recorded."""
     proxy = RecordingProxy(config)
     host, port = await proxy.start()
-    on_listening(host, port)
-    await until_signal(proxy.wait, proxy.request_stop)
+    await until_signal(proxy.wait, proxy.request_stop, lambda: on_listening(host, port))
     return await proxy.stop()
