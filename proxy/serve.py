@@ -90,6 +90,7 @@ class Summary:
     recordings: int = 0
     used: int = 0
     forwarded: int = 0
+    cut: int = 0  # requests and sessions still open when the server stopped, cut short
     misses: list = field(default_factory=list)  # matching.Miss
     unused: list = field(default_factory=list)  # model.Interaction
 
@@ -98,6 +99,8 @@ class Summary:
         parts = []
         if self.action.replays:
             parts.append(f"served {self.used} of {self.recordings} recording(s); {len(self.misses)} miss(es)")
+            if self.cut:
+                parts.append(f"{self.cut} open connection(s) cut by the stop")
         if self.action.records:
             parts.append(f"recorded {self.recorded} new interaction(s)")
         return "; ".join(parts)
@@ -200,6 +203,7 @@ class Session:
         s = Summary(self.action)
         if self._server is not None:
             await self._server.stop()
+            s.cut = self._server.cut
         if self._forwarder is not None:
             s.forwarded = self._forwarder.forwarded
             await self._forwarder.aclose()

@@ -4,6 +4,12 @@ on uvicorn, on an already bound socket. The only module that imports uvicorn.
 uvicorn runs with ``server_header=False, date_header=False`` so the headers a client
 gets are the app's (the recorded ones), h11 for HTTP and the ``websockets`` sans-I/O
 core for WebSocket, one port for both.
+
+Stopping: uvicorn's graceful shutdown waits for open requests, then cancels them and
+logs an error with a traceback per request. A replayed stream can run for minutes, so
+we end whatever is still open ourselves, ``GRACE`` seconds into the shutdown and before
+uvicorn's own timeout: the app's task is cancelled and its connection dropped (the
+client sees a cut), quietly, and counted in ``UvicornServer.cut``.
 """
 
 from __future__ import annotations
@@ -17,11 +23,60 @@ from .background import BackgroundLoop, until_signal
 from .net import IntendedDrop, Listening, bind
 
 
+GRACE = 0.5  # seconds an open request gets to finish once the server stops
+
+
+class CutByStop(IntendedDrop):
+    """The server stopped while this request or session was still open."""
+
+
 class _QuietDrops(logging.Filter):
     # uvicorn logs any exception escaping the app; an intended drop is not an error.
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, IntendedDrop)
+
+
+class _Tracked:
+    """ASGI wrapper that knows the tasks running the app, so a stop can cut them."""
+
+    def __init__(self, app):
+        self.app = app
+        self.tasks: set[asyncio.Task] = set()
+        self.cutting = False
+        self.cut = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.cutting:
+                raise
+            self.cut += 1
+            raise CutByStop("the server stopped") from None  # uvicorn drops the connection
+        finally:
+            self.tasks.discard(task)
+
+    def cut_all(self) -> None:
+        self.cutting = True
+        for task in list(self.tasks):
+            task.cancel()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, tracked: _Tracked):
+        super().__init__(config)
+        self.tracked = tracked
+
+    async def shutdown(self, sockets=None) -> None:
+        # Cut what is still open after GRACE, before uvicorn's timeout would (loudly).
+        handle = asyncio.get_running_loop().call_later(GRACE, self.tracked.cut_all)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            handle.cancel()
 
 
 class UvicornServer:
@@ -36,8 +91,9 @@ class UvicornServer:
         h, p = self.sock.getsockname()[:2]
         self.address = Listening(h, p, "https" if certfile else "http")
         logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+        self._tracked = _Tracked(app)
         config = uvicorn.Config(
-            app,
+            self._tracked,
             ssl_certfile=certfile,
             ssl_keyfile=keyfile,
             lifespan="off",
@@ -48,9 +104,9 @@ class UvicornServer:
             log_level="error" if quiet else "warning",
             access_log=False,
             ws_ping_interval=None,
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=GRACE + 5,  # a backstop: _Server cuts open requests at GRACE
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config, self._tracked)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task | None = None
         self._background: BackgroundLoop | None = None
@@ -58,6 +114,11 @@ class UvicornServer:
     @property
     def url(self) -> str:
         return self.address.url
+
+    @property
+    def cut(self) -> int:
+        """How many open requests or sessions the stop cut short."""
+        return self._tracked.cut
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.server.serve(sockets=[self.sock]))

@@ -3,13 +3,49 @@ open, say so in their one summary line, exit 0 and print no traceback."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
 
+import httpx
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, replayer
+
+
+def open_stream(client: httpx.Client, url: str, **kw):
+    """Start a streamed POST /v1/responses and read its first chunk."""
+    r = client.send(client.build_request("POST", url + "/v1/responses", **kw), stream=True)
+    chunks = r.iter_raw()
+    first = next(chunks)
+    return r, chunks, first
+
+
+def read_rest(chunks) -> tuple[bytes, str]:
+    got, error = b"", ""
+    try:
+        for b in chunks:
+            got += b
+    except httpx.HTTPError as e:
+        error = type(e).__name__
+    return got, error
+
+
+def assert_quiet(err: str) -> None:
+    assert "Traceback" not in err and "ERROR" not in err and "Addon error" not in err, err
+
+
+def test_ctrl_c_during_a_replayed_stream_cuts_it_quietly():
+    with replayer(ROOT / "cassettes" / "example.db", "--speed", "0.1") as rp, httpx.Client(timeout=20) as c:
+        r, chunks, first = open_stream(c, rp.url, json={"model": "sim-1", "stream": True, "input": "Say hello"})
+        assert r.status_code == 200 and first
+        assert rp.stop(signal.SIGINT) == 0
+        rest, error = read_rest(chunks)
+    assert error == "RemoteProtocolError"  # the client sees a cut stream, not a complete one
+    assert b"response.completed" not in first + rest
+    assert_quiet(rp.err)
+    assert rp.out.splitlines()[1:] == ["served 1 of 5 recording(s); 0 miss(es); 1 open connection(s) cut by the stop"]
 
 
 SIGNAL_AFTER_BANNER = textwrap.dedent("""
