@@ -192,10 +192,10 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
                        _redaction(redact_header, redact_pattern, redact_json_path, no_redact))
     target = upstream if mode == "reverse" else "(forward proxy: set HTTPS_PROXY)"
     try:
-        n = asyncio.run(run_record(cfg, lambda h, p: _say(f"recording to {cassette} via http://{h}:{p} -> {target}")))
+        n, cut = asyncio.run(run_record(cfg, lambda h, p: _say(f"recording to {cassette} via http://{h}:{p} -> {target}")))
     except (RecordError, CassetteError) as e:
         raise UserError(str(e)) from None
-    click.echo(f"recorded {n} interaction(s) to {cassette}")
+    click.echo(f"recorded {n} interaction(s) to {cassette}" + (f" ({cut} cut short by the stop)" if cut else ""))
 
 
 @cli.command()

@@ -91,6 +91,7 @@ class Summary:
     used: int = 0
     forwarded: int = 0
     cut: int = 0  # requests and sessions still open when the server stopped, cut short
+    recorded_cut: int = 0  # of `recorded`, those still open when the recorder stopped
     misses: list = field(default_factory=list)  # matching.Miss
     unused: list = field(default_factory=list)  # model.Interaction
 
@@ -102,7 +103,8 @@ class Summary:
             if self.cut:
                 parts.append(f"{self.cut} open connection(s) cut by the stop")
         if self.action.records:
-            parts.append(f"recorded {self.recorded} new interaction(s)")
+            parts.append(f"recorded {self.recorded} new interaction(s)"
+                         + (f" ({self.recorded_cut} cut short by the stop)" if self.recorded_cut else ""))
         return "; ".join(parts)
 
 
@@ -209,6 +211,7 @@ class Session:
             await self._forwarder.aclose()
         if self._recorder is not None:
             s.recorded = await self._recorder.stop()
+            s.recorded_cut = self._recorder.cut_by_stop
         if self._fresh is not None and clean:
             _remove_db(self.config.cassette)
             os.replace(self._fresh, self.config.cassette)

@@ -11,7 +11,12 @@ import textwrap
 import httpx
 import pytest
 
-from .conftest import ROOT, replayer
+from proxy.model import End
+from proxy.store import Cassette
+
+from .conftest import API_KEY, ROOT, replayer
+
+AUTH_HEADER = {"authorization": f"Bearer {API_KEY}"}
 
 
 def open_stream(client: httpx.Client, url: str, **kw):
@@ -46,6 +51,25 @@ def test_ctrl_c_during_a_replayed_stream_cuts_it_quietly():
     assert b"response.completed" not in first + rest
     assert_quiet(rp.err)
     assert rp.out.splitlines()[1:] == ["served 1 of 5 recording(s); 0 miss(es); 1 open connection(s) cut by the stop"]
+
+
+def test_ctrl_c_during_a_recorded_stream_keeps_it_as_cut(upstream, recorder):
+    with httpx.Client(timeout=20, headers=AUTH_HEADER) as c:
+        assert c.get(recorder.url + "/v1/models").status_code == 200
+        r, chunks, first = open_stream(c, recorder.url, json={"model": "sim-1", "stream": True, "input": "slow"},
+                                       headers={"x-sim-gap-ms": "300", "x-sim-events": "30"})
+        assert r.status_code == 200
+        assert recorder.stop(signal.SIGINT) == 0
+        rest, error = read_rest(chunks)
+    assert error and b"response.completed" not in first + rest
+    assert_quiet(recorder.err)
+    assert f"recorded 2 interaction(s) to {recorder.cassette} (1 cut short by the stop)" in recorder.out
+    with Cassette.open(recorder.cassette) as cas:
+        models, stream = list(cas.interactions())
+    assert models.end is End.COMPLETE
+    assert stream.end is End.INCOMPLETE and stream.end_detail == "cut short by the stop"
+    # the chunks that passed before the stop are kept, as the client got them
+    assert stream.body and (first + rest).startswith(stream.body)
 
 
 SIGNAL_AFTER_BANNER = textwrap.dedent("""

@@ -88,7 +88,8 @@ class Recorder:
         self.path: str | None = None
         self.redactor = Redactor()
         self.live: dict[str, _Live] = {}
-        self.recorded = 0
+        self.recorded = 0  # interactions finished in the cassette by this run, cut_by_stop included
+        self.cut_by_stop = 0
 
     # -- options -------------------------------------------------------------
 
@@ -130,7 +131,21 @@ class Recorder:
             log.warning("proxy_cassette is not set: nothing is recorded (--set proxy_cassette=PATH)")
 
     def done(self) -> None:
+        self._cut_live("cut short by the stop")
         self.close()
+
+    def _cut_live(self, detail: str) -> None:
+        """Finish the flows still open as mitmproxy stops: their clients are being cut off.
+        They stay in the cassette marked incomplete (replayed as cut), with their chunks;
+        hooks that fire for them later find nothing live and write nothing."""
+        live, self.live = self.live, {}
+        if self.cassette is None:
+            return
+        now = time.time()
+        for it in live.values():
+            self.cassette.finish(it.iid, End.INCOMPLETE, detail, now - it.t0)
+        self.recorded += len(live)
+        self.cut_by_stop += len(live)
 
     def close(self) -> None:
         """Commit and close the cassette (compacted when this run recorded anything). Idempotent."""
@@ -185,7 +200,7 @@ class Recorder:
             return
 
         def stream(data: bytes) -> bytes:
-            if data:  # b"" marks the end of the body
+            if data and self.live.get(flow.id) is live:  # b"" marks the end; not live: cut by the stop
                 live.body_bytes += len(data)
                 self.cassette.add_chunk(live.iid, Chunk(time.time() - live.t0, self.redactor.data(data)))
             return data

@@ -120,10 +120,17 @@ class RecordingProxy:
             return self.recorder.recorded
         return 0
 
+    @property
+    def cut_by_stop(self) -> int:
+        """How many of the recorded interactions were still open at the stop (kept, marked incomplete)."""
+        return self.recorder.cut_by_stop if self.recorder is not None else 0
 
-async def record(config: RecordConfig, on_listening: Callable[[str, int], None]) -> int:
-    """Run until SIGINT/SIGTERM; returns how many interactions were recorded."""
+
+async def record(config: RecordConfig, on_listening: Callable[[str, int], None]) -> tuple[int, int]:
+    """Run until SIGINT/SIGTERM; returns how many interactions were recorded, and how many
+    of those the stop cut short."""
     proxy = RecordingProxy(config)
     host, port = await proxy.start()
     await until_signal(proxy.wait, proxy.request_stop, lambda: on_listening(host, port))
-    return await proxy.stop()
+    recorded = await proxy.stop()
+    return recorded, proxy.cut_by_stop
