@@ -298,9 +298,10 @@ def ca(confdir) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.argument("number", type=int, required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable keys).")
-@click.option("--text", "as_text", is_flag=True, help="Plain-text dump of everything, for git diff (textconv).")
+@click.option("--text", "as_text", is_flag=True,
+              help="Plain-text dump of everything (with NUMBER: of that interaction), for git diff (textconv).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True), metavar="OUT.html",
-              help="Write a self-contained page with the list and a waterfall timeline.")
+              help="Write a self-contained page with the list and a waterfall timeline (whole cassette; no NUMBER).")
 def inspect(path, number, as_json, as_text, html_out) -> None:
     """Show what a cassette holds: a table of interactions, or interaction NUMBER in
     detail (headers, request body, the SSE event or WebSocket frame timeline).
@@ -311,21 +312,24 @@ def inspect(path, number, as_json, as_text, html_out) -> None:
       proxy inspect cassettes/example.db 5 --json
       proxy inspect cassettes/example.db --html example.html
       proxy inspect --text cassettes/example.db     # git textconv driver
+      proxy inspect --text cassettes/example.db 1   # the same, one interaction
     """
     if sum(map(bool, (as_json, as_text, html_out))) > 1:
         raise UserError("choose one of --json, --text, --html")
+    if html_out and number is not None:
+        raise UserError("--html writes the whole cassette: drop NUMBER, or use --text / --json for one interaction")
     try:
         with Cassette.open(path) as c:
+            if number is not None and not 1 <= number <= c.count():
+                raise UserError(f"{path}: no interaction {number} (the cassette has {c.count()})")
             if as_text:
-                sys.stdout.write(insp.text_dump(c))
+                sys.stdout.write(insp.text_dump(c, number))
             elif html_out:
                 Path(html_out).write_text(insp.html_page(c), encoding="utf-8")
                 click.echo(f"wrote {html_out} ({c.count()} interaction(s))")
             elif number is None:
                 insp.show_list(c, as_json)
             else:
-                if not 1 <= number <= c.count():
-                    raise UserError(f"{path}: no interaction {number} (the cassette has {c.count()})")
                 insp.show_one(c, number, as_json)
     except CassetteError as e:
         raise UserError(str(e)) from None

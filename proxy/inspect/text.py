@@ -7,12 +7,13 @@ from ..store import Cassette
 from .view import body_text, detail, listing
 
 
-def text_dump(c: Cassette) -> str:
-    """Plain text, no colours, no terminal width, no wall-clock fields: diffs stay readable."""
+def text_dump(c: Cassette, seq: int | None = None) -> str:
+    """Plain text, no colours, no terminal width, no wall-clock fields: diffs stay readable.
+    With ``seq``, the header and that one interaction only."""
     view = listing(c)
     out = [f"# proxy cassette, schema {view['schema_version']}, upstream {view['upstream']}, "
            f"{view['count']} interaction(s)"]
-    for it in c.interactions():
+    for it in c.interactions() if seq is None else [c.get(seq)]:
         d = detail(it)
         req, resp = d["request"], d["response"]
         out.append("")

@@ -1,0 +1,26 @@
+"""What the `proxy` CLI says about how it was called: one clear line, exit code 2, and
+options that never silently do nothing."""
+
+from __future__ import annotations
+
+from .conftest import ROOT, run_cli
+
+EXAMPLE = str(ROOT / "cassettes" / "example.db")
+
+
+def test_inspect_number_with_text_shows_that_interaction_and_with_html_is_an_error(tmp_path):
+    one = run_cli("inspect", EXAMPLE, "3", "--text")
+    assert one.returncode == 0, one.stderr
+    everything = run_cli("inspect", EXAMPLE, "--text").stdout
+    assert one.stdout.count("\n== #") == 1 and "\n== #3 http GET /v1/models -> 200" in one.stdout
+    assert one.stdout.splitlines()[0] == everything.splitlines()[0]  # the same header line
+    section = one.stdout.split("\n== #3 ", 1)[1]
+    assert "\n== #3 " + section.rstrip("\n") in everything
+
+    page = tmp_path / "y.html"
+    html = run_cli("inspect", EXAMPLE, "1", "--html", str(page))
+    assert html.returncode == 2 and not page.exists()
+    assert html.stderr.count("\n") == 1 and "--html" in html.stderr and "NUMBER" in html.stderr
+
+    missing = run_cli("inspect", EXAMPLE, "9", "--text")
+    assert missing.returncode == 2 and "no interaction 9" in missing.stderr
