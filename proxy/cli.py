@@ -35,7 +35,7 @@ class UserError(click.ClickException):
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="'--listen'")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

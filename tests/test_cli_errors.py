@@ -24,3 +24,10 @@ def test_inspect_number_with_text_shows_that_interaction_and_with_html_is_an_err
 
     missing = run_cli("inspect", EXAMPLE, "9", "--text")
     assert missing.returncode == 2 and "no interaction 9" in missing.stderr
+
+
+def test_a_bad_listen_address_names_the_option():
+    for command in ("replay", "serve", "record"):
+        p = run_cli(command, "--cassette", EXAMPLE, "--listen", "8080")
+        assert p.returncode == 2
+        assert "Invalid value for '--listen': expected HOST:PORT, got '8080'" in p.stderr, (command, p.stderr)
