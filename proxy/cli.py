@@ -71,12 +71,20 @@ def listen_option(default_port: int):
     return deco
 
 
-def redaction_options(f):
+def redaction_options(f, no_redact_help: str = "Store secrets as they are (never for shared cassettes)."):
     f = click.option("--redact-header", multiple=True, metavar="NAME", help="Also redact this header (repeatable).")(f)
     f = click.option("--redact-pattern", multiple=True, metavar="REGEX", help="Also scrub this pattern from bodies and frames.")(f)
     f = click.option("--redact-json-path", multiple=True, metavar="PATH", help="Also redact this JSON path in request bodies.")(f)
-    f = click.option("--no-redact", is_flag=True, help="Store secrets as they are (never for shared cassettes).")(f)
+    f = click.option("--no-redact", is_flag=True, help=no_redact_help)(f)
     return f
+
+
+def replay_redaction_options(f):
+    # Replay stores nothing: redaction there normalizes each incoming request the way the
+    # recorder redacted the cassette, so that the two compare.
+    return redaction_options(f, "Match incoming requests unredacted. By default they are redacted as the recorder "
+                                "redacted the cassette (secret headers, key-shaped strings, the --redact-* "
+                                "options) before matching; use this for a cassette recorded with --no-redact.")
 
 
 def _redaction(redact_header, redact_pattern, redact_json_path, no_redact) -> RedactionOptions:
@@ -207,7 +215,7 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="1 = recorded pace, 2 = twice as fast, 0 = no waiting at all.")
 @match_options
-@redaction_options
+@replay_redaction_options
 def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_json_path, match_header, redact_header,
            redact_pattern, redact_json_path, no_redact) -> None:
     """Serve a cassette: the recorded bytes, chunk boundaries and timing, no upstream.

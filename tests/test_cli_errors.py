@@ -31,3 +31,11 @@ def test_a_bad_listen_address_names_the_option():
         p = run_cli(command, "--cassette", EXAMPLE, "--listen", "8080")
         assert p.returncode == 2
         assert "Invalid value for '--listen': expected HOST:PORT, got '8080'" in p.stderr, (command, p.stderr)
+
+
+def test_no_redact_help_says_what_it_does_on_replay():
+    replay_help = " ".join(run_cli("replay", "--help").stdout.split())
+    assert "Store secrets" not in replay_help  # replay stores nothing
+    assert "--no-redact Match incoming requests unredacted." in replay_help
+    assert "redacted as the recorder redacted the cassette" in replay_help
+    assert "Store secrets as they are" in " ".join(run_cli("record", "--help").stdout.split())
