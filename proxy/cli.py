@@ -141,6 +141,8 @@ def _run_session(config: ServeConfig, banner) -> None:
     try:
         summary = asyncio.run(main())
     except ImportError as e:
+        if (e.name or "").partition(".")[0] != "mitmproxy":
+            raise  # a broken install, not a missing extra: show where
         raise UserError(f"{_NEEDS_MITMPROXY} ({e})") from None
     except (PortInUse, ServeError, CassetteError, RecordError) as e:
         raise UserError(str(e)) from None

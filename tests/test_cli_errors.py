@@ -3,6 +3,9 @@ options that never silently do nothing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from .conftest import ROOT, run_cli
 
 EXAMPLE = str(ROOT / "cassettes" / "example.db")
@@ -39,3 +42,21 @@ def test_no_redact_help_says_what_it_does_on_replay():
     assert "--no-redact Match incoming requests unredacted." in replay_help
     assert "redacted as the recorder redacted the cassette" in replay_help
     assert "Store secrets as they are" in " ".join(run_cli("record", "--help").stdout.split())
+
+
+def _cli_without(module: str, *args: str):
+    # `import MODULE` raises ImportError in this process, as when it is not installed.
+    code = f"import sys; sys.modules[{module!r}] = None\nfrom proxy.cli import main; sys.argv = sys.argv[1:]; main()"
+    return subprocess.run([sys.executable, "-c", code, "proxy", *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+
+
+def test_only_a_missing_mitmproxy_is_reported_as_needing_mitmproxy(tmp_path, upstream):
+    # uvicorn imports its h11 protocol when the replay server starts
+    broken = _cli_without("h11", "replay", "--cassette", EXAMPLE, "--listen", "127.0.0.1:0")
+    assert broken.returncode != 0
+    assert "mitmproxy" not in broken.stderr and "h11" in broken.stderr
+    # serve in a record mode does need it, and says so
+    needs = _cli_without("mitmproxy", "serve", "--cassette", str(tmp_path / "new.db"), "--record-mode", "once",
+                         "--upstream", upstream.url, "--listen", "127.0.0.1:0")
+    assert needs.returncode == 2 and "recording needs mitmproxy: pip install 'proxy[record]'" in needs.stderr
