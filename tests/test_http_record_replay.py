@@ -210,6 +210,8 @@ def test_unreachable_upstream_is_recorded_as_502(tmp_path):
     with replayer(cassette) as rp:
         r2 = httpx.get(rp.url + "/v1/models")
     assert (r2.status_code, r2.content) == (502, r1.content)
+    # the headers the client got, `Server: mitmproxy <version>` included
+    assert r2.headers.raw == r1.headers.raw and r1.headers["server"].startswith("mitmproxy ")
 
 
 def test_https_upstream_needs_its_ca(tls_upstream, tls_files, tmp_path):

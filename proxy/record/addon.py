@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, http, version
 
 from proxy.jsonpath import PathError
 from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
@@ -226,9 +226,11 @@ class Recorder:
             self.cassette.finish(live.iid, End.UPSTREAM_CUT, msg, duration, Close(None, msg, None))
             end = End.UPSTREAM_CUT
         elif flow.response is None and "client disconnected" not in msg.lower():
-            # Upstream unreachable (refused, TLS failure, ...): the client got mitmproxy's 502 page.
+            # Upstream unreachable (refused, TLS failure, ...): the client got mitmproxy's 502 page,
+            # with these headers (mitmproxy.proxy.layers.http._http1.make_error_response).
             page = http.Response.make(
-                502, _format_error(502, msg), {"Server": "mitmproxy", "Connection": "close", "Content-Type": "text/html"}
+                502, _format_error(502, msg),
+                {"Server": version.MITMPROXY, "Connection": "close", "Content-Type": "text/html"},
             )
             self.cassette.set_response(live.iid, Response(502, "Bad Gateway", list(page.headers.items(multi=True))), duration)
             self.cassette.add_chunk(live.iid, Chunk(duration, page.content or b""))
