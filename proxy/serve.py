@@ -93,13 +93,17 @@ class Summary:
     cut: int = 0  # requests and sessions still open when the server stopped, cut short
     recorded_cut: int = 0  # of `recorded`, those still open when the recorder stopped
     misses: list = field(default_factory=list)  # matching.Miss
+    refused: int = 0  # --cassette-dir: 404s for requests that named no usable cassette
     unused: list = field(default_factory=list)  # model.Interaction
 
     def line(self) -> str:
         """What `proxy replay` and `proxy serve` print when they stop."""
         parts = []
         if self.action.replays:
-            parts.append(f"served {self.used} of {self.recordings} recording(s); {len(self.misses)} miss(es)")
+            misses = f"{len(self.misses) + self.refused} miss(es)"
+            if self.refused:
+                misses += f" ({self.refused} naming no usable cassette)"
+            parts.append(f"served {self.used} of {self.recordings} recording(s); {misses}")
             if self.cut:
                 parts.append(f"{self.cut} open connection(s) cut by the stop")
         if self.action.records:
@@ -215,6 +219,8 @@ class Session:
         if self._fresh is not None and clean:
             _remove_db(self.config.cassette)
             os.replace(self._fresh, self.config.cassette)
+        if self.app is not None and self.app.cassettes is not None:
+            s.refused = self.app.cassettes.refused
         engines = self.app.engines() if self.app is not None else []
         for engine in engines:
             engine.close()

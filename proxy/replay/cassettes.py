@@ -32,6 +32,7 @@ class CassetteDir:
         self.config = config
         self.redactor = redactor
         self.engines: dict[str, Engine] = {}
+        self.refused = 0  # requests answered 404 because they named no usable cassette
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -39,6 +40,16 @@ class CassetteDir:
 
     def resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
         """(engine, scope with the prefix stripped, None) or (None, scope, problem)."""
+        engine, scope, problem = self._resolve(scope)
+        if problem is not None:
+            with self._lock:
+                self.refused += 1
+        return engine, scope, problem
+
+    def _available(self) -> str:
+        return f"(available: {', '.join(self.names()) or 'none'})"
+
+    def _resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
         name = scope_header(scope, HEADER)
         path = scope.get("path", "")
         if name is None and path.startswith("/c/"):
@@ -48,7 +59,7 @@ class CassetteDir:
             return None, scope, _problem(
                 "no_cassette_named",
                 f"name a cassette with the header x-proxy-cassette: NAME or the path prefix /c/NAME/ "
-                f"(available: {', '.join(self.names()) or 'none'})")
+                f"{self._available()}")
         if name.endswith(".db"):
             name = name[:-3]
         if not _NAME.match(name):
@@ -57,6 +68,9 @@ class CassetteDir:
             engine = self.engines.get(name)
             if engine is None:
                 path = self.directory / f"{name}.db"
+                if not path.is_file():
+                    return None, scope, _problem(
+                        "no_such_cassette", f"no such cassette {name!r} in {self.directory} {self._available()}")
                 try:
                     engine = load_engine(path, self.config, self.redactor)
                 except CassetteError as e:
