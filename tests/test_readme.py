@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 import httpx
 import pytest
@@ -22,6 +23,19 @@ def section(title: str) -> str:
 
 def code_blocks(text: str) -> list[str]:
     return re.findall(r"```\w*\n(.*?)```", text, re.S)
+
+
+def test_mitmproxy_tool_examples_listen_on_loopback_only():
+    commands = [c for block in code_blocks(README) for c in block.replace("\\\n", " ").splitlines()
+                if c.startswith(("mitmweb ", "mitmdump "))]
+    assert len(commands) == 2
+    assert all("--listen-host 127.0.0.1" in c for c in commands), commands
+    assert "refuses any other address without `--expose`" in README
+
+
+def test_readme_does_not_promise_a_raw_byte_grep_of_the_cassette():
+    # A grep of compressed columns checks nothing (STYLE.md); the policy is decoded content.
+    assert "grep the cassette file" not in README
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
@@ -52,3 +66,25 @@ def test_cassette_dir_example_runs_as_written(tmp_path):
         assert p.stop() == 0
     # the summary counts the cassette-level 404 with the misses
     assert "served 2 of 5 recording(s); 2 miss(es) (1 naming no usable cassette)" in p.out
+
+
+def test_inspect_sample_matches_the_real_listing():
+    (sample,) = [b for b in code_blocks(section("Inspect")) if b.startswith("cassettes/example.db ")]
+    real = run_cli("inspect", "cassettes/example.db").stdout.splitlines()
+    head, *rows = sample.strip().splitlines()
+    # "…" stands for what changes from one build to the next (the schema number)
+    assert re.fullmatch(".*".join(map(re.escape, head.split("…"))), real[0]), (head, real[0])
+    for row in rows:
+        if row == "...":
+            continue
+        # number, kind, method, path, status, chunks, bytes; not the timings
+        assert row.split()[:7] in [r.split()[:7] for r in real], row
+
+
+def test_demo_step_5_shows_what_its_heading_names():
+    demo = subprocess.run([sys.executable, "-m", "proxy.testing.demo"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    heading, shown = demo.stdout.split("\n5. Look inside: ", 1)[1].split("\n", 1)
+    assert re.fullmatch(r"proxy inspect \S+demo\.db 1", heading), heading
+    assert shown.startswith("#1 http POST /v1/responses -> 200"), shown[:200]

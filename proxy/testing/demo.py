@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         print(f"  gap error p50 / max:        {statistics.median(errs):.2f} ms / {max(errs):.2f} ms")
     print(f"  stream duration:            {recorded[-1][0] * 1000:.0f} ms recorded, {replayed[-1][0] * 1000:.0f} ms replayed")
     print(f"\n5. Look inside: proxy inspect {cassette} 1")
-    subprocess.run([sys.executable, "-m", "proxy.cli", "inspect", str(cassette)])
+    subprocess.run([sys.executable, "-m", "proxy.cli", "inspect", str(cassette), "1"])
     return 0 if same_bytes and same_chunks else 1
 
 
