@@ -50,7 +50,7 @@ def bad_files(tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     blob = good(tmp_path / "blob.db")
     con = sqlite3.connect(blob)
-    con.execute("update interactions set events_blob = x'28b52ffd00ffff' , events_codec='zstd' where seq = 3")
+    con.execute("update events set data = x'28b52ffd00ffff' where seq = 3")
     con.commit()
     con.close()
     return {

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
-from proxy.store import Cassette
+from proxy.store import SCHEMA_VERSION, Cassette
 
 from .conftest import run_cli
 
@@ -51,7 +51,7 @@ def test_list_table(tmp_path):
     r = run_cli("inspect", str(make(tmp_path / "a.db")))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert "schema 2" in lines[0] and "http://sim.test" in lines[0] and "3 interaction(s)" in lines[0]
+    assert f"schema {SCHEMA_VERSION}" in lines[0] and "http://sim.test" in lines[0] and "3 interaction(s)" in lines[0]
     assert lines[1].split()[:4] == ["#", "kind", "method", "path"]
     row1, row2, row3 = lines[3].split(), lines[4].split(), lines[5].split()
     assert row1[:6] == ["1", "http", "POST", "/v1/responses", "200", "4"] and "8.0" in row1
@@ -86,7 +86,7 @@ def test_json_is_stable_and_complete(tmp_path):
     a = run_cli("inspect", str(path), "--json").stdout
     assert a == run_cli("inspect", str(path), "--json").stdout
     view = json.loads(a)
-    assert view["count"] == 3 and view["schema_version"] == 2
+    assert view["count"] == 3 and view["schema_version"] == SCHEMA_VERSION
     assert [i["kind"] for i in view["interactions"]] == ["http", "websocket", "http"]
     one = json.loads(run_cli("inspect", str(path), "2", "--json").stdout)
     assert one["accept_delay_ms"] == 300.0 and one["close"] == {"code": 1000, "reason": "bye", "by": "client"}

@@ -20,6 +20,7 @@ def load_engine(path, config: MatchConfig | None = None, redactor: Redactor | No
     so a 10,000-interaction cassette serves its first match quickly."""
     c = Cassette.open(path)
     try:
+        c.verify()  # every blob checked now: a damaged cassette fails here, not mid-test
         interactions = list(c.interactions(with_events=False))
     except BaseException:
         c.close()

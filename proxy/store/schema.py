@@ -1,115 +1,139 @@
-"""Cassette schema and migrations.
+"""The cassette layout (schema version 3), made to be browsed with sqlite3 or datasette.
 
-A cassette is a SQLite file with ``PRAGMA application_id = APPLICATION_ID`` and a
-``meta`` table whose ``schema_version`` row says which layout it has. Migrations
-take a file from version N to N+1; a file newer than this code is refused.
+A cassette is one SQLite file with ``PRAGMA application_id = APPLICATION_ID``. Tables:
 
-Tables
-  meta(key, value)                      schema_version, created_at, upstream, tool
-  interactions(id, seq, kind, ...)      one row per HTTP exchange / WebSocket session
-  events(interaction_id, idx, ...)      response chunks and WebSocket frames of interactions
-                                        still in flight: offset (s), direction, type
-                                        (chunk|text|binary), size, data
-  dictionaries(id, data)                zstd dictionaries made by compaction
+``meta(key, value)``
+    ``schema_version``, ``created_at``, ``upstream``, ``tool``, ``mode``.
+``interactions``
+    One row per HTTP exchange or WebSocket session. ``seq`` (the row id) is the recorded
+    order and the interaction's only number. Plain columns: kind, method, scheme, host,
+    port, path, query, started_at, status, reason, ttfb (time to response headers, or the
+    WebSocket accept delay), duration, end, end_detail, close_code / close_reason /
+    closed_by, event_count, body_bytes, request_bytes; headers as JSON text
+    (``[[name, value], ...]``, wire order). ``request_content_encoding`` is the body's
+    Content-Encoding on the wire (the stored body is decoded). ``match_class`` and
+    ``match_query`` complete ``matching.request_key()`` with method and path; the index
+    ``interactions_by_key`` is how replay finds candidates without reading the file.
+``request_bodies(seq, data)``
+    The decoded request body, one blob, only where there is one.
+``events(seq, part, data)``
+    Response chunks and WebSocket frames: packed, one blob per part (``packed.py``).
+``dictionaries(id, data)``
+    The zstd dictionary the blobs are compressed with: trained once, when the cassette
+    first has enough traffic, and never retrained, so appending changes only new pages.
 
-When an interaction finishes, its events move into interactions.events_blob: an
-index (offset, size, direction/type per event) followed by the data, compressed
-where that pays (events_codec "packed-zstd" or "packed-raw"). Compaction (on a clean
-stop of the recorder) trains a zstd dictionary over the whole cassette and
-recompresses events and headers with it ("packed-zstd-dict"; headers move into
-head_blob). Version 1 files keep events rows with data NULL and codec "zstd"/"raw";
-they stay readable.
+Blobs are in separate tables so that the rows people and listings read stay small, and
+an interaction's row can be updated (its end, its counters) without rewriting its body.
+Files of versions 1 and 2 are upgraded by ``migration.migrate`` into a new file.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
-SCHEMA_VERSION = 2
+from .errors import CassetteCorrupt, NewerSchema, NotACassette, OldSchema
+
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x50525859  # "PRXY"
+PAGE_SIZE = 1024  # a cassette is mostly small rows; small pages keep a git diff of an append small
 
-INTERACTION_COLUMNS = {
-    "id": int,
-    "seq": int,
-    "kind": str,
-    "started_at": float,
-    "method": str,
-    "scheme": str,
-    "host": str,
-    "port": int,
-    "path": str,
-    "query": str,
-    "request_headers": str,  # JSON list of [name, value]
-    "request_body": bytes,
-    "request_body_codec": str,  # raw | zstd (storage)
-    "request_content_encoding": str,  # the body's original Content-Encoding on the wire
-    "status": int,
-    "reason": str,
-    "response_headers": str,
-    "ttfb": float,  # time to response headers; for WebSocket the accept delay
-    "duration": float,
-    "end": str,
-    "end_detail": str,
-    "close_code": int,
-    "close_reason": str,
-    "closed_by": str,
-    "event_count": int,
-    "body_bytes": int,
-    "events_blob": bytes,
-    "events_codec": str,
-    "head_blob": bytes,  # compacted request + response headers (JSON), when the JSON columns are NULL
-    "dict_id": int,  # the zstd dictionary of events_blob / head_blob, if any
+TABLES = {
+    "meta": "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "interactions": """CREATE TABLE interactions (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    method TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    match_class TEXT NOT NULL,
+    match_query TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    request_headers TEXT NOT NULL,
+    request_content_encoding TEXT,
+    request_bytes INTEGER NOT NULL,
+    status INTEGER,
+    reason TEXT,
+    response_headers TEXT,
+    ttfb REAL,
+    duration REAL,
+    "end" TEXT NOT NULL,
+    end_detail TEXT NOT NULL,
+    close_code INTEGER,
+    close_reason TEXT,
+    closed_by TEXT,
+    event_count INTEGER NOT NULL,
+    body_bytes INTEGER NOT NULL
+)""",
+    "request_bodies": "CREATE TABLE request_bodies (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)",
+    "events": """CREATE TABLE events (
+    seq INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (seq, part)
+)""",
+    "dictionaries": "CREATE TABLE dictionaries (id INTEGER PRIMARY KEY, data BLOB NOT NULL)",
 }
+INDEXES = [
+    # what a request's key selects: matching.request_key() = (class, METHOD, path, query)
+    "CREATE INDEX interactions_by_key ON interactions (match_class, path, upper(method), match_query)",
+]
 
-EVENT_COLUMNS = {
-    "interaction_id": int,
-    "idx": int,
-    "offset": float,
-    "direction": str,
-    "type": str,
-    "size": int,
-    "data": bytes,
+# The columns readers rely on, by table (checked at open: a file missing one is damaged).
+COLUMNS = {
+    "interactions": ("seq", "kind", "method", "scheme", "host", "port", "path", "query", "match_class", "match_query",
+                     "started_at", "request_headers", "request_content_encoding", "request_bytes", "status", "reason",
+                     "response_headers", "ttfb", "duration", "end", "end_detail", "close_code", "close_reason",
+                     "closed_by", "event_count", "body_bytes"),
+    "request_bodies": ("seq", "data"),
+    "events": ("seq", "part", "data"),
+    "dictionaries": ("id", "data"),
+    "meta": ("key", "value"),
 }
-
-
-def columns(version: int) -> dict:
-    """The interactions columns a file of ``version`` has."""
-    if version < 2:
-        return {k: v for k, v in INTERACTION_COLUMNS.items() if k not in ("head_blob", "dict_id")}
-    return INTERACTION_COLUMNS
 
 
 def create(conn: sqlite3.Connection, meta: dict[str, str]) -> None:
-    import sqlite_utils  # only here and in migrations: replay never pays for its import
-
-    db = sqlite_utils.Database(conn)
+    """Lay out an empty file; the caller holds the transaction."""
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["interactions"].create(INTERACTION_COLUMNS, pk="id", not_null={"seq", "kind"})
-    db["events"].create(EVENT_COLUMNS, pk=("interaction_id", "idx"))
-    db["dictionaries"].create({"id": int, "data": bytes}, pk="id")
-    db["interactions"].create_index(["seq"], unique=True)
-    db["meta"].insert_all(
-        [{"key": k, "value": v} for k, v in {**meta, "schema_version": str(SCHEMA_VERSION)}.items()]
-    )
+    for ddl in [*TABLES.values(), *INDEXES]:
+        conn.execute(ddl)
+    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                     sorted({**meta, "schema_version": str(SCHEMA_VERSION)}.items()))
 
 
-def _v1_to_v2(db) -> None:
-    db["interactions"].add_column("head_blob", bytes)
-    db["interactions"].add_column("dict_id", int)
-    db["dictionaries"].create({"id": int, "data": bytes}, pk="id")
+def validate(conn: sqlite3.Connection, path: Path, upgrade_hint: bool = True) -> tuple[int, dict[str, str]]:
+    """Check that an open file is a cassette this code reads; return (version, meta).
 
-
-# version -> function taking the db from that version to the next one
-MIGRATIONS: dict[int, callable] = {1: _v1_to_v2}
-
-
-def migrate(conn: sqlite3.Connection, version: int) -> int:
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
-    while version < SCHEMA_VERSION:
-        MIGRATIONS[version](db)
-        version += 1
-        db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
-    return version
+    Reads only the schema and the meta table: constant time whatever the file holds.
+    A file of an older version raises OldSchema (unless ``upgrade_hint`` is False, for the
+    migration itself, which then gets the version back).
+    """
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if app_id != APPLICATION_ID or "meta" not in tables:
+        what = ", ".join(sorted(tables)[:5]) or "no tables"
+        raise NotACassette(path, f"a SQLite database but not a proxy cassette (tables: {what})")
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    try:
+        version = int(meta.get("schema_version", ""))
+    except ValueError:
+        raise CassetteCorrupt(path, "meta table has no valid schema_version") from None
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(path, f"cassette schema version {version} is newer than this proxy supports "
+                                f"({SCHEMA_VERSION}); upgrade proxy")
+    if version < SCHEMA_VERSION:
+        if upgrade_hint:
+            raise OldSchema(path, f"cassette schema version {version} is older than this proxy's "
+                                  f"({SCHEMA_VERSION}); run `proxy migrate {path}` (the file was not changed)")
+        return version, meta
+    for table, columns in COLUMNS.items():
+        if table not in tables:
+            raise CassetteCorrupt(path, f"missing table {table}")
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        lost = [c for c in columns if c not in have]
+        if lost:
+            raise CassetteCorrupt(path, f"table {table} lacks column(s) {', '.join(lost)}")
+    return version, meta

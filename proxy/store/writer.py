@@ -4,77 +4,92 @@ Contract: operations are applied in the order they are submitted. The writer wak
 the first queued operation, collects for up to BATCH_WINDOW (or until a flush is
 asked for), then applies everything queued in one transaction and commits. Waking
 once per window instead of once per chunk keeps the writer from contending for the
-GIL with the event loop that forwards bytes (per-event latency 1.33x -> see bench). ``flush()`` returns a future
-that resolves once everything submitted before it is committed: the recorder awaits
-it before an interaction's end reaches the client, so an interaction the client saw
-complete is in the cassette. A recorder killed mid-stream can lose the chunks still
-in the queue (the last fraction of a millisecond), never a finished interaction.
+GIL with the event loop that forwards bytes. ``flush()`` returns a future that
+resolves once everything submitted before it is committed: the recorder awaits it
+before an interaction's end reaches the client, so an interaction the client saw
+complete is in the cassette. A recorder killed mid-stream can lose the chunks still in
+the queue (the last few milliseconds), never a finished interaction.
+
+Failure: a transaction that fails is rolled back, and the writer is broken from then
+on. ``error`` holds the CassetteWriteFailed; every flush future, pending or later,
+carries it as its exception (never a result: the recorder must not release the end of
+a response the cassette does not hold); ``begin`` raises it; later operations are
+dropped; ``on_error`` is called once, from the writer thread, so the recorder can stop;
+``close`` raises it after closing the file.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from ..model import Chunk, Close, End, Frame, Interaction, Kind, Response
-from .cassette import Cassette
-
-log = logging.getLogger("proxy.store")
+from .errors import CassetteError, CassetteWriteFailed
+from .writing import WritableCassette
 
 _STOP = object()
 BATCH_WINDOW = 0.005  # seconds
 
 
 class CassetteWriter:
-    def __init__(self, cassette: Cassette):
+    def __init__(self, cassette: WritableCassette, on_error: Callable[[CassetteError], None] | None = None):
         self.cassette = cassette
+        self.on_error = on_error
+        self.error: CassetteError | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._urgent = threading.Event()
         self._thread = threading.Thread(target=self._run, name="proxy-cassette-writer", daemon=True)
-        self.error: BaseException | None = None
         self._thread.start()
 
     # -- the recorder's side: never blocks ------------------------------------
 
     def begin(self, it: Interaction) -> int:
-        iid, seq = self.cassette.allocate()
-        it.id, it.seq = iid, seq
+        """Queue a new interaction; returns its seq. Raises the writer's error, if any."""
+        if self.error is not None:
+            raise self.error
+        it.id = it.seq = self.cassette.allocate()
         self._queue.put((self.cassette.insert, (it,)))
-        return iid
+        return it.seq
 
-    def set_response(self, iid: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
-        self._queue.put((self.cassette.set_response, (iid, response, ttfb, kind)))
+    def set_response(self, seq: int, response: Response, ttfb: float | None, kind: Kind | None = None) -> None:
+        self._queue.put((self.cassette.set_response, (seq, response, ttfb, kind)))
 
-    def add_chunk(self, iid: int, chunk: Chunk) -> None:
-        self._queue.put((self.cassette.add_chunk, (iid, chunk)))
+    def add_chunk(self, seq: int, chunk: Chunk) -> None:
+        self._queue.put((self.cassette.add_chunk, (seq, chunk)))
 
-    def add_frame(self, iid: int, frame: Frame) -> None:
-        self._queue.put((self.cassette.add_frame, (iid, frame)))
+    def add_frame(self, seq: int, frame: Frame) -> None:
+        self._queue.put((self.cassette.add_frame, (seq, frame)))
 
-    def finish(self, iid: int, end: End, detail: str = "", duration: float | None = None,
+    def finish(self, seq: int, end: End, detail: str = "", duration: float | None = None,
                close: Close | None = None) -> None:
-        self._queue.put((self.cassette.finish, (iid, end, detail, duration, close)))
+        self._queue.put((self.cassette.finish, (seq, end, detail, duration, close)))
 
     def flush(self) -> concurrent.futures.Future:
+        """A future that resolves once everything queued so far is committed, or carries
+        the error that stopped it from being committed."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
+        if self.error is not None:
+            fut.set_exception(self.error)
+            return fut
         self._queue.put((None, fut))
         self._urgent.set()
         return fut
 
     def close(self, compact: bool = False) -> tuple[int, int] | None:
-        """Write what is queued, optionally compact (a clean end), close the cassette."""
+        """Write what is queued, optionally compact (a clean end), close the cassette.
+        Raises the writer's error if a write failed (the file is closed all the same)."""
         self._queue.put((_STOP, None))
         self._urgent.set()
         self._thread.join()
-        sizes = None
-        if compact and self.error is None:
-            try:
-                sizes = self.cassette.compact()
-            except Exception as e:  # the cassette is complete without it
-                log.error("compacting the cassette failed: %s", e)
-        self.cassette.close()
+        try:
+            sizes = self.cassette.close(compact=compact and self.error is None)
+        except CassetteError as e:
+            self._fail(e)
+            sizes = None
+        if self.error is not None:
+            raise self.error
         return sizes
 
     # -- the writer thread -----------------------------------------------------
@@ -89,20 +104,32 @@ class CassetteWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            waiting, stop = [], False
-            try:
-                with self.cassette.transaction():
-                    for fn, args in batch:
-                        if fn is _STOP:
-                            stop = True
-                        elif fn is None:
-                            waiting.append(args)
-                        else:
-                            fn(*args)
-            except Exception as e:  # we really want to see this, not record silently nothing
-                self.error = e
-                log.error("writing the cassette failed: %s", e)
+            waiting = [args for fn, args in batch if fn is None]
+            stop = any(fn is _STOP for fn, _ in batch)
+            if self.error is None:
+                try:
+                    with self.cassette.transaction():
+                        for fn, args in batch:
+                            if fn is not None and fn is not _STOP:
+                                fn(*args)
+                except CassetteError as e:
+                    self._fail(e)
+                except Exception as e:  # a bug of ours: fail loudly all the same
+                    self._fail(CassetteWriteFailed(self.cassette.path, f"writing failed ({e!r})"))
             for fut in waiting:
-                fut.set_result(None)
+                if self.error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(self.error)
             if stop:
                 return
+
+    def _fail(self, error: CassetteError) -> None:
+        if self.error is not None:
+            return
+        self.error = error
+        if self.on_error is not None:
+            try:
+                self.on_error(error)
+            except Exception:  # the callback's own failure must not hide the write failure
+                pass

@@ -1,0 +1,224 @@
+"""Reading a cassette: open read-only in constant time, read rows when they are asked for.
+
+Opening reads the schema and the meta table and nothing else (plus SQLite's quick_check
+on small files). Every later read checks what it reads: SQLite damage and blobs that
+fail their check (``packed.py``) raise CassetteCorrupt naming the file and the
+interaction, never an empty or partial result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..model import Close, Direction, End, Interaction, Kind, Request, Response
+from . import opening, schema
+from .errors import CassetteCorrupt, CassetteError
+from .packed import Blobs, Damaged, events_into, unpack_events
+
+# One interaction row with its request body, as _build() reads it.
+ROW = ('i.seq, i.kind, i.method, i.scheme, i.host, i.port, i.path, i.query, i.started_at, i.request_headers,'
+       ' i.request_content_encoding, i.status, i.reason, i.response_headers, i.ttfb, i.duration, i."end",'
+       ' i.end_detail, i.close_code, i.close_reason, i.closed_by, b.data')
+FROM = "interactions i LEFT JOIN request_bodies b ON b.seq = i.seq"
+
+# The type each column of ROW must have (SQLite stores any type anywhere: a damaged
+# record can turn a path into a number). None means NULL is allowed too.
+_S, _I, _R, _B = (str,), (int,), (float, int), (bytes,)
+_N = (type(None),)
+ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, _S + _N, _R + _N, _R + _N, _S, _S,
+             _I + _N, _S + _N, _S + _N, _B + _N)
+
+SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
+           "event_count", "body_bytes", "close_code")
+SUMMARY_TYPES = (_I, _S, _R, _S, _S, _S, _I + _N, _R + _N, _R + _N, _S, _S, _I, _I, _I + _N)
+
+
+class Cassette:
+    """A cassette file. :meth:`open` reads one (read-only, never changed); :meth:`create`,
+    :meth:`open_or_create` and ``open(path, write=True)`` give a :class:`~.writing.WritableCassette`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, str]):
+        self.path = path
+        self.meta = meta
+        self._conn = conn
+        self._blobs = Blobs(self._dictionary)
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, write: bool = False) -> "Cassette":
+        """Open and validate an existing cassette. Reading never changes the file; a file of
+        an older schema is refused with the command that upgrades it (``proxy migrate``)."""
+        if write:
+            from .writing import WritableCassette
+
+            return WritableCassette.open_for_writing(path)
+        path = Path(path)
+        conn = opening.open_read(path)
+        try:
+            opening.check_integrity(conn, path)
+            _, meta = schema.validate(conn, path)
+        except CassetteError:
+            conn.close()
+            raise
+        except opening.DAMAGE as e:
+            conn.close()
+            raise CassetteCorrupt(path, f"damaged SQLite file ({e})") from None
+        return cls(path, conn, meta)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
+        from .writing import WritableCassette
+
+        return WritableCassette.create(path, **meta)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
+        from .writing import WritableCassette
+
+        return WritableCassette.open_or_create(path, **meta)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Cassette":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.meta["schema_version"])
+
+    # -- reading --------------------------------------------------------------
+
+    def _read(self, sql: str, args=()) -> sqlite3.Cursor:
+        """Every read goes through here: damage found while reading is a CassetteCorrupt."""
+        try:
+            return self._conn.execute(sql, args)
+        except opening.DAMAGE as e:
+            raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
+
+    def _rows(self, cursor: sqlite3.Cursor) -> Iterator[tuple]:
+        # not `yield from`: closing this generator must not close (or touch) the cursor
+        while True:
+            try:
+                row = next(cursor)
+            except StopIteration:
+                return
+            except opening.DAMAGE as e:
+                raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
+            yield row
+
+    def count(self) -> int:
+        return self._read("SELECT count(*) FROM interactions").fetchone()[0]
+
+    def last_seq(self) -> int:
+        return self._read("SELECT coalesce(max(seq), 0) FROM interactions").fetchone()[0]
+
+    def summaries(self) -> Iterator[dict]:
+        """One dict per interaction in recorded order, without headers or bodies; streamed
+        from the file, so the first rows come at once whatever the cassette's size."""
+        cols = ", ".join(f'"{c}"' for c in SUMMARY)
+        for r in self._rows(self._read(f"SELECT {cols} FROM interactions ORDER BY seq")):
+            for name, value, types in zip(SUMMARY, r, SUMMARY_TYPES):
+                if type(value) not in types:
+                    raise CassetteCorrupt(self.path, f"interaction {r[0]}: damaged row ({name} is a "
+                                                     f"{type(value).__name__})")
+            yield dict(zip(SUMMARY, r))
+
+    def interactions(self, with_events: bool = True) -> Iterator[Interaction]:
+        """Every interaction in recorded order, streamed. ``with_events=False`` leaves chunks
+        and frames out: :meth:`load_events` reads (and checks) them when they are wanted."""
+        rows = self._rows(self._read(f"SELECT {ROW} FROM {FROM} ORDER BY i.seq"))
+        if not with_events:
+            for r in rows:
+                yield self._build(r)
+            return
+        parts = self._rows(self._read("SELECT seq, data FROM events ORDER BY seq, part"))
+        pending = next(parts, None)
+        for r in rows:
+            it = self._build(r)
+            while pending is not None and (type(pending[0]) is not int or pending[0] < it.seq):
+                pending = next(parts, None)  # parts of no interaction: ignored, as by load_events
+            while pending is not None and pending[0] == it.seq:
+                self._events_into(it, pending[1])
+                pending = next(parts, None)
+            yield it
+
+    def verify(self) -> int:
+        """Read and check every row and blob (O(file), unlike opening); returns how many
+        interactions there are. Raises CassetteCorrupt at the first damage. Replay runs
+        this beside serving, so that a damaged cassette stops it with exit code 2."""
+        n = 0
+        for _ in self.interactions():
+            n += 1
+        return n
+
+    def get(self, seq: int) -> Interaction:
+        row = self._read(f"SELECT {ROW} FROM {FROM} WHERE i.seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise KeyError(seq)
+        return self.load_events(self._build(row))
+
+    def load_events(self, it: Interaction) -> Interaction:
+        """Fill in the chunks and frames of an interaction read without them (checked now)."""
+        it.chunks, it.frames = [], []
+        for (data,) in self._rows(self._read("SELECT data FROM events WHERE seq = ? ORDER BY part", (it.seq,))):
+            self._events_into(it, data)
+        return it
+
+    def source(self):
+        """This cassette as a ``matching.CandidateSource`` (see ``source.py``)."""
+        from .source import SqliteSource
+
+        return SqliteSource(self)
+
+    # -- building model objects ---------------------------------------------------
+
+    def _events_into(self, it: Interaction, blob: bytes) -> None:
+        try:
+            if type(blob) is not bytes:
+                raise Damaged(f"a {type(blob).__name__} where a blob belongs")
+            events_into(it, unpack_events(self._blobs.unpack(blob)))
+        except Damaged as e:
+            raise CassetteCorrupt(self.path, f"interaction {it.seq}: damaged events ({e})") from None
+
+    def _dictionary(self, dict_id: int) -> bytes | None:
+        row = self._read("SELECT data FROM dictionaries WHERE id = ?", (dict_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _build(self, r: tuple) -> Interaction:
+        seq = r[0]
+        try:
+            for value, types in zip(r, ROW_TYPES):
+                if type(value) not in types:
+                    raise TypeError(f"a {type(value).__name__} in a column of {'/'.join(t.__name__ for t in types)}")
+            body = self._blobs.unpack(r[21]) if r[21] is not None else b""
+            req = Request(method=r[2], path=r[6], query=r[7], headers=_headers(r[9]), body=body,
+                          body_encoding=r[10], scheme=r[3], host=r[4], port=r[5])
+            resp = None if r[11] is None else Response(status=r[11], reason=r[12] or "", headers=_headers(r[13]))
+            it = Interaction(kind=Kind(r[1]), request=req, response=resp, ttfb=r[14], duration=r[15], end=End(r[16]),
+                             end_detail=r[17], started_at=r[8], id=seq, seq=seq)
+            if r[18] is not None or r[19] is not None or r[20] is not None:
+                it.close = Close(r[18], r[19] or "", Direction(r[20]) if r[20] else None)
+        except Damaged as e:
+            raise CassetteCorrupt(self.path, f"interaction {seq}: damaged request body ({e})") from None
+        except (ValueError, TypeError) as e:
+            raise CassetteCorrupt(self.path, f"interaction {seq}: damaged row ({e})") from None
+        return it
+
+
+def _headers(text: str | None) -> list[tuple[str, str]]:
+    if text is None:
+        return []
+    pairs = json.loads(text)
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], str) for p in pairs):
+        raise ValueError("headers are not a JSON list of [name, value] pairs")
+    return [(k, v) for k, v in pairs]

@@ -1,0 +1,150 @@
+"""A cassette as the matcher's ``CandidateSource``: candidates come from the index
+``interactions_by_key``, events are read when a recording is matched.
+
+Opening costs the same for ten recordings or a million; memory grows only with what
+requests touch. The source sees the cassette as it was when it was made (recordings
+up to ``last_seq``): a recorder appending to the same file meanwhile (``new_episodes``)
+does not change what replay can match. One Interaction object per recording: every
+lookup that returns seq N returns the same object, so the matcher's bookkeeping of what
+was used holds across ``candidates`` and ``nearby``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+from ..matching import Key
+from ..model import Interaction
+from .reading import FROM, ROW, Cassette
+
+PAGE = 256  # candidates read per query
+
+_KEY = "i.match_class = ? AND i.path = ? AND upper(i.method) = ? AND i.match_query = ?"
+
+
+def _key_args(key: Key) -> tuple:
+    cls, method, path, query = key
+    return (cls, path, method, query)
+
+
+class SqliteSource:
+    def __init__(self, cassette: Cassette):
+        self.cassette = cassette
+        self.last_seq = cassette.last_seq()
+        self._loaded: dict[int, Interaction] = {}
+        self._by_key: dict[Key, _Candidates] = {}
+        self._count: int | None = None
+        self._lock = threading.RLock()  # the rows cursor and the caches: one reader at a time
+
+    # -- CandidateSource --------------------------------------------------------
+
+    def candidates(self, key: Key) -> Sequence[Interaction]:
+        with self._lock:
+            found = self._by_key.get(key)
+            if found is None:
+                found = self._by_key[key] = _Candidates(self, key)
+            return found
+
+    def nearby(self, key: Key, limit: int) -> Sequence[Interaction]:
+        cls, method, path, _ = key
+        tiers = (
+            ("i.match_class = ? AND i.path = ?", (cls, path)),
+            ("i.match_class = ? AND i.path != ? AND upper(i.method) = ?", (cls, path, method)),
+            ("i.match_class = ? AND i.path != ? AND upper(i.method) != ?", (cls, path, method)),
+        )
+        out: list[Interaction] = []
+        for where, args in tiers:
+            if len(out) >= limit:
+                break
+            out += self.rows(where, args, limit - len(out))
+        return out
+
+    def load_events(self, it: Interaction) -> Interaction:
+        with self._lock:
+            return self.cassette.load_events(it)
+
+    def __len__(self) -> int:
+        if self._count is None:
+            with self._lock:
+                self._count = self.cassette._read("SELECT count(*) FROM interactions WHERE seq <= ?",
+                                                  (self.last_seq,)).fetchone()[0]
+        return self._count
+
+    # -- beyond the protocol ------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Interaction]:
+        """Every recording in order, without events (for reports of what was never used)."""
+        after = 0
+        while True:
+            page = self.rows("i.seq > ?", (after,), PAGE)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].seq
+
+    def close(self) -> None:
+        self.cassette.close()
+
+    def rows(self, where: str, args: tuple, limit: int) -> list[Interaction]:
+        sql = f"SELECT {ROW} FROM {FROM} WHERE {where} AND i.seq <= ? ORDER BY i.seq LIMIT ?"
+        with self._lock:
+            out = []
+            for r in self.cassette._read(sql, (*args, self.last_seq, limit)).fetchall():
+                it = self._loaded.get(r[0])
+                if it is None:
+                    it = self._loaded[r[0]] = self.cassette._build(r)
+                out.append(it)
+            return out
+
+
+class _Candidates(Sequence):
+    """The recordings of one key in recorded order, read a page at a time as the matcher
+    walks them (a key with a million recordings costs one page until more are needed)."""
+
+    def __init__(self, source: SqliteSource, key: Key):
+        self._source = source
+        self._key = key
+        self._items: list[Interaction] = []
+        self._done = False
+        self._len: int | None = None
+
+    def _more(self) -> bool:
+        if self._done:
+            return False
+        after = self._items[-1].seq if self._items else 0
+        page = self._source.rows(f"{_KEY} AND i.seq > ?", (*_key_args(self._key), after), PAGE)
+        self._items += page
+        if len(page) < PAGE:
+            self._done = True
+            self._len = len(self._items)
+        return bool(page)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            s = self._source
+            with s._lock:
+                self._len = s.cassette._read(f"SELECT count(*) FROM interactions i WHERE {_KEY} AND i.seq <= ?",
+                                             (*_key_args(self._key), s.last_seq)).fetchone()[0]
+        return self._len
+
+    def __getitem__(self, i):
+        if isinstance(i, slice) or i < 0:
+            while self._more():
+                pass
+            return self._items[i]
+        while i >= len(self._items) and self._more():
+            pass
+        return self._items[i]
+
+    def __iter__(self) -> Iterator[Interaction]:
+        i = 0
+        while True:
+            while i < len(self._items):
+                yield self._items[i]
+                i += 1
+            if not self._more():
+                return
+
+    def __bool__(self) -> bool:
+        return bool(self._items) or self._more()
