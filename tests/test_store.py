@@ -1,62 +1,419 @@
-"""Store: schema versions, migration on write only, compaction that changes no byte."""
+"""Store: the layout people browse, blobs that are checked, events never reordered, a
+dictionary that stays put, explicit and atomic migration, constant-time opening."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
-from proxy.model import Chunk, End, Interaction, Kind, Request, Response
-from proxy.store import SCHEMA_VERSION, Cassette
+import pytest
+
+from proxy.matching import ListSource, request_key
+from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from proxy.store import (
+    SCHEMA_VERSION,
+    Cassette,
+    CassetteCorrupt,
+    CassetteWriter,
+    OldSchema,
+    SqliteSource,
+    migrate,
+)
 
 from .conftest import ROOT
 
-V1 = ROOT / "tests" / "data" / "example-v1.db"  # written by proxy 0.1.0 with schema version 1
+DATA = ROOT / "tests" / "data"
+OLD = {1: DATA / "example-v1.db", 2: DATA / "example-v2.db"}  # written by proxy 0.1.0, schemas 1 and 2
 
 
-def snapshot(path):
+def http(i: int, path: str = "/v1/responses", body: bytes | None = None, chunks: int = 5) -> Interaction:
+    body = body if body is not None else json.dumps({"model": "sim-1", "input": f"say {i}"}).encode()
+    return Interaction(
+        Kind.HTTP, Request("POST", path, "", [("content-type", "application/json"), ("x-n", str(i))], body),
+        Response(200, "OK", [("content-type", "text/event-stream")]),
+        [Chunk(0.01 * j, b'event: delta\ndata: {"type":"response.output_text.delta","delta":"w%d-%d"}\n\n' % (i, j))
+         for j in range(chunks)],
+        ttfb=0.004, duration=0.05 + 0.01 * chunks, end=End.COMPLETE, started_at=1_700_000_000.0 + i)
+
+
+def session(i: int) -> Interaction:
+    # a clock step: the server frame is stamped earlier than the client frame it answers
+    frames = [Frame(Direction.SERVER, True, 0.010, b'{"type":"session.created"}'),
+              Frame(Direction.CLIENT, True, 0.500, b'{"type":"response.create","n":%d}' % i),
+              Frame(Direction.SERVER, True, 0.300, b'{"type":"response.completed"}'),
+              Frame(Direction.CLIENT, False, 0.200, b"\x00\x01binary")]
+    return Interaction(Kind.WEBSOCKET, Request("GET", "/v1/responses", "model=x", [("upgrade", "websocket")]),
+                       Response(101, "Switching Protocols", [("upgrade", "websocket")]), frames=frames, ttfb=0.12,
+                       duration=0.6, end=End.COMPLETE, close=Close(1000, "bye", Direction.SERVER),
+                       started_at=1_700_000_000.0)
+
+
+def snapshot(it: Interaction) -> dict:
+    """Everything an interaction holds, as JSON-able data (the shape of tests/data/*.json)."""
+    b64 = lambda x: base64.b64encode(x).decode()  # noqa: E731
+    r = it.request
+    return {"seq": it.seq, "kind": it.kind.value, "method": r.method, "scheme": r.scheme, "host": r.host,
+            "port": r.port, "path": r.path, "query": r.query, "headers": [list(h) for h in r.headers],
+            "body": b64(r.body), "body_encoding": r.body_encoding,
+            "status": it.response.status if it.response else None,
+            "reason": it.response.reason if it.response else None,
+            "response_headers": [list(h) for h in it.response.headers] if it.response else None,
+            "ttfb": it.ttfb, "duration": it.duration, "end": it.end.value, "end_detail": it.end_detail,
+            "started_at": it.started_at,
+            "close": [it.close.code, it.close.reason, it.close.by.value if it.close.by else None] if it.close else None,
+            "chunks": [[c.offset, b64(c.data)] for c in it.chunks],
+            "frames": [[f.direction.value, f.is_text, f.offset, b64(f.payload)] for f in it.frames]}
+
+
+def read_all(path) -> list[dict]:
     with Cassette.open(path) as c:
-        return [(it.kind, it.request.method, it.request.target, it.request.headers, it.request.body,
-                 it.response.status if it.response else None, it.response.headers if it.response else None,
-                 [(x.offset, x.data) for x in it.chunks], [(f.direction, f.offset, f.payload) for f in it.frames],
-                 it.end, it.close) for it in c.interactions()]
+        return [snapshot(it) for it in c.interactions()]
 
 
-def test_reading_an_old_schema_leaves_the_file_alone(tmp_path):
-    old = tmp_path / "old.db"
-    shutil.copy(V1, old)
-    before = old.read_bytes()
-    with Cassette.open(old) as c:
-        assert c.schema_version == 1
-        its = list(c.interactions())
-    assert len(its) == 5 and its[0].chunks and its[4].frames
-    assert old.read_bytes() == before
+def raw(path, sql: str, args=()):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
 
 
-def test_writing_migrates_and_keeps_old_rows_readable(tmp_path):
-    old = tmp_path / "old.db"
-    shutil.copy(V1, old)
-    want = snapshot(old)
-    with Cassette.open_or_create(old) as c:
-        assert c.schema_version == SCHEMA_VERSION == 2
-        c.append(Interaction(Kind.HTTP, Request("GET", "/v1/new"), Response(200, "OK", []), [Chunk(0.1, b"new")],
-                             end=End.COMPLETE))
-    got = snapshot(old)
-    assert got[:5] == want and got[5][2] == "/v1/new"
+def write(path, sql: str, args=()) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
 
 
-def test_compaction_changes_no_byte_and_shrinks_similar_traffic(tmp_path):
-    path = tmp_path / "c.db"
-    shutil.copy(V1, path)
-    with Cassette.open_or_create(path) as c:
-        src = list(c.interactions())
-        for i in range(200):  # many similar streams, as a test suite records them
-            it = src[i % 5]
-            it.chunks = [Chunk(ch.offset, ch.data.replace(b"resp_", b"resp_%d" % i)) for ch in it.chunks]
+def make(path, its) -> None:
+    with Cassette.create(path, upstream="http://sim.test") as c:
+        for it in its:
             c.append(it)
-    want = snapshot(path)
-    with Cassette.open(path, write=True) as c:
-        before, after = c.compact()
-    assert snapshot(path) == want
-    assert after < before * 0.5, (before, after)
-    with Cassette.open(path) as c:  # compacted again (e.g. after new_episodes): still the same
-        c.compact()
-    assert snapshot(path) == want
+
+
+# -- the layout -----------------------------------------------------------------------
+
+
+def test_plain_columns_json_headers_and_one_number(tmp_path):
+    path = tmp_path / "c.db"
+    make(path, [http(1), session(2)])
+    rows = raw(path, 'SELECT seq, kind, method, path, query, status, ttfb, "end", event_count, request_headers,'
+                     " response_headers, close_code, closed_by FROM interactions ORDER BY seq")
+    assert rows[0][:9] == (1, "http", "POST", "/v1/responses", "", 200, 0.004, "complete", 5)
+    assert json.loads(rows[0][9]) == [["content-type", "application/json"], ["x-n", "1"]]
+    assert json.loads(rows[1][10]) == [["upgrade", "websocket"]] and rows[1][11:] == (1000, "server")
+    columns = [r[1] for r in raw(path, "PRAGMA table_info(interactions)")]
+    assert "id" not in columns and columns[0] == "seq"  # one counter: the recorded order
+    assert not any("codec" in c for t in ("interactions", "events", "request_bodies")
+                   for c in [r[1] for r in raw(path, f"PRAGMA table_info({t})")])
+    # the index a replay matches from holds request_key(), method and path included
+    assert raw(path, "SELECT match_class, match_query FROM interactions") == [("http", ""), ("ws", "model=x")]
+
+
+def test_round_trip_keeps_every_field_and_the_recorded_order(tmp_path):
+    path = tmp_path / "c.db"
+    its = [http(1), session(2), http(3, body=b"")]
+    its[2].end, its[2].end_detail, its[2].request.body_encoding = End.UPSTREAM_CUT, "upstream cut after 9 bytes", "zstd"
+    want = [snapshot(it) for it in its]
+    make(path, its)
+    got = read_all(path)
+    for w, g in zip(want, got):
+        w["seq"] = g["seq"]
+    assert got == want
+    assert [f[2] for f in got[1]["frames"]] == [0.010, 0.500, 0.300, 0.200]  # as recorded, not sorted
+
+
+def test_clean_close_leaves_one_self_contained_file_in_rollback_mode(tmp_path):
+    path = tmp_path / "c.db"
+    make(path, [http(1)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.db"]  # no -wal, -shm, lock file
+    assert path.read_bytes()[18:20] == b"\x01\x01"  # rollback journal: no -shm needed to read it
+    before = path.read_bytes()
+    with Cassette.open(path) as c:
+        list(c.interactions())
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.db"]
+
+
+# -- blobs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["events", "request_bodies"])
+@pytest.mark.parametrize("damage", ["flip", "no-checksum", "truncate", "trailing"])
+def test_every_blob_is_checked_when_read(tmp_path, table, damage):
+    path = tmp_path / "c.db"
+    make(path, [http(i) for i in range(1, 4)])
+    (blob,) = raw(path, f"SELECT data FROM {table} WHERE seq = 2")[0]
+    blob = bytearray(blob)
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0x20
+    elif damage == "no-checksum":
+        blob[4] &= ~0x04  # frame header descriptor: content checksum flag off
+    elif damage == "truncate":
+        blob = blob[:-3]
+    else:
+        blob += b"\x00"
+    write(path, f"UPDATE {table} SET data = ? WHERE seq = 2", (bytes(blob),))
+    with Cassette.open(path) as c:
+        assert c.get(1).chunks and c.get(3).chunks  # the others read fine
+        with pytest.raises(CassetteCorrupt) as e:
+            list(c.interactions())
+    assert "interaction 2" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_damaged_headers_are_an_error_not_an_empty_list(tmp_path):
+    path = tmp_path / "c.db"
+    make(path, [http(1)])
+    write(path, "UPDATE interactions SET request_headers = '{\"no\": 1}'")
+    with Cassette.open(path) as c, pytest.raises(CassetteCorrupt, match="interaction 1: damaged row"):
+        c.get(1)
+
+
+# -- writing in parts, folding, compaction ------------------------------------------------
+
+
+def test_in_flight_parts_read_back_and_fold_into_one_in_order(tmp_path):
+    path = tmp_path / "c.db"
+    w = CassetteWriter(Cassette.create(path))
+    it = session(1)
+    frames, it.frames = it.frames, []
+    seq = w.begin(it)
+    w.set_response(seq, it.response, it.ttfb, Kind.WEBSOCKET)
+    for f in frames:  # one commit per frame: one part each
+        w.add_frame(seq, f)
+        w.flush().result(5)
+    assert raw(path, "SELECT count(*) FROM events WHERE seq = ?", (seq,)) == [(4,)]
+    with Cassette.open(path) as c:  # a reader meanwhile: incomplete, every committed frame, in order
+        (live,) = list(c.interactions())
+        assert live.end is End.INCOMPLETE and live.frames == frames
+        assert list(c.summaries())[0]["event_count"] == 4
+    w.finish(seq, End.COMPLETE, duration=0.6, close=it.close)
+    w.flush().result(5)
+    w.close()
+    assert raw(path, "SELECT part FROM events") == [(0,)]
+    with Cassette.open(path) as c:
+        assert c.get(seq).frames == frames and c.get(seq).close == it.close
+
+
+def test_dictionary_is_trained_once_and_never_changes_old_bytes(tmp_path):
+    path = tmp_path / "c.db"
+    c = Cassette.create(path)
+    for i in range(40):
+        c.append(session(i) if i % 10 == 0 else http(i, chunks=20))
+    want = read_all_open(c)
+    before, after = c.compact()
+    assert after < before * 0.7, (before, after)
+    c.close(compact=True)
+    assert read_all(path) == want  # same bytes, same order (session frames included)
+    (dictionary,) = raw(path, "SELECT id, data FROM dictionaries")
+    old_blobs = raw(path, "SELECT seq, part, data FROM events ORDER BY seq")
+    for _ in range(2):  # later runs append with the same dictionary and rewrite nothing
+        with Cassette.open(path, write=True) as c:
+            c.append(http(99, chunks=20))
+            c.close(compact=True)
+    assert raw(path, "SELECT id, data FROM dictionaries") == [dictionary]
+    assert raw(path, "SELECT seq, part, data FROM events WHERE seq <= 40 ORDER BY seq") == old_blobs
+    assert read_all(path)[:40] == want
+    # new blobs name the dictionary in their frame header
+    import zstandard
+
+    (blob,) = raw(path, "SELECT data FROM events WHERE seq = 42")[0]
+    assert zstandard.get_frame_parameters(blob).dict_id == dictionary[0]
+
+
+def read_all_open(c: Cassette) -> list[dict]:
+    return [snapshot(it) for it in c.interactions()]
+
+
+# -- migration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_old_schema_is_refused_with_the_command_then_migrated(tmp_path, version):
+    path = tmp_path / "old.db"
+    shutil.copy(OLD[version], path)
+    before = path.read_bytes()
+    with pytest.raises(OldSchema) as e:
+        Cassette.open(path)
+    assert f"run `proxy migrate {path}`" in str(e.value)
+    with pytest.raises(OldSchema):
+        Cassette.open(path, write=True)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+    assert migrate(path) == (version, SCHEMA_VERSION)
+    want = json.loads((DATA / f"example-v{version}.json").read_text())  # what proxy 0.1.0 read from it
+    assert read_all(path) == want
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+    after = path.read_bytes()
+    assert migrate(path) == (SCHEMA_VERSION, SCHEMA_VERSION) and path.read_bytes() == after  # idempotent
+
+
+def big_v2(path, copies: int) -> None:
+    """A schema-2 cassette of 5 * copies interactions, made from the example's rows."""
+    shutil.copy(OLD[2], path)
+    conn = sqlite3.connect(path)
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(interactions)") if r[1] not in ("id", "seq")]
+    names = ", ".join(f'"{c}"' for c in cols)
+    for k in range(1, copies):
+        conn.execute(f"INSERT INTO interactions (id, seq, {names}) SELECT id + ?, seq + ?, {names} FROM interactions"
+                     " WHERE seq <= 5", (5 * k, 5 * k))
+    conn.commit()
+    conn.close()
+
+
+def test_migration_killed_mid_way_leaves_the_old_file_as_it_was(tmp_path):
+    path = tmp_path / "big.db"
+    big_v2(path, 400)  # 2,000 interactions: progress is reported every 500
+    before = path.read_bytes()
+    code = ("import os, signal, sys\nfrom proxy.store import migrate\n"
+            "migrate(sys.argv[1], progress=lambda done, total: os.kill(os.getpid(), signal.SIGKILL))\n")
+    p = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, timeout=60)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert path.read_bytes() == before
+    assert (tmp_path / "big.db.migrating").exists()  # killed while writing the new file
+    with pytest.raises(OldSchema):
+        Cassette.open(path)
+
+    def ctrl_c(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # interrupted in this process: cleaned up, still untouched
+        migrate(path, progress=ctrl_c)
+    assert path.read_bytes() == before and not (tmp_path / "big.db.migrating").exists()
+    assert migrate(path) == (2, SCHEMA_VERSION)
+    its = read_all(path)
+    assert len(its) == 2000 and [it["seq"] for it in its] == list(range(1, 2001))
+    assert raw(path, "SELECT count(*) FROM dictionaries") == [(1,)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db"]
+
+
+# -- constant-time opening: the CandidateSource ------------------------------------------------
+
+
+def test_source_agrees_with_the_in_memory_one(tmp_path):
+    path = tmp_path / "c.db"
+    its = [http(1), http(2, "/v1/chat/completions"), session(3), http(4), http(5, "/v1/models"),
+           Interaction(Kind.HTTP, Request("get", "/v1/models", "b=2&a=1"), Response(200)), http(7)]
+    make(path, its)
+    with Cassette.open(path) as c:
+        stored = list(c.interactions(with_events=False))
+        mem, src = ListSource(stored), c.source()
+        keys = {request_key(it.request, it.kind) for it in stored} | {("http", "GET", "/v1/models", "a=1&b=2"),
+                                                                       ("http", "DELETE", "/nope", "")}
+        for key in keys:
+            assert [it.seq for it in src.candidates(key)] == [it.seq for it in mem.candidates(key)], key
+            for limit in (1, 3, 10):
+                assert [it.seq for it in src.nearby(key, limit)] == [it.seq for it in mem.nearby(key, limit)], key
+        assert len(src) == len(mem) == 7
+        first = src.candidates(request_key(its[0].request))[0]
+        assert first is src.nearby(request_key(its[0].request), 1)[0]  # one object per recording
+        assert first.chunks == [] and src.load_events(first).chunks == its[0].chunks
+
+
+def test_source_sees_the_cassette_as_it_was_opened(tmp_path):
+    path = tmp_path / "c.db"
+    make(path, [http(1)])
+    with Cassette.open(path) as c:
+        src = c.source()
+        with Cassette.open(path, write=True) as w:  # new_episodes: a recorder appends meanwhile
+            w.append(http(2))
+        assert [it.seq for it in src.candidates(request_key(http(1).request))] == [1] and len(src) == 1
+
+
+def test_a_100k_cassette_opens_lazily(tmp_path):
+    path = tmp_path / "big.db"
+
+    def its():
+        for i in range(100_000):
+            yield Interaction(Kind.HTTP, Request("POST", "/v1/responses" if i % 2 else f"/v1/items/{i}", "",
+                                                 [("content-type", "application/json")], b'{"n": %d}' % i),
+                              Response(200, "OK", []), [Chunk(0.001, b'{"id": %d}' % i)], end=End.COMPLETE)
+
+    with Cassette.create(path) as c:
+        assert c.append_many(its()) == 100_000
+    t = time.perf_counter()
+    with Cassette.open(path) as c:
+        src = c.source()
+        key = ("http", "POST", "/v1/responses", "")
+        candidates = src.candidates(key)
+        first = src.load_events(candidates[0])
+        took = time.perf_counter() - t
+        assert first.seq == 2 and first.chunks == [Chunk(0.001, b'{"id": 1}')]
+        assert len(src._loaded) <= 256  # one page of candidates was read, not the cassette
+        assert candidates[300].seq == 602 and len(src._loaded) <= 512
+        assert len(candidates) == 50_000 and isinstance(src, SqliteSource)
+        assert [it.seq for it in src.nearby(("http", "GET", "/v1/items/10", ""), 2)] == [11, 1]
+    assert took < 1.0, took  # about 5 ms here; the bound only catches reading everything
+
+
+# -- order, whatever the clock and the commits do ------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+frames_st = st.lists(st.tuples(st.sampled_from(list(Direction)), st.booleans(),
+                               st.floats(0, 100, allow_nan=False), st.binary(max_size=64)), max_size=25)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames_st, st.sets(st.integers(0, 25)))
+def test_events_keep_their_order_through_parts_folding_and_compaction(frames, commits):
+    import tempfile
+    from pathlib import Path
+
+    frames = [Frame(d, t, off, data) for d, t, off, data in frames]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.db"
+        w = CassetteWriter(Cassette.create(path))
+        for copy in range(10):  # enough interactions for compaction to train its dictionary
+            it = session(copy)
+            it.frames = []
+            seq = w.begin(it)
+            w.set_response(seq, it.response, it.ttfb, Kind.WEBSOCKET)
+            for i, f in enumerate(frames):
+                w.add_frame(seq, f)
+                if i in commits:
+                    w.flush().result(5)  # a commit: one more part
+            w.add_frame(seq, Frame(Direction.SERVER, True, 1.0, b"x" * 3000))  # bytes to train on
+            w.finish(seq, End.COMPLETE, duration=1.0)
+        w.close(compact=True)
+        with Cassette.open(path) as c:
+            for it in c.interactions():
+                assert it.frames[:-1] == frames
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_damage_anywhere_in_a_compacted_cassette_is_an_error_or_harmless(data, tmp_path_factory):
+    """Flip bytes of a cassette with a dictionary: it reads, or raises one-line CassetteError."""
+    import random
+
+    from proxy.store import CassetteError
+
+    base = tmp_path_factory.getbasetemp() / "compacted.db"
+    if not base.exists():
+        c = Cassette.create(base)
+        for i in range(40):
+            c.append(session(i) if i % 10 == 0 else http(i, chunks=20))
+        c.close(compact=True)
+        assert raw(base, "SELECT count(*) FROM dictionaries") == [(1,)]
+    damaged = bytearray(base.read_bytes())
+    rnd = random.Random(data.draw(st.integers(0, 2**32)))
+    for _ in range(data.draw(st.integers(1, 20))):
+        damaged[rnd.randrange(100, len(damaged))] ^= 1 << rnd.randrange(8)
+    path = tmp_path_factory.mktemp("damaged") / "c.db"
+    path.write_bytes(bytes(damaged))
+    try:
+        with Cassette.open(path) as c:
+            list(c.summaries())
+            c.verify()
+            src = c.source()
+            for it in src.nearby(("http", "POST", "/v1/responses", ""), 50):
+                src.load_events(it)
+    except CassetteError as e:
+        assert str(path) in str(e) and "\n" not in str(e)
