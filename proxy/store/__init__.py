@@ -1,10 +1,11 @@
 """Cassette storage: the only package that touches SQLite.
 
+  cassette.py    Cassette: the way in (open to read, create / open to write, source)
   errors.py      what goes wrong, one exception type per problem
   schema.py      the layout (tables, columns, index) and validation
   packed.py      the bytes inside blobs: checked zstd frames, packed events
   opening.py     read-only connections, constant-time checks, the writer's lock
-  reading.py     Cassette: open read-only, stream rows, load events on demand
+  reading.py     CassetteReader: open read-only, stream rows, load events on demand
   source.py      SqliteSource: a cassette as the matcher's CandidateSource
   writing.py     WritableCassette: append, one writer at a time, failures raised
   writer.py      CassetteWriter: the recorder's batching writer thread
@@ -23,8 +24,8 @@ from .errors import (
     NotACassette,
     OldSchema,
 )
+from .cassette import Cassette
 from .migration import migrate
-from .reading import Cassette
 from .schema import SCHEMA_VERSION
 from .source import SqliteSource
 from .writer import CassetteWriter

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +38,8 @@ SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "tt
 SUMMARY_TYPES = (_I, _S, _R, _S, _S, _S, _I + _N, _R + _N, _R + _N, _S, _S, _I, _I, _I + _N)
 
 
-class Cassette:
-    """A cassette file. :meth:`open` reads one (read-only, never changed); :meth:`create`,
-    :meth:`open_or_create` and ``open(path, write=True)`` give a :class:`~.writing.WritableCassette`."""
+class CassetteReader:
+    """A cassette file open for reading (``store.Cassette`` is the way in)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, str]):
         self.path = path
@@ -50,13 +50,9 @@ class Cassette:
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, write: bool = False) -> "Cassette":
-        """Open and validate an existing cassette. Reading never changes the file; a file of
-        an older schema is refused with the command that upgrades it (``proxy migrate``)."""
-        if write:
-            from .writing import WritableCassette
-
-            return WritableCassette.open_for_writing(path)
+    def open(cls, path: str | os.PathLike) -> "CassetteReader":
+        """Open and validate an existing cassette, read-only. Reading never changes the file;
+        a file of an older schema is refused with the command that upgrades it."""
         path = Path(path)
         conn = opening.open_read(path)
         try:
@@ -70,22 +66,10 @@ class Cassette:
             raise CassetteCorrupt(path, f"damaged SQLite file ({e})") from None
         return cls(path, conn, meta)
 
-    @classmethod
-    def create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
-        from .writing import WritableCassette
-
-        return WritableCassette.create(path, **meta)
-
-    @classmethod
-    def open_or_create(cls, path: str | os.PathLike, **meta: str) -> "Cassette":
-        from .writing import WritableCassette
-
-        return WritableCassette.open_or_create(path, **meta)
-
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Cassette":
+    def __enter__(self) -> "CassetteReader":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -151,13 +135,16 @@ class Cassette:
                 pending = next(parts, None)
             yield it
 
-    def verify(self) -> int:
+    def verify(self, stop: threading.Event | None = None) -> int:
         """Read and check every row and blob (O(file), unlike opening); returns how many
-        interactions there are. Raises CassetteCorrupt at the first damage. Replay runs
-        this beside serving, so that a damaged cassette stops it with exit code 2."""
+        interactions there are, or -1 if ``stop`` was set first. Raises CassetteCorrupt at
+        the first damage. Replay runs this beside serving, so that a damaged cassette
+        stops it with exit code 2 even where no request reads the damaged part."""
         n = 0
         for _ in self.interactions():
             n += 1
+            if stop is not None and n % 256 == 0 and stop.is_set():
+                return -1
         return n
 
     def get(self, seq: int) -> Interaction:
@@ -172,12 +159,6 @@ class Cassette:
         for (data,) in self._rows(self._read("SELECT data FROM events WHERE seq = ? ORDER BY part", (it.seq,))):
             self._events_into(it, data)
         return it
-
-    def source(self):
-        """This cassette as a ``matching.CandidateSource`` (see ``source.py``)."""
-        from .source import SqliteSource
-
-        return SqliteSource(self)
 
     # -- building model objects ---------------------------------------------------
 

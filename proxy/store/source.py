@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from ..matching import Key
 from ..model import Interaction
-from .reading import FROM, ROW, Cassette
+from .reading import FROM, ROW, CassetteReader
 
 PAGE = 256  # candidates read per query
 
@@ -29,7 +29,7 @@ def _key_args(key: Key) -> tuple:
 
 
 class SqliteSource:
-    def __init__(self, cassette: Cassette):
+    def __init__(self, cassette: CassetteReader):
         self.cassette = cassette
         self.last_seq = cassette.last_seq()
         self._loaded: dict[int, Interaction] = {}

@@ -34,14 +34,15 @@ from pathlib import Path
 from ..matching import request_key
 from ..model import Chunk, Close, End, Frame, Interaction, Kind, Response
 from . import opening, schema
+from .compaction import compact as run_compaction
 from .errors import CassetteCorrupt, CassetteError, CassetteWriteFailed
 from .packed import Event, chunk_event, frame_event, is_server_data, pack_events, unpack_events
-from .reading import Cassette
+from .reading import CassetteReader
 
 TOOL = "proxy 0.1.0"
 
 
-class WritableCassette(Cassette):
+class WritableCassette(CassetteReader):
     """A cassette open for appending. One per file at a time, across processes."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, str], lock: opening.WriterLock):
@@ -147,8 +148,6 @@ class WritableCassette(Cassette):
         sizes = None
         try:
             if compact:
-                from .compaction import compact as run_compaction
-
                 sizes = run_compaction(self)
             # one self-contained file: the WAL folded in and removed
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -161,8 +160,7 @@ class WritableCassette(Cassette):
         return sizes
 
     def compact(self) -> tuple[int, int]:
-        from .compaction import compact as run_compaction
-
+        """Train the dictionary now if it is time; (bytes before, bytes after)."""
         return run_compaction(self) or (self.path.stat().st_size,) * 2
 
     # -- transactions ------------------------------------------------------------
