@@ -14,8 +14,10 @@ server, recorder, or both), stops them and sums up what happened.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +25,11 @@ from .background import BackgroundLoop, until_signal
 from .matching import MatchConfig
 from .record import RecordConfig, RedactionOptions
 from .redaction import Redactor
-from .replay import load_engine
+from .replay import load_engine, verify
 from .replay.app import ReplayApp
 from .replay.cassettes import CassetteDir
 from .replay.forward import Forwarder
+from .store import CassetteError
 from .uvicorn_server import UvicornServer
 
 
@@ -94,7 +97,6 @@ class Summary:
     recorded_cut: int = 0  # of `recorded`, those still open when the recorder stopped
     misses: list = field(default_factory=list)  # matching.Miss
     refused: int = 0  # --cassette-dir: 404s for requests that named no usable cassette
-    unused: list = field(default_factory=list)  # model.Interaction
 
     def line(self) -> str:
         """What `proxy replay` and `proxy serve` print when they stop."""
@@ -135,6 +137,10 @@ class Session:
         self._forwarder: Forwarder | None = None
         self._fresh: Path | None = None
         self._background: BackgroundLoop | None = None
+        self.failure: CassetteError | None = None  # a damaged cassette or a failed write: exit 2
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_check = threading.Event()
+        self._check: threading.Thread | None = None
 
     def _choose(self) -> Action:
         mode = self.config.mode
@@ -159,11 +165,12 @@ class Session:
 
     async def start(self) -> str:
         c = self.config
+        self._loop = asyncio.get_running_loop()
         if self.action is Action.REPLAY:
             if c.cassette_dir is not None:
                 self.app = ReplayApp(cassettes=CassetteDir(c.cassette_dir, c.match, self.redactor), speed=c.speed)
             else:
-                self.engine = load_engine(c.cassette, c.match, self.redactor)
+                self.engine = self._engine()
                 self.app = ReplayApp(self.engine, c.speed)
             self._server = UvicornServer(self.app, c.host, c.port)
             await self._server.start()
@@ -177,7 +184,7 @@ class Session:
             host, port = await self._recorder.start()
             self.url = f"http://{host}:{port}"
         else:
-            self.engine = load_engine(c.cassette, c.match, self.redactor)
+            self.engine = self._engine()
             self._recorder = self._recording_proxy(c.cassette, "127.0.0.1", 0)
             host, port = await self._recorder.start()
             self._forwarder = Forwarder(f"http://{host}:{port}")
@@ -186,6 +193,30 @@ class Session:
             await self._server.start()
             self.url = self._server.url
         return self.url
+
+    def _engine(self):
+        """The cassette's engine (opened in constant time), and its full check started
+        beside serving: damage stops the session (``failure``; the CLI exits 2)."""
+        c = self.config
+        engine = load_engine(c.cassette, c.match, self.redactor)
+        engine.on_failure = self._failed
+        self._check = threading.Thread(target=self._check_cassette, args=(engine, c.cassette),
+                                       name="proxy-check", daemon=True)
+        self._check.start()
+        return engine
+
+    def _check_cassette(self, engine, path: Path) -> None:
+        try:
+            verify(path, self._stop_check)
+        except CassetteError as e:
+            engine.failed(e)
+
+    def _failed(self, error: CassetteError) -> None:
+        """From any thread: remember the first failure and stop serving."""
+        if self.failure is None:
+            self.failure = error  # reported by whoever runs the session (the CLI: one line, exit 2)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.request_stop)
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -213,23 +244,36 @@ class Session:
         if self._forwarder is not None:
             s.forwarded = self._forwarder.forwarded
             await self._forwarder.aclose()
-        if self._recorder is not None:
-            s.recorded = await self._recorder.stop()
-            s.recorded_cut = self._recorder.cut_by_stop
-        if self._fresh is not None and clean:
-            _remove_db(self.config.cassette)
-            os.replace(self._fresh, self.config.cassette)
+        self._stop_check.set()
+        if self._check is not None:
+            await asyncio.to_thread(self._check.join)
         if self.app is not None and self.app.cassettes is not None:
+            await asyncio.to_thread(self.app.cassettes.close)
             s.refused = self.app.cassettes.refused
         engines = self.app.engines() if self.app is not None else []
-        for engine in engines:
-            engine.close()
-            s.recordings += len(engine.interactions)
-            s.unused += engine.unused()
+        for engine in engines:  # closed before the recorder, whose last step needs the file to itself
+            try:
+                s.recordings += len(engine.source)
+            except CassetteError as e:
+                self.failure = self.failure or e
+            s.used += engine.served
             s.misses += engine.misses
-        s.used = s.recordings - len(s.unused)
+            engine.close()
         if self._forwarder is not None:
             s.misses = []  # forwarded and recorded, not errors
+        if self._recorder is not None:
+            try:
+                s.recorded = await self._recorder.stop()
+                s.recorded_cut = self._recorder.cut_by_stop
+            except CassetteError as e:  # a write failed: the old cassette (mode all) stays
+                self.failure = self.failure or e
+                clean = False
+        if self._fresh is not None:
+            if clean and s.recorded:
+                _remove_db(self.config.cassette)
+                os.replace(self._fresh, self.config.cassette)
+            elif clean:  # nothing recorded: the old cassette stays as it was
+                _remove_db(self._fresh)
         return s
 
     # -- for synchronous callers (the pytest plugin) ---------------------------

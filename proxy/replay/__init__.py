@@ -8,6 +8,8 @@ No mitmproxy import anywhere under here.
 
 from __future__ import annotations
 
+import threading
+
 from ..matching import MatchConfig
 from ..redaction import Redactor
 from ..store import Cassette
@@ -15,17 +17,23 @@ from .engine import Engine
 
 
 def load_engine(path, config: MatchConfig | None = None, redactor: Redactor | None = None) -> Engine:
-    """Read a cassette into an Engine. Every blob is decoded now (a corrupt cassette fails
-    here, not mid-test); an interaction's chunks and frames are built when it is matched,
-    so a 10,000-interaction cassette serves its first match quickly."""
+    """An Engine over a cassette's index: opening reads the schema and meta only, whatever
+    the cassette's size; a recording's events are read (and checked) when it is matched.
+    Blocking (it opens a file): call it off the event loop when others are being served.
+    ``verify(path, stop)`` checks the rest of the file, beside serving."""
     c = Cassette.open(path)
     try:
-        c.verify()  # every blob checked now: a damaged cassette fails here, not mid-test
-        interactions = list(c.interactions(with_events=False))
+        return Engine(c.source(), config or MatchConfig(), redactor or Redactor())
     except BaseException:
         c.close()
         raise
-    return Engine(interactions, config or MatchConfig(), redactor or Redactor(), loader=c)
 
 
-__all__ = ["Engine", "load_engine"]
+def verify(path, stop: threading.Event | None = None) -> int:
+    """Read and check every row and blob of a cassette (O(file)); raises CassetteError at
+    the first damage. ``stop`` ends it early (returns -1)."""
+    with Cassette.open(path) as c:
+        return c.verify(stop)
+
+
+__all__ = ["Engine", "load_engine", "verify"]

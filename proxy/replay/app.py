@@ -39,7 +39,7 @@ class ReplayApp:
             return
         engine = self.engine
         if self.cassettes is not None:
-            engine, scope, problem = self.cassettes.resolve(scope)
+            engine, scope, problem = await self.cassettes.resolve(scope)
             if problem is not None:
                 log.warning("%s", problem["error"]["message"])
                 body = json.dumps(problem, indent=1).encode()

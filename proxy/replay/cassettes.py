@@ -2,11 +2,16 @@
 
 A request names its cassette with the header ``x-proxy-cassette: NAME`` or the path
 prefix ``/c/NAME/`` (stripped before matching): ``DIR/NAME.db``. Each cassette is
-loaded on first use and keeps its own consumed-recordings state.
+opened on first use, in a worker thread (other clients are served meanwhile; requests
+for the same cassette wait for the one opening), and keeps its own consumed-recordings
+state. Each is then checked in full in a background thread; a damaged one answers every
+later request with a 404 naming the damage, and the others go on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import threading
 from pathlib import Path
@@ -15,8 +20,10 @@ from ..headers import scope_header
 from ..matching import MatchConfig
 from ..redaction import Redactor
 from ..store import CassetteError
-from . import load_engine
+from . import load_engine, verify
 from .engine import Engine
+
+log = logging.getLogger("proxy.replay")
 
 HEADER = "x-proxy-cassette"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -33,23 +40,24 @@ class CassetteDir:
         self.redactor = redactor
         self.engines: dict[str, Engine] = {}
         self.refused = 0  # requests answered 404 because they named no usable cassette
-        self._lock = threading.Lock()
+        self._opening: dict[str, asyncio.Future] = {}
+        self._stop = threading.Event()
+        self._checks: list[threading.Thread] = []
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.db"))
 
-    def resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
+    async def resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
         """(engine, scope with the prefix stripped, None) or (None, scope, problem)."""
-        engine, scope, problem = self._resolve(scope)
+        engine, scope, problem = await self._resolve(scope)
         if problem is not None:
-            with self._lock:
-                self.refused += 1
+            self.refused += 1  # on the event loop: no lock needed
         return engine, scope, problem
 
     def _available(self) -> str:
         return f"(available: {', '.join(self.names()) or 'none'})"
 
-    def _resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
+    async def _resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
         name = scope_header(scope, HEADER)
         path = scope.get("path", "")
         if name is None and path.startswith("/c/"):
@@ -64,16 +72,44 @@ class CassetteDir:
             name = name[:-3]
         if not _NAME.match(name):
             return None, scope, _problem("bad_cassette_name", f"bad cassette name {name!r}")
-        with self._lock:
-            engine = self.engines.get(name)
-            if engine is None:
-                path = self.directory / f"{name}.db"
-                if not path.is_file():
-                    return None, scope, _problem(
-                        "no_such_cassette", f"no such cassette {name!r} in {self.directory} {self._available()}")
-                try:
-                    engine = load_engine(path, self.config, self.redactor)
-                except CassetteError as e:
-                    return None, scope, _problem("cassette_unusable", str(e))
-                self.engines[name] = engine
+        engine = self.engines.get(name)
+        if engine is None:
+            if not (self.directory / f"{name}.db").is_file():
+                return None, scope, _problem(
+                    "no_such_cassette", f"no such cassette {name!r} in {self.directory} {self._available()}")
+            opening = self._opening.get(name)
+            if opening is None:
+                opening = self._opening[name] = asyncio.ensure_future(asyncio.to_thread(self._open, name))
+            try:
+                engine = await asyncio.shield(opening)
+            except CassetteError as e:
+                return None, scope, _problem("cassette_unusable", str(e))
+            finally:
+                if opening.done():
+                    self._opening.pop(name, None)
+            engine = self.engines.setdefault(name, engine)
+        if engine.failure is not None:
+            return None, scope, _problem("cassette_unusable", str(engine.failure))
         return engine, scope, None
+
+    def _open(self, name: str) -> Engine:
+        """In a worker thread: open the cassette (constant time), start its full check."""
+        path = self.directory / f"{name}.db"
+        engine = load_engine(path, self.config, self.redactor)
+        check = threading.Thread(target=self._check, args=(engine, path), name=f"proxy-check-{name}", daemon=True)
+        self._checks.append(check)
+        check.start()
+        return engine
+
+    def _check(self, engine: Engine, path: Path) -> None:
+        try:
+            verify(path, self._stop)
+        except CassetteError as e:
+            log.error("%s", e)
+            engine.failed(e)
+
+    def close(self) -> None:
+        """Stop the checks still running (the cassettes are closed with their engines)."""
+        self._stop.set()
+        for check in self._checks:
+            check.join()

@@ -8,15 +8,18 @@ request's arrival at recorded speed; the adapter divides by ``--speed``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..codec import DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
-from ..matching import Match, MatchConfig, Matcher, Miss, canonical_body
+from ..matching import CandidateSource, Key, ListSource, Match, MatchConfig, Miss, canonical_body, describe, normalize_query
 from ..model import Close, Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
+from ..store.errors import CassetteError
 
 @dataclass
 class HttpScript:
@@ -55,19 +58,111 @@ def http_script(it: Interaction) -> HttpScript:
     )
 
 
+NEARBY = 50  # recordings a miss looks at for its diagnostic
+
+
+class SourceMatcher:
+    """The matching rules of ``matching.Matcher`` (method + path + query in recorded order,
+    opted-in headers and body compared exactly, a miss explained) over a CandidateSource,
+    so a cassette is matched from its index without being read into memory.
+
+    An adapter: it holds until the matcher itself takes a CandidateSource (issue 12);
+    then the engine builds that one instead, with the same two arguments.
+    """
+
+    def __init__(self, source: CandidateSource, config: MatchConfig = MatchConfig()):
+        self.source = source
+        self.config = config
+        self.used: set[int] = set()  # id() of used recordings (a source hands out one object per recording)
+        self._cursor: dict[tuple, int] = {}  # per key: candidates before it are used or differ
+        self._lines: dict[int, list[str]] = {}
+
+    def lines(self, it: Interaction) -> list[str]:
+        got = self._lines.get(id(it))
+        if got is None:
+            got = self._lines[id(it)] = describe(it.request, self.config)
+        return got
+
+    def match(self, req: Request, cls: str = "http") -> Match | Miss:
+        key: Key = (cls, req.method.upper(), req.path, normalize_query(req.query))
+        want = describe(req, self.config)
+        finer = bool(self.config.match_body or self.config.match_headers)
+        candidates = self.source.candidates(key)
+        at = (key, tuple(want)) if finer else (key,)
+        i = self._cursor.get(at, 0)
+        while True:
+            try:
+                it = candidates[i]
+            except IndexError:
+                break
+            if id(it) not in self.used and (not finer or self.lines(it) == want):
+                self.used.add(id(it))
+                self._cursor[at] = i + 1
+                return Match(it)
+            i += 1
+        self._cursor[at] = i
+        return self._miss(req, key, want, candidates)
+
+    def _miss(self, req: Request, key: Key, want: list[str], candidates) -> Miss:
+        target = f"{req.method.upper()} {req.target}"
+        nearby = list(self.source.nearby(key, NEARBY))
+        remaining = [_label(it) for it in nearby if id(it) not in self.used and it.request.path == req.path]
+        same = [it for it in candidates if self.lines(it) == want]
+        if same:
+            return Miss(target, "all_used", f"{target}: all {len(same)} recording(s) of this request were already "
+                        "used (the client made more requests than were recorded)", remaining, _label(same[-1]))
+        pool = [it for it in nearby if id(it) not in self.used] or nearby
+        if not pool:
+            return Miss(target, "no_recording", f"{target}: the cassette has no recording of this kind", remaining)
+        text = "\n".join(want)
+        best = max(pool, key=lambda it: (
+            it.request.path == req.path,
+            it.request.method.upper() == req.method.upper(),
+            difflib.SequenceMatcher(None, text, "\n".join(self.lines(it))).ratio(),
+        ))
+        diff = "\n".join(difflib.unified_diff(self.lines(best), want, "recorded", "received", n=1, lineterm=""))
+        if len(diff) > 4000:
+            diff = diff[:4000] + "\n..."
+        why = "no recording matches"
+        if best.request.path == req.path and self.config.match_body:
+            why = "no recording with this body"
+        return Miss(target, "no_recording", f"{target}: {why}; nearest is {_label(best)}", remaining, _label(best), diff)
+
+    @property
+    def served(self) -> int:
+        return len(self.used)
+
+    def unused(self) -> list[Interaction]:
+        """Recordings never used, in recorded order (reads the whole source)."""
+        every = self.source if hasattr(self.source, "__iter__") else self.source.interactions  # a ListSource
+        return [it for it in every if id(it) not in self.used]
+
+
+def _label(it: Interaction) -> str:
+    return f"#{it.seq} {it.request.method} {it.request.target}"
+
+
 @dataclass
 class Engine:
-    """The replay state of one cassette: recordings and what has been consumed."""
+    """The replay state of one cassette: where its recordings come from and what has been
+    consumed. ``interactions`` is a CandidateSource (a cassette's ``source()``: matched from
+    its index, events read when matched) or the recordings themselves."""
 
-    interactions: list[Interaction]
+    interactions: CandidateSource | Iterable[Interaction]
     config: MatchConfig = field(default_factory=MatchConfig)
     redactor: Redactor = field(default_factory=Redactor)
-    loader: object = None  # a Cassette whose load_events() fills in chunks and frames on a match
 
     def __post_init__(self) -> None:
-        self.matcher = Matcher(self.interactions, self.config)
+        if hasattr(self.interactions, "candidates"):
+            self.source: CandidateSource = self.interactions
+        else:
+            self.interactions = list(self.interactions)
+            self.source = ListSource(self.interactions)
+        self.matcher = SourceMatcher(self.source, self.config)
         self.misses: list[Miss] = []
         self.mismatches: list[str] = []  # WebSocket frames that did not match, as close reasons
+        self.failure: CassetteError | None = None  # the cassette turned out damaged
+        self.on_failure = None  # called once with that error (the session stops on it)
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:
@@ -93,9 +188,12 @@ class Engine:
     def http(self, req: Request) -> HttpScript | MissReply:
         req = self.normalize(req)
         with self._lock:
-            result = self.matcher.match(req)
-            if isinstance(result, Match):
-                return http_script(self._full(result.interaction))
+            try:
+                result = self.matcher.match(req)
+                if isinstance(result, Match):
+                    return http_script(self._full(result.interaction))
+            except CassetteError as e:
+                return MissReply(self.failed(e, req), status=500)
             self.misses.append(result)
         return MissReply(result)
 
@@ -103,23 +201,39 @@ class Engine:
         """Match a WebSocket handshake: a recorded session, or a recorded refusal."""
         req = self.normalize(req)
         with self._lock:
-            result = self.matcher.match(req, "ws")
-            if isinstance(result, Miss):
-                self.misses.append(result)
-            else:
-                self._full(result.interaction)
+            try:
+                result = self.matcher.match(req, "ws")
+                if isinstance(result, Miss):
+                    self.misses.append(result)
+                else:
+                    self._full(result.interaction)
+            except CassetteError as e:
+                return self.failed(e, req)
             return result
+
+    def failed(self, error: CassetteError, req: Request | None = None) -> Miss:
+        """The cassette is damaged: never serve from it again; say so to the client."""
+        first = self.failure is None
+        self.failure = self.failure or error
+        if first and self.on_failure is not None:
+            self.on_failure(error)
+        target = f"{req.method.upper()} {req.target}" if req else ""
+        return Miss(target, "cassette_damaged", str(self.failure))
 
     def _full(self, it: Interaction) -> Interaction:
         # A recording is matched at most once, so its events are loaded at most once.
-        if self.loader is not None:
-            self.loader.load_events(it)
-        return it
+        if self.failure is not None:
+            raise self.failure
+        return self.source.load_events(it)
 
     def close(self) -> None:
-        if self.loader is not None:
-            self.loader.close()
-            self.loader = None
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def served(self) -> int:
+        return self.matcher.served
 
     def unused(self) -> list[Interaction]:
         return self.matcher.unused()
