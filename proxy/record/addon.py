@@ -20,6 +20,12 @@ writer's flush, so the end of a response reaches the client only once the whole
 interaction is committed. A recorder killed mid-stream keeps every finished
 interaction and the in-flight ones up to (at most) the last chunks still queued.
 
+A write that fails stops the recording: we really want to crash visibly rather than let
+traffic through unrecorded. The flow whose interaction was not stored is killed, so its
+client sees a failure (a cut response), never a clean end; later requests are killed
+too; mitmproxy is shut down, and the writer's error (``write_error``) is what ``proxy record``
+reports, in one line, with exit code 2.
+
 Streaming: mitmproxy buffers a whole response unless ``flow.response.stream`` is
 set; we set it to a callable for every response, so SSE events reach the client
 as upstream sends them and each call is one recorded chunk with its offset.
@@ -38,8 +44,7 @@ from mitmproxy import ctx, exceptions, http, version
 from proxy.jsonpath import PathError
 from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
 from proxy.redaction import Redactor
-from proxy.store import Cassette, CassetteError
-from proxy.store.writer import CassetteWriter
+from proxy.store import Cassette, CassetteError, CassetteWriter
 
 log = logging.getLogger("proxy.record")
 
@@ -90,6 +95,9 @@ class Recorder:
         self.live: dict[str, _Live] = {}
         self.recorded = 0  # interactions finished in the cassette by this run, cut_by_stop included
         self.cut_by_stop = 0
+        self.write_error: CassetteError | None = None  # the write that failed, if one did (not `error`: a hook)
+        self.report_errors = True  # proxy record reports them itself
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- options -------------------------------------------------------------
 
@@ -123,7 +131,11 @@ class Recorder:
                 except CassetteError as e:
                     # We really want to fail visibly rather than let traffic through unrecorded.
                     raise exceptions.OptionsError(str(e)) from None
-                self.cassette, self.path = CassetteWriter(cassette), o.proxy_cassette
+                self.cassette, self.path = CassetteWriter(cassette, on_error=self._write_failed), o.proxy_cassette
+                try:
+                    self._loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    self._loop = None
 
     def running(self) -> None:
         if self.cassette is None:
@@ -131,8 +143,12 @@ class Recorder:
             log.warning("proxy_cassette is not set: nothing is recorded (--set proxy_cassette=PATH)")
 
     def done(self) -> None:
-        self._cut_live("cut short by the stop")
-        self.close()
+        if self.write_error is None:  # after a failed write the live flows were not stored: nothing to finish
+            self._cut_live("cut short by the stop")
+        try:
+            self.close()
+        except CassetteError:
+            pass  # kept in self.write_error, for whoever runs mitmproxy (proxy record: one line, exit 2)
 
     def _cut_live(self, detail: str) -> None:
         """Finish the flows still open as mitmproxy stops: their clients are being cut off.
@@ -152,15 +168,32 @@ class Recorder:
         if self.cassette is None:
             return
         writer, self.cassette = self.cassette, None
-        # Anything still live was cut by the shutdown; it stays marked incomplete.
-        sizes = writer.close(compact=self.recorded > 0)
+        # Anything still live was cut by the shutdown; it stays marked incomplete (and
+        # hooks that fire for it from now on find nothing to write to).
+        self.live.clear()
+        try:
+            sizes = writer.close(compact=self.recorded > 0)
+        except CassetteError as e:
+            self.write_error = self.write_error or e
+            raise
         if sizes:
             log.info("compacted %s: %s -> %s bytes", self.path, f"{sizes[0]:,}", f"{sizes[1]:,}")
 
     # -- HTTP ----------------------------------------------------------------
 
+    def _write_failed(self, error: CassetteError) -> None:
+        """From the writer thread, once: stop recording (see the module docstring)."""
+        self.write_error = error
+        if self.report_errors:  # under mitmdump / mitmweb: their log is where it shows
+            log.error("%s; stopping", error)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(ctx.master.shutdown)
+
     def request(self, flow: http.HTTPFlow) -> None:
         if self.cassette is None:
+            return
+        if self.write_error is not None:
+            flow.kill()  # it could not be recorded
             return
         r = flow.request
         encoding = r.headers.get("content-encoding")
@@ -181,7 +214,12 @@ class Recorder:
         )
         req.query = self.redactor.query(req.query)
         it = Interaction(Kind.HTTP, req, started_at=r.timestamp_start)
-        self.live[flow.id] = _Live(self.cassette.begin(it), r.timestamp_start)
+        try:
+            seq = self.cassette.begin(it)
+        except CassetteError:
+            flow.kill()  # the writer failed meanwhile
+            return
+        self.live[flow.id] = _Live(seq, r.timestamp_start)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
@@ -280,9 +318,15 @@ class Recorder:
     # -- reporting -----------------------------------------------------------
 
     async def _done(self, flow: http.HTTPFlow, live: _Live, end: End) -> None:
-        """Count the interaction (its end is queued), wait until it is committed, report it."""
+        """Wait until the interaction (its end is queued) is committed, count it, report it."""
+        try:
+            await _flushed(self.cassette)
+        except CassetteError:
+            # Not stored: the client must not see a clean end (the runner reports the error).
+            if flow.killable:
+                flow.kill()
+            return
         self.recorded += 1
-        await _flushed(self.cassette)
         status = flow.response.status_code if flow.response else "---"
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
         path = flow.request.path.split("?", 1)[0]  # the query may hold a key

@@ -71,6 +71,7 @@ class RecordingProxy:
             mode = "regular"
         check_port_free(config.host, config.port)
         self.recorder = Recorder()
+        self.recorder.report_errors = False  # stop() raises it: one line where it is run
         ready = asyncio.get_running_loop().create_future()
 
         def on_listening(host: str, port: int) -> None:
@@ -117,6 +118,8 @@ class RecordingProxy:
             await self._task
         if self.recorder is not None:
             self.recorder.close()  # done() closed it, unless mitmproxy never got to running
+            if self.recorder.write_error is not None:  # a write failed: the recording stopped there
+                raise self.recorder.write_error
             return self.recorder.recorded
         return 0
 
