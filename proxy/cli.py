@@ -21,6 +21,7 @@ from .net import PortInUse
 from .record import RecordConfig, RecordError, RedactionOptions
 from .serve import RecordMode, ServeConfig, ServeError, Session
 from .store import Cassette, CassetteError
+from .store import migrate as run_migrate
 
 _NEEDS_MITMPROXY = "recording needs mitmproxy: pip install 'proxy[record]'"
 
@@ -136,16 +137,18 @@ def _run_session(config: ServeConfig, banner) -> None:
     async def main():
         session = Session(config)
         await session.start()
-        return await session.run_until_signal(lambda: _say(banner(session)))
+        return session, await session.run_until_signal(lambda: _say(banner(session)))
 
     try:
-        summary = asyncio.run(main())
+        session, summary = asyncio.run(main())
     except ImportError as e:
         if (e.name or "").partition(".")[0] != "mitmproxy":
             raise  # a broken install, not a missing extra: show where
         raise UserError(f"{_NEEDS_MITMPROXY} ({e})") from None
     except (PortInUse, ServeError, CassetteError, RecordError) as e:
         raise UserError(str(e)) from None
+    if session.failure is not None:  # a damaged cassette, or a write that failed
+        raise UserError(str(session.failure))
     click.echo(summary.line())
 
 
@@ -343,6 +346,32 @@ def inspect(path, number, as_json, as_text, html_out) -> None:
                 insp.show_one(c, number, as_json)
     except CassetteError as e:
         raise UserError(str(e)) from None
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def migrate(paths) -> None:
+    """Upgrade cassettes written by an older proxy to this version's layout.
+
+    Each file is rewritten beside itself and renamed over the old one when complete,
+    so an interrupted migration leaves the old file as it was. A current cassette is
+    left untouched. Reading an old cassette says to run this.
+
+    \b
+      proxy migrate cassettes/chat.db
+      proxy migrate tests/cassettes/*.db
+    """
+    failed = []
+    for path in paths:
+        try:
+            before, after = run_migrate(path)
+        except CassetteError as e:
+            click.echo(f"proxy: {e}", err=True)
+            failed.append(path)
+            continue
+        click.echo(f"{path}: schema {before} -> {after}" if before != after else f"{path}: schema {after}, up to date")
+    if failed:
+        raise click.exceptions.Exit(2)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..store import Cassette
-from .view import body_text, detail, fmt_ms, listing
+from .view import body_text, detail, fmt_ms, listing, listing_head, listing_rows
 
 
 def _console():
@@ -16,16 +16,19 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
-def aligned(columns: list[tuple[str, bool]], rows: list[list[str]], styles=None):
+def aligned(columns: list[tuple[str, bool]], rows: list[list[str]], styles=None, widths: list[int] | None = None,
+            header: bool = True):
     """A table as one rich Text: header, rule, aligned rows; ``styles(row)`` may colour a row.
 
     rich's Table lays out every cell through its renderer (~0.8 ms a row: 8 s for
     10,000 interactions); here widths are computed once and the whole table is one
-    Text, which prints 10,000 rows in well under a second.
+    Text, which prints 10,000 rows in well under a second. A table printed in blocks
+    passes the same ``widths`` list to each block (it only grows) and a header once.
     """
     from rich.text import Text
 
-    widths = [len(name) for name, _ in columns]
+    if widths is None:
+        widths = [len(name) for name, _ in columns]
     for r in rows:
         for i, cell in enumerate(r):
             if len(cell) > widths[i]:
@@ -36,8 +39,9 @@ def aligned(columns: list[tuple[str, bool]], rows: list[list[str]], styles=None)
                          for c, w, (_, right) in zip(cells, widths, columns)).rstrip()
 
     text = Text()
-    text.append(line([name for name, _ in columns]) + "\n", style="bold")
-    text.append("  ".join("-" * w for w in widths) + "\n", style="dim")
+    if header:
+        text.append(line([name for name, _ in columns]) + "\n", style="bold")
+        text.append("  ".join("-" * w for w in widths) + "\n", style="dim")
     for r in rows:
         text.append(line(r) + "\n", style=styles(r) if styles else "")
     return text
@@ -47,19 +51,30 @@ LIST_COLUMNS = [("#", True), ("kind", False), ("method", False), ("path", False)
                 ("chunks/frames", True), ("bytes", True), ("ttfb/accept", True), ("duration", True), ("end", False)]
 
 
+FIRST_BLOCK, BLOCK = 100, 5000  # rows printed at once: the first page comes at once
+
+
 def show_list(c: Cassette, as_json: bool) -> None:
-    view = listing(c)
     if as_json:
-        print(json.dumps(view, indent=1))
+        print(json.dumps(listing(c), indent=1))
         return
     console = _console()
-    console.print(f"[bold]{view['file']}[/bold]  schema {view['schema_version']}  recorded {view['recorded_at']}  "
-                  f"upstream {view['upstream']}  {view['count']} interaction(s)")
-    rows = [[str(r["n"]), r["kind"], r["method"] or "", r["path"], str(r["status"] or "-"), str(r["events"]),
-             str(r["bytes"]), fmt_ms(r["ttfb_ms"]), fmt_ms(r["duration_ms"]),
-             r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else "")]
-            for r in view["interactions"]]
-    console.print(aligned(LIST_COLUMNS, rows, lambda r: "" if r[-1] == "complete" else "red"), soft_wrap=True, end="")
+    head = listing_head(c, c.count())
+    console.print(f"[bold]{head['file']}[/bold]  schema {head['schema_version']}  recorded {head['recorded_at']}  "
+                  f"upstream {head['upstream']}  {head['count']} interaction(s)")
+    widths = [len(name) for name, _ in LIST_COLUMNS]
+    block: list[list[str]] = []
+    first = True
+    style = lambda r: "" if r[-1] == "complete" else "red"  # noqa: E731
+    for r in listing_rows(c):
+        block.append([str(r["n"]), r["kind"], r["method"] or "", r["path"], str(r["status"] or "-"), str(r["events"]),
+                      str(r["bytes"]), fmt_ms(r["ttfb_ms"]), fmt_ms(r["duration_ms"]),
+                      r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else "")])
+        if len(block) >= (FIRST_BLOCK if first else BLOCK):
+            console.print(aligned(LIST_COLUMNS, block, style, widths, header=first), soft_wrap=True, end="")
+            block, first = [], False
+    if block or first:
+        console.print(aligned(LIST_COLUMNS, block, style, widths, header=first), soft_wrap=True, end="")
 
 
 def show_one(c: Cassette, seq: int, as_json: bool) -> None:

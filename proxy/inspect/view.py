@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
 from ..model import Interaction, Kind
 from ..sse import SSEParser, summarize
@@ -17,34 +18,40 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
 
-def listing(c: Cassette) -> dict:
-    rows = []
+def listing_rows(c: Cassette) -> Iterator[dict]:
+    """The rows of ``listing()``, streamed from the file (the first come at once, whatever
+    the cassette's size)."""
     for r in c.summaries():
-        rows.append(
-            {
-                "n": r["seq"],
-                "kind": r["kind"],
-                "method": r["method"],
-                "path": r["path"] + ("?" + r["query"] if r["query"] else ""),
-                "status": r["status"],
-                "events": r["event_count"],
-                "bytes": r["body_bytes"],
-                "ttfb_ms": _ms(r["ttfb"]),
-                "duration_ms": _ms(r["duration"]),
-                "end": r["end"],
-                "end_detail": r["end_detail"] or "",
-                "started_at": r["started_at"],
-            }
-        )
+        yield {
+            "n": r["seq"],
+            "kind": r["kind"],
+            "method": r["method"],
+            "path": r["path"] + ("?" + r["query"] if r["query"] else ""),
+            "status": r["status"],
+            "events": r["event_count"],
+            "bytes": r["body_bytes"],
+            "ttfb_ms": _ms(r["ttfb"]),
+            "duration_ms": _ms(r["duration"]),
+            "end": r["end"],
+            "end_detail": r["end_detail"] or "",
+            "started_at": r["started_at"],
+        }
+
+
+def listing_head(c: Cassette, count: int) -> dict:
     meta = dict(c.meta)
     return {
         "file": str(c.path),
         "schema_version": c.schema_version,
         "recorded_at": meta.get("created_at"),
         "upstream": meta.get("upstream"),
-        "count": len(rows),
-        "interactions": rows,
+        "count": count,
     }
+
+
+def listing(c: Cassette) -> dict:
+    rows = list(listing_rows(c))
+    return {**listing_head(c, len(rows)), "interactions": rows}
 
 
 def _body(data: bytes) -> dict:
