@@ -207,6 +207,10 @@ class Session:
 
     def _check_cassette(self, engine, path: Path) -> None:
         try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # serving comes first (Linux: per thread)
+        except (AttributeError, OSError):
+            pass
+        try:
             verify(path, self._stop_check)
         except CassetteError as e:
             engine.failed(e)
