@@ -306,7 +306,7 @@ def _count(counts: list[int], events: list[Event]) -> None:
 
 
 def _json(headers) -> str:
-    return json.dumps([[k, v] for k, v in headers], ensure_ascii=False)
+    return json.dumps([[k, v] for k, v in headers], ensure_ascii=False, separators=(",", ":"))
 
 
 def _durable(conn: sqlite3.Connection) -> None:
