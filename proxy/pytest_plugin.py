@@ -68,6 +68,8 @@ class ModelProxy:
         if engine is None or self.session._forwarder is not None:
             return []
         out = []
+        if self.session.failure is not None:  # a damaged cassette: replay stopped
+            out.append(str(self.session.failure))
         if engine.misses:
             out.append(f"the client made {len(engine.misses)} request(s) with no recording in {self.cassette}:")
             for m in engine.misses:
