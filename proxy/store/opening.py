@@ -53,13 +53,19 @@ def check_path(path: Path) -> None:
 
 def _uri(path: Path, **params: str) -> str:
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"file:{quote(str(path.absolute()))}?{query}"
+    return f"file:{quote(str(path.absolute()))}" + (f"?{query}" if query else "")
 
 
-def connect(path: Path, read_only: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode: every transaction is an explicit BEGIN."""
-    params = {"mode": "ro"} if read_only else {"mode": "rw"}
-    return sqlite3.connect(_uri(path, **params), uri=True, isolation_level=None, check_same_thread=False)
+BUSY_TIMEOUT = 5.0  # seconds a connection waits for another's lock (a reader mid-read, a commit) before failing
+
+
+def connect(path: Path | str, read_only: bool | None, **params: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (every transaction is an explicit BEGIN) that waits
+    a little for other connections' locks. ``read_only`` None: create the file if needed."""
+    if read_only is not None:
+        params = {"mode": "ro" if read_only else "rw", **params}
+    return sqlite3.connect(_uri(Path(path), **params), uri=True, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT)
 
 
 def open_read(path: Path) -> sqlite3.Connection:
@@ -72,8 +78,7 @@ def open_read(path: Path) -> sqlite3.Connection:
         if Path(str(path) + "-wal").exists() or not os.access(path, os.R_OK):
             raise CassetteError(path, "cannot open for reading (permission denied?)") from None
         # a WAL-mode file without its WAL, where no -shm can be made: see the docstring
-        conn = sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = connect(path, read_only=True, immutable="1")
         try:
             first_read(conn, path)
         except sqlite3.OperationalError as e:

@@ -128,7 +128,7 @@ class WritableCassette(CassetteReader):
     def _connect(path: Path, create: bool) -> sqlite3.Connection:
         try:
             if create:
-                return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+                return opening.connect(path, read_only=None)
             conn = opening.connect(path, read_only=False)
         except sqlite3.OperationalError as e:
             raise opening.not_writable(path, e) from None
