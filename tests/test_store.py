@@ -167,6 +167,21 @@ def test_every_blob_is_checked_when_read(tmp_path, table, damage):
     assert "interaction 2" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("table", ["events", "request_bodies"])
+def test_a_missing_blob_row_is_damage_not_an_empty_body(tmp_path, table):
+    # the row counts its events and request bytes: a lost blob row must not replay as empty
+    path = tmp_path / "c.db"
+    make(path, [http(i) for i in range(1, 4)])
+    write(path, f"DELETE FROM {table} WHERE seq = 2")
+    with Cassette.open(path) as c:
+        assert c.get(1).chunks and c.get(3).request.body
+        for read in (lambda: c.get(2), lambda: list(c.interactions()), lambda: c.verify(),
+                     lambda: c.source().load_events(c.source().candidates(("http", "POST", "/v1/responses", ""))[1])):
+            with pytest.raises(CassetteCorrupt) as e:
+                read()
+            assert "interaction 2" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_damaged_headers_are_an_error_not_an_empty_list(tmp_path):
     path = tmp_path / "c.db"
     make(path, [http(1)])

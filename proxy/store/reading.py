@@ -23,7 +23,7 @@ from .packed import Blobs, Damaged, events_into, unpack_events
 # One interaction row with its request body, as _build() reads it.
 ROW = ('i.seq, i.kind, i.method, i.scheme, i.host, i.port, i.path, i.query, i.started_at, i.request_headers,'
        ' i.request_content_encoding, i.status, i.reason, i.response_headers, i.ttfb, i.duration, i."end",'
-       ' i.end_detail, i.close_code, i.close_reason, i.closed_by, b.data')
+       ' i.end_detail, i.close_code, i.close_reason, i.closed_by, b.data, i.event_count, i.request_bytes')
 FROM = "interactions i LEFT JOIN request_bodies b ON b.seq = i.seq"
 
 # The type each column of ROW must have (SQLite stores any type anywhere: a damaged
@@ -31,7 +31,7 @@ FROM = "interactions i LEFT JOIN request_bodies b ON b.seq = i.seq"
 _S, _I, _R, _B = (str,), (int,), (float, int), (bytes,)
 _N = (type(None),)
 ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, _S + _N, _R + _N, _R + _N, _S, _S,
-             _I + _N, _S + _N, _S + _N, _B + _N)
+             _I + _N, _S + _N, _S + _N, _B + _N, _I, _I)
 
 SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
            "event_count", "body_bytes", "close_code")
@@ -133,6 +133,7 @@ class CassetteReader:
             while pending is not None and pending[0] == it.seq:
                 self._events_into(it, pending[1])
                 pending = next(parts, None)
+            self._check_count(it, r[22])
             yield it
 
     def verify(self, stop: threading.Event | None = None) -> int:
@@ -160,7 +161,16 @@ class CassetteReader:
         it.chunks, it.frames = [], []
         for (data,) in self._rows(self._read("SELECT data FROM events WHERE seq = ? ORDER BY part", (it.seq,))):
             self._events_into(it, data)
+        row = self._read("SELECT event_count FROM interactions WHERE seq = ?", (it.seq,)).fetchone()
+        self._check_count(it, row[0] if row is not None else None)
         return it
+
+    def _check_count(self, it: Interaction, count) -> None:
+        # the row counts its events (updated with every part written): a lost events row,
+        # or a part of one, is damage, never a shorter or empty response
+        if count != len(it.chunks) + len(it.frames):
+            raise CassetteCorrupt(self.path, f"interaction {it.seq}: damaged events ({len(it.chunks) + len(it.frames)}"
+                                             f" stored, the row counts {count})")
 
     # -- building model objects ---------------------------------------------------
 
@@ -183,6 +193,8 @@ class CassetteReader:
                 if type(value) not in types:
                     raise TypeError(f"a {type(value).__name__} in a column of {'/'.join(t.__name__ for t in types)}")
             body = self._blobs.unpack(r[21]) if r[21] is not None else b""
+            if len(body) != r[23]:  # a lost request_bodies row is damage, not an empty body
+                raise Damaged(f"{len(body)} bytes stored, the row counts {r[23]}")
             req = Request(method=r[2], path=r[6], query=r[7], headers=_headers(r[9]), body=body,
                           body_encoding=r[10], scheme=r[3], host=r[4], port=r[5])
             resp = None if r[11] is None else Response(status=r[11], reason=r[12] or "", headers=_headers(r[13]))
