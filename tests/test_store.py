@@ -21,6 +21,7 @@ from proxy.store import (
     SCHEMA_VERSION,
     Cassette,
     CassetteCorrupt,
+    CassetteWriteFailed,
     CassetteWriter,
     OldSchema,
     SqliteSource,
@@ -266,6 +267,32 @@ def test_old_schema_is_refused_with_the_command_then_migrated(tmp_path, version)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
     after = path.read_bytes()
     assert migrate(path) == (SCHEMA_VERSION, SCHEMA_VERSION) and path.read_bytes() == after  # idempotent
+
+
+def test_migration_that_cannot_fold_its_wal_changes_nothing(tmp_path):
+    # the new file is renamed over the old one: with its rows still in PATH.migrating-wal
+    # (a full disk at the checkpoint; here a reader of the new file) that lost the cassette
+    path = tmp_path / "old.db"
+    shutil.copy(OLD[2], path)
+    before = path.read_bytes()
+    held = []
+
+    def progress(done, total):
+        if not held:  # a read transaction on the new file, open until the migration ends
+            conn = sqlite3.connect(tmp_path / "old.db.migrating", isolation_level=None)
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM interactions").fetchone()
+            held.append(conn)
+
+    try:
+        with pytest.raises(CassetteWriteFailed) as e:
+            migrate(path, progress)
+    finally:
+        for conn in held:
+            conn.close()
+    assert "nothing was changed" in str(e.value) and "\n" not in str(e.value)
+    assert path.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if ".migrating" in p.name or p.name.endswith(".lock")]
 
 
 def big_v2(path, copies: int) -> None:

@@ -30,7 +30,7 @@ import zstandard
 
 from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
 from . import opening, schema
-from .errors import CassetteCorrupt, CassetteError
+from .errors import CassetteCorrupt, CassetteError, CassetteWriteFailed
 from .writing import WritableCassette, _remove
 
 Progress = Callable[[int, int], None]
@@ -76,6 +76,11 @@ def _migrate_file(path: Path, conn: sqlite3.Connection, version: int, meta: dict
                 if progress and (n % 500 == 0 or n == total):
                     progress(n, total)
         out.close(compact=True)
+        if Path(str(tmp) + "-wal").exists():
+            # close() could not fold the WAL in (a full disk, a reader of the new file): the
+            # rename below would leave the migrated rows behind in PATH.migrating-wal
+            raise CassetteWriteFailed(path, "migration failed: the new file could not be made self-contained "
+                                            "(disk full, or another process reading it?); nothing was changed")
     except BaseException:
         out._conn.close()
         out._lock.release()
