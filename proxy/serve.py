@@ -274,7 +274,9 @@ class Session:
                 clean = False
         if self._fresh is not None:
             if clean and s.recorded:
-                _remove_db(self.config.cassette)
+                # os.replace is atomic: at every instant the path holds the old cassette or
+                # the new one. Only the old one's WAL side files go (the new file is folded).
+                _remove_db(self.config.cassette, keep_main=True)
                 os.replace(self._fresh, self.config.cassette)
             elif clean:  # nothing recorded: the old cassette stays as it was
                 _remove_db(self._fresh)
@@ -293,6 +295,6 @@ class Session:
         return self._background.stop() or Summary(self.action)
 
 
-def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+def _remove_db(path: Path, keep_main: bool = False) -> None:
+    for suffix in ("-wal", "-shm") if keep_main else ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
