@@ -4,14 +4,28 @@
 ``a[*].id`` every element of a list; ``a[0]`` one element
 ``*``       any key or index at that level
 ``**.id``   ``id`` at any depth
+
+An *ignore* (what matching leaves out of a comparison) is a path, or a path and a
+regular expression separated by ``~``:
+
+``metadata.user_id``                        the whole value is left out (deleted)
+``system[*].text~(?m)^Today's date: .*$``   only the parts of the string that the
+                                            regex matches are left out: each match is
+                                            replaced by ``<ignored>`` in both the recorded
+                                            and the received body, so a date line may
+                                            differ while the rest of the prompt is still
+                                            compared. A value that is not a string is kept.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 _TOKEN = re.compile(r"\[(\*|\d+)\]|\.?([^.\[\]]+)")
+_PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*\Z")
+IGNORED = "<ignored>"
 
 
 class PathError(ValueError):
@@ -33,6 +47,19 @@ def parse(path: str) -> list[str]:
     if not parts:
         raise PathError(f"empty JSON path {path!r}")
     return parts
+
+
+def format_path(parts) -> str:
+    """Concrete path parts (str keys, int indexes) as written: ``messages[2].content[0].text``."""
+    out = []
+    for p in parts:
+        if isinstance(p, int):
+            out.append(f"[{p}]")
+        elif _PLAIN_KEY.match(p):
+            out.append(f".{p}" if out else p)
+        else:
+            out.append("[" + repr(p) + "]")
+    return "".join(out) or "$"
 
 
 def _visit(node: Any, parts: list[str], fn) -> int:
@@ -82,3 +109,50 @@ def set_paths(doc: Any, paths, value: Any) -> int:
         container[key] = value
 
     return sum(_visit(doc, parse(p), put) for p in paths)
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """One ignore rule, parsed once: ``path`` or ``path~regex`` (see the module docstring)."""
+
+    spec: str
+    parts: tuple[str, ...]
+    pattern: re.Pattern | None
+
+    @classmethod
+    def parse(cls, spec: str) -> "Ignore":
+        path, sep, regex = spec.partition("~")
+        pattern = None
+        if sep:
+            if not regex:
+                raise PathError(f"empty regex in {spec!r} (write PATH~REGEX)")
+            try:
+                pattern = re.compile(regex)
+            except re.error as e:
+                raise PathError(f"bad regex in {spec!r}: {e}") from None
+        return cls(spec, tuple(parse(path)), pattern)
+
+    def apply(self, doc: Any) -> int:
+        """Leave this rule's part out of ``doc`` (in place); returns how many values it touched."""
+        if self.pattern is None:
+            def act(container, key):
+                if isinstance(container, dict):
+                    container.pop(key, None)
+                else:
+                    container[key] = None  # keep list positions stable
+        else:
+            pattern = self.pattern
+
+            def act(container, key):
+                value = container[key]
+                if isinstance(value, str):
+                    container[key] = pattern.sub(IGNORED, value)
+
+        return _visit(doc, list(self.parts), act)
+
+
+def apply_ignores(doc: Any, ignores) -> Any:
+    """Apply parsed Ignore rules to a parsed JSON document in place; returns it."""
+    for rule in ignores:
+        rule.apply(doc)
+    return doc
