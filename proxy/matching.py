@@ -46,7 +46,8 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from .jsonpath import Ignore, apply_ignores, format_path
-from .model import Direction, Interaction, Kind, Request
+from .model import Direction, Interaction, Kind, Request, header_value
+from .presets import get as get_preset
 
 CUT = 4  # depth of the similarity tree; deeper subtrees are one node each
 WINDOW = 64  # unused recordings searched first, in recorded order
@@ -76,9 +77,7 @@ class MatchConfig:
     header_names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from . import presets as _presets
-
-        chosen = [_presets.get(n) for n in self.presets]  # UnknownPreset early, at configuration time
+        chosen = [get_preset(n) for n in self.presets]  # UnknownPreset early, at configuration time
         specs = list(self.ignore_json_paths) + [s for p in chosen for s in p.ignore]
         rules = tuple(Ignore.parse(s) for s in dict.fromkeys(specs))  # PathError early too
         volatile = {h for p in chosen for h in p.headers}
@@ -538,10 +537,12 @@ class CandidateSource(Protocol):
 
 
 class ListSource:
-    """A CandidateSource over interactions already in memory (tests, imports, small files)."""
+    """A CandidateSource over interactions already in memory (tests, imports, small files).
+    ``load_events`` (optional) fills in an interaction's chunks and frames, e.g. a Cassette's."""
 
-    def __init__(self, interactions: Iterable[Interaction]):
+    def __init__(self, interactions: Iterable[Interaction], load_events=None):
         self.interactions = list(interactions)
+        self._load = load_events
         self._by_key: dict[Key, list[Interaction]] = {}
         for it in self.interactions:
             self._by_key.setdefault(request_key(it.request, it.kind), []).append(it)
@@ -560,6 +561,8 @@ class ListSource:
         return [it for tier in tiers for it in tier][:limit]
 
     def load_events(self, it: Interaction) -> Interaction:
+        if self._load is not None:
+            self._load(it)
         return it
 
     def __iter__(self) -> Iterator[Interaction]:
@@ -576,8 +579,6 @@ def _ident(it: Interaction) -> object:
 
 
 def _header_values(headers, names: Sequence[str]) -> tuple:
-    from .model import header_value
-
     return tuple(header_value(headers, n, "") for n in names)
 
 
@@ -588,11 +589,15 @@ def _first_client_frame(it: Interaction):
 class _Bucket:
     """The candidates of one key and what has been taken of them."""
 
-    def __init__(self, items: Sequence[Interaction], config: MatchConfig):
+    def __init__(self, items: Sequence[Interaction], config: MatchConfig, pause=None):
         self.items = list(items)
         self.used = bytearray(len(self.items))
         self.cursor = 0
-        prints = [fingerprint(it.request.body, config.rules) for it in self.items]
+        prints = []
+        for it in self.items:
+            prints.append(fingerprint(it.request.body, config.rules))
+            if pause is not None:
+                pause()
         self.exact: dict[int, list[int]] = {}
         for i, p in enumerate(prints):
             self.exact.setdefault(p.exact, []).append(i)
@@ -647,9 +652,7 @@ class Matcher:
     def match(self, req: Request, cls: str | None = None, diagnose: bool = True) -> Match | Miss:
         """The recording for ``req`` (``cls`` "ws" for a WebSocket handshake), or a Miss.
         With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later."""
-        key = request_key(req)
-        if cls is not None:
-            key = (cls,) + key[1:]
+        key = self._key(req, cls)
         bucket = self._bucket(key)
         fq = fingerprint(req.body, self.config.rules, keep_doc=True)
         result = self._select(bucket, req, key, fq)
@@ -710,6 +713,29 @@ class Matcher:
             self.load(match.interaction)
         return match
 
+    def prepared(self, req: Request, cls: str | None = None) -> bool:
+        """Whether the candidates of ``req``'s key are indexed already (matching is then fast)."""
+        return self._key(req, cls) in self._buckets
+
+    def prepare(self, req: Request, cls: str | None = None, pause=None) -> None:
+        """Index the candidates of ``req``'s key: one fingerprint per recording, linear in
+        their size. May run in a worker thread while ``match`` serves other keys; ``pause``
+        is called between recordings (a worker thread hands the GIL over there)."""
+        key = self._key(req, cls)
+        if key not in self._buckets:
+            bucket = _Bucket(self.source.candidates(key), self.config, pause)
+            self._buckets.setdefault(key, bucket)
+
+    def settle(self, match: Match) -> None:
+        """A WebSocket connection ended before sending a frame: its reservation is final
+        (no other connection may swap with it any more)."""
+        bucket = self._buckets.get(match._key)
+        if bucket is not None:
+            for i, m in list(bucket.reserved.items()):
+                if m is match:
+                    del bucket.reserved[i]
+        match.tentative = False
+
     def load(self, it: Interaction) -> Interaction:
         """The recording with its chunks and frames (loaded once)."""
         ident = _ident(it)
@@ -740,6 +766,11 @@ class Matcher:
         }
 
     # -- choosing ------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(req: Request, cls: str | None) -> Key:
+        key = request_key(req)
+        return key if cls is None else (cls,) + key[1:]
 
     def _bucket(self, key: Key) -> _Bucket:
         bucket = self._buckets.get(key)
@@ -840,10 +871,11 @@ class Matcher:
               why: str = "key") -> Miss:
         return Miss(target, reason, message, _key=key, _req=req, _print=fq, _why=why)
 
-    def diagnose(self, miss: Miss) -> Miss:
+    def diagnose(self, miss: Miss, pause=None) -> Miss:
         """Fill in what is left for the path, the nearest recording and what differs.
         Reads at most the key's candidates or ``NEARBY`` others; bodies are compared by
-        their fingerprints (linear in size) and only the nearest is diffed."""
+        their fingerprints (linear in size) and only the nearest is diffed. ``pause`` is
+        called between the recordings it fingerprints."""
         if miss.diagnosed or miss._key is None:
             return miss
         key, req, fq = miss._key, miss._req, miss._print
@@ -861,7 +893,12 @@ class Matcher:
             diffs, more = self._body_diff(best, fq)
         elif nearby:
             qpieces = set(req.query.split("&"))
-            best = min(nearby, key=lambda it: self._rank(it, key, qpieces, fq))
+            ranks = []
+            for it in nearby:
+                ranks.append((self._rank(it, key, qpieces, fq), it))
+                if pause is not None:
+                    pause()
+            best = min(ranks, key=lambda r: r[0])[1]
             diffs, more = self._body_diff(best, fq)
         else:
             miss.message = f"{miss.request}: the cassette has no recording of this kind"
