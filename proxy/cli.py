@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import click
 from . import inspect as insp
 from .jsonpath import PathError
 from .matching import MatchConfig
+from .presets import PRESETS
 from .net import PortInUse
 from .record import RecordConfig, RecordError, RedactionOptions
 from .serve import RecordMode, ServeConfig, ServeError, Session
@@ -98,21 +100,29 @@ def _redaction(redact_header, redact_pattern, redact_json_path, no_redact) -> Re
 
 
 def match_options(f):
-    f = click.option("--match-body", is_flag=True, help="Also match request bodies (canonical JSON).")(f)
+    f = click.option("--match-body", is_flag=True,
+                     help="Serve exact body matches only (canonical JSON after ignores and presets).")(f)
     f = click.option(
         "--ignore-json-path",
         multiple=True,
         metavar="PATH",
-        help="With --match-body: ignore this JSON path, e.g. metadata.id, input[*].id, **.created_at (repeatable).",
+        help="Leave this JSON path out of body comparisons, e.g. metadata.id, input[*].id, **.created_at; "
+             "PATH~REGEX leaves out only what the regex matches in that string (repeatable).",
     )(f)
     f = click.option("--match-header", multiple=True, metavar="NAME", help="Also match this request header (repeatable).")(f)
+    f = click.option("--strict-match", is_flag=True,
+                     help="A weak match (the body differs in more than ids, dates and times) is a miss.")(f)
+    f = click.option("--preset", "presets", multiple=True, type=click.Choice(list(PRESETS)), metavar="NAME",
+                     help=f"Ignore the volatile fields of a client: {', '.join(PRESETS)} (repeatable).")(f)
+    f = click.option("--json", "summary_json", is_flag=True,
+                     help="On stop, print the summary as JSON (misses, out-of-order and weak matches).")(f)
     return f
 
 
-def _match_config(match_body, ignore_json_path, match_header) -> MatchConfig:
+def _match_config(match_body, ignore_json_path, match_header, strict_match=False, presets=()) -> MatchConfig:
     try:
-        return MatchConfig(match_body, tuple(ignore_json_path), tuple(match_header))
-    except PathError as e:
+        return MatchConfig(match_body, tuple(ignore_json_path), tuple(match_header), strict_match, tuple(presets))
+    except (PathError, ValueError) as e:
         raise UserError(str(e)) from None
 
 
@@ -130,7 +140,7 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _run_session(config: ServeConfig, banner) -> None:
+def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> None:
     """What `proxy replay` and `proxy serve` run: a Session until SIGINT/SIGTERM, then its summary."""
     _configure_logging()
 
@@ -149,7 +159,10 @@ def _run_session(config: ServeConfig, banner) -> None:
         raise UserError(str(e)) from None
     if session.failure is not None:  # a damaged cassette, or a write that failed
         raise UserError(str(session.failure))
-    click.echo(summary.line())
+    if summary_json:
+        click.echo(json.dumps(summary.to_json(), indent=1))
+    else:
+        click.echo("\n".join(summary.lines()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,17 +234,20 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
               help="1 = recorded pace, 2 = twice as fast, 0 = no waiting at all.")
 @match_options
 @replay_redaction_options
-def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_json_path, match_header, redact_header,
-           redact_pattern, redact_json_path, no_redact) -> None:
+def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_json_path, match_header, strict_match,
+           presets, summary_json, redact_header, redact_pattern, redact_json_path, no_redact) -> None:
     """Serve a cassette: the recorded bytes, chunk boundaries and timing, no upstream.
 
-    Requests match by method + path + query in recorded order (the Nth identical
-    request gets the Nth recording). A request with no recording left gets a 404
-    whose JSON body names the nearest recording and a diff.
+    Method + path + query select the recordings; among the unused ones the closest
+    body wins (exact first, then most similar, recorded order breaking ties), so the
+    Nth identical request gets the Nth recording and concurrent requests get their
+    own. A request with no recording left gets a 404 whose JSON body names the
+    nearest recording and what differs.
 
     \b
       proxy replay --cassette cassettes/chat.db --listen 127.0.0.1:8080
       proxy replay --cassette cassettes/chat.db --speed 0 --match-body --ignore-json-path metadata
+      proxy replay --cassette cassettes/agent.db --speed 0 --preset claude-code --strict-match
       proxy replay --cassette-dir cassettes --speed 0
       curl http://127.0.0.1:8080/c/chat/v1/models      # cassettes/chat.db
     """
@@ -242,7 +258,7 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
     host, port = _listen(listen)
     _check_exposure(host, expose)
     config = ServeConfig(Path(cassette) if cassette else None, RecordMode.NONE, None, host, port, speed,
-                         _match_config(match_body, ignore_json_path, match_header),
+                         _match_config(match_body, ignore_json_path, match_header, strict_match, presets),
                          _redaction(redact_header, redact_pattern, redact_json_path, no_redact),
                          cassette_dir=Path(cassette_dir) if cassette_dir else None)
 
@@ -250,7 +266,7 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
         what = cassette or f"{len(session.app.cassettes.names())} cassette(s) in {cassette_dir}"
         return f"replaying {what} on {session.url}"
 
-    _run_session(config, banner)
+    _run_session(config, banner, summary_json)
 
 
 @cli.command()
@@ -267,7 +283,8 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
 @match_options
 @redaction_options
 def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, insecure, match_body, ignore_json_path,
-          match_header, redact_header, redact_pattern, redact_json_path, no_redact) -> None:
+          match_header, strict_match, presets, summary_json, redact_header, redact_pattern, redact_json_path,
+          no_redact) -> None:
     """Serve one cassette in a VCR record mode: replay, record, or both.
 
     `proxy replay` is record mode none; `proxy record` is like all but appends.
@@ -282,10 +299,10 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
     host, port = _listen(listen)
     _check_exposure(host, expose)
     config = ServeConfig(Path(cassette), RecordMode.parse(record_mode), upstream, host, port, speed,
-                         _match_config(match_body, ignore_json_path, match_header),
+                         _match_config(match_body, ignore_json_path, match_header, strict_match, presets),
                          _redaction(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure)
     _run_session(config, lambda session: f"serving {cassette} on {session.url} "
-                                         f"(record mode {record_mode}: {session.action.value})")
+                                         f"(record mode {record_mode}: {session.action.value})", summary_json)
 
 
 @cli.command()

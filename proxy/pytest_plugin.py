@@ -9,7 +9,10 @@ Options: ``--record-mode none|once|new_episodes|all`` (env ``PROXY_RECORD_MODE``
 none) and ``--proxy-upstream URL`` (env ``PROXY_UPSTREAM``) to record. The test fails if
 the client made a request that has no recording (the diagnostic is in the failure), or
 a WebSocket frame that did not match, and with ``strict=True`` also if recorded
-interactions were never used. Each test gets its own server on port 0, so pytest-xdist
+interactions were never used or were served for a request whose content differs (a weak
+match). A failure also lists the matches served out of recorded order and the weak ones,
+with the JSON paths that differed. ``strict_match=True`` makes weak matches misses;
+``presets=["claude-code"]`` ignores a client's volatile fields. Each test gets its own server on port 0, so pytest-xdist
 workers never share one. Works without mitmproxy installed in record mode none.
 """
 
@@ -39,7 +42,8 @@ def pytest_addoption(parser) -> None:
 def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers",
-        "cassette(name, strict=False, speed=1.0, match_body=False, ignore_json_paths=(), match_headers=()): "
+        "cassette(name, strict=False, speed=1.0, match_body=False, ignore_json_paths=(), match_headers=(), "
+        "strict_match=False, presets=()): "
         "serve cassettes/NAME.db (beside the test file) to the model_proxy fixture",
     )
 
@@ -82,6 +86,13 @@ class ModelProxy:
             unused = engine.unused()
             out.append(f"strict: {len(unused)} recorded interaction(s) in {self.cassette} were never used:")
             out += [f"  #{it.seq} {it.request.method} {it.request.target}" for it in unused]
+        report = engine.report()
+        weak = report["weak"] + len(report["weak_frames"])
+        if strict and weak:
+            out.append(f"strict: {weak} recording(s) in {self.cassette} served for a request whose content differs")
+        if out and (report["notes"] or report["weak_frames"]):
+            out.append(f"matches served out of recorded order: {report['out_of_order']}; weak: {weak}")
+            out += [f"  {n}" for n in (report["notes"] + report["weak_frames"])[:20]]
         return out
 
 
@@ -108,8 +119,12 @@ def model_proxy(request):
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     upstream = request.config.getoption("proxy_upstream") or os.environ.get("PROXY_UPSTREAM")
-    match = MatchConfig(bool(kwargs.get("match_body", False)), tuple(kwargs.get("ignore_json_paths", ())),
-                        tuple(kwargs.get("match_headers", ())))
+    try:
+        match = MatchConfig(bool(kwargs.get("match_body", False)), tuple(kwargs.get("ignore_json_paths", ())),
+                            tuple(kwargs.get("match_headers", ())), bool(kwargs.get("strict_match", False)),
+                            tuple(kwargs.get("presets", ())))
+    except ValueError as e:  # a bad JSON path or an unknown preset
+        raise pytest.UsageError(f"cassette marker: {e}") from None
     config = ServeConfig(path, mode, upstream, speed=float(kwargs.get("speed", 1.0)), match=match)
     try:
         session = Session(config)

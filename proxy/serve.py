@@ -97,21 +97,48 @@ class Summary:
     recorded_cut: int = 0  # of `recorded`, those still open when the recorder stopped
     misses: list = field(default_factory=list)  # matching.Miss
     refused: int = 0  # --cassette-dir: 404s for requests that named no usable cassette
+    out_of_order: int = 0  # served although an earlier recording of the same request was unused
+    weak: int = 0  # served although the request's content differs (not only ids / dates / times)
+    notes: list = field(default_factory=list)  # one line per such match, and per weak WebSocket frame
 
     def line(self) -> str:
-        """What `proxy replay` and `proxy serve` print when they stop."""
+        """What `proxy replay` and `proxy serve` print when they stop (first line)."""
         parts = []
         if self.action.replays:
             misses = f"{len(self.misses) + self.refused} miss(es)"
             if self.refused:
                 misses += f" ({self.refused} naming no usable cassette)"
             parts.append(f"served {self.used} of {self.recordings} recording(s); {misses}")
+            if self.out_of_order or self.weak:
+                parts.append(f"{self.out_of_order} out of recorded order; {self.weak} weak")
             if self.cut:
                 parts.append(f"{self.cut} open connection(s) cut by the stop")
         if self.action.records:
             parts.append(f"recorded {self.recorded} new interaction(s)"
                          + (f" ({self.recorded_cut} cut short by the stop)" if self.recorded_cut else ""))
         return "; ".join(parts)
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """The first line, then one line per weak or out-of-order match (at most ``limit``)."""
+        out = [self.line()] + [f"  {n}" for n in self.notes[:limit]]
+        if len(self.notes) > limit:
+            out.append(f"  ... and {len(self.notes) - limit} more")
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "action": self.action.value,
+            "recordings": self.recordings,
+            "served": self.used,
+            "misses": [m.to_json()["error"] for m in self.misses],
+            "out_of_order": self.out_of_order,
+            "weak": self.weak,
+            "notes": list(self.notes),
+            "refused": self.refused,
+            "cut": self.cut,
+            "recorded": self.recorded,
+            "forwarded": self.forwarded,
+        }
 
 
 class Session:
@@ -254,6 +281,8 @@ class Session:
         if self.app is not None and self.app.cassettes is not None:
             await asyncio.to_thread(self.app.cassettes.close)
             s.refused = self.app.cassettes.refused
+        if self.app is not None:
+            self.app.close()
         engines = self.app.engines() if self.app is not None else []
         for engine in engines:  # closed before the recorder, whose last step needs the file to itself
             try:
@@ -262,6 +291,10 @@ class Session:
                 self.failure = self.failure or e
             s.used += engine.served
             s.misses += engine.misses
+            report = engine.report()
+            s.out_of_order += report["out_of_order"]
+            s.weak += report["weak"] + len(report["weak_frames"])
+            s.notes += report["notes"] + report["weak_frames"]
             engine.close()
         if self._forwarder is not None:
             s.misses = []  # forwarded and recorded, not errors

@@ -6,8 +6,11 @@ HTTP and WebSocket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from .asgi import send_error
 from .engine import Engine
@@ -23,10 +26,27 @@ class ReplayApp:
     have no recording instead of answering them with a miss."""
 
     def __init__(self, engine: Engine | None = None, speed: float = 1.0, forwarder=None, cassettes=None):
+        # Indexing a path and diagnosing a miss run in one worker thread (``offload``): one,
+        # so that a burst of misses queues there instead of crowding the event loop out of
+        # the GIL. The worker hands the GIL over between candidates (``Engine.prepare`` /
+        # ``diagnose`` pause), and a forced switch happens after 1 ms, not the default 5.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        self._worker: ThreadPoolExecutor | None = None
         self.engine = engine
         self.speed = speed
         self.forwarder = forwarder
         self.cassettes = cassettes
+
+    async def offload(self, fn, *args):
+        """Run slow matching work (indexing, diagnosis) off the event loop."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy-replay-match")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
 
     def engines(self) -> list[Engine]:
         """Every engine this app served from (for the summary)."""

@@ -4,19 +4,24 @@ The ASGI players (``http.py``, ``websocket.py``) own clocks and the server adapt
 decides: which recording answers a request (via ``matching``), and the script of
 (offset, action) steps that reproduces it. Offsets are seconds from the
 request's arrival at recorded speed; the adapter divides by ``--speed``.
+
+What may take long is split out so that the players can run it in a worker thread and
+keep other streams on time: ``prepare`` (index a path's recordings, the first time it is
+asked for) and ``diagnose`` (a miss's nearest recording and diff). ``http`` and
+``handshake`` then answer in about a millisecond.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..codec import DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
-from ..matching import CandidateSource, Key, ListSource, Match, MatchConfig, Miss, canonical_body, describe, normalize_query
+from ..matching import CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, compare_frame
 from ..model import Close, Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
 from ..store.errors import CassetteError
@@ -58,88 +63,10 @@ def http_script(it: Interaction) -> HttpScript:
     )
 
 
-NEARBY = 50  # recordings a miss looks at for its diagnostic
-
-
-class SourceMatcher:
-    """The matching rules of ``matching.Matcher`` (method + path + query in recorded order,
-    opted-in headers and body compared exactly, a miss explained) over a CandidateSource,
-    so a cassette is matched from its index without being read into memory.
-
-    An adapter: it holds until the matcher itself takes a CandidateSource (issue 12);
-    then the engine builds that one instead, with the same two arguments.
-    """
-
-    def __init__(self, source: CandidateSource, config: MatchConfig = MatchConfig()):
-        self.source = source
-        self.config = config
-        self.used: set[int] = set()  # id() of used recordings (a source hands out one object per recording)
-        self._cursor: dict[tuple, int] = {}  # per key: candidates before it are used or differ
-        self._lines: dict[int, list[str]] = {}
-
-    def lines(self, it: Interaction) -> list[str]:
-        got = self._lines.get(id(it))
-        if got is None:
-            got = self._lines[id(it)] = describe(it.request, self.config)
-        return got
-
-    def match(self, req: Request, cls: str = "http") -> Match | Miss:
-        key: Key = (cls, req.method.upper(), req.path, normalize_query(req.query))
-        want = describe(req, self.config)
-        finer = bool(self.config.match_body or self.config.match_headers)
-        candidates = self.source.candidates(key)
-        at = (key, tuple(want)) if finer else (key,)
-        i = self._cursor.get(at, 0)
-        while True:
-            try:
-                it = candidates[i]
-            except IndexError:
-                break
-            if id(it) not in self.used and (not finer or self.lines(it) == want):
-                self.used.add(id(it))
-                self._cursor[at] = i + 1
-                return Match(it)
-            i += 1
-        self._cursor[at] = i
-        return self._miss(req, key, want, candidates)
-
-    def _miss(self, req: Request, key: Key, want: list[str], candidates) -> Miss:
-        target = f"{req.method.upper()} {req.target}"
-        nearby = list(self.source.nearby(key, NEARBY))
-        remaining = [_label(it) for it in nearby if id(it) not in self.used and it.request.path == req.path]
-        same = [it for it in candidates if self.lines(it) == want]
-        if same:
-            return Miss(target, "all_used", f"{target}: all {len(same)} recording(s) of this request were already "
-                        "used (the client made more requests than were recorded)", remaining, _label(same[-1]))
-        pool = [it for it in nearby if id(it) not in self.used] or nearby
-        if not pool:
-            return Miss(target, "no_recording", f"{target}: the cassette has no recording of this kind", remaining)
-        text = "\n".join(want)
-        best = max(pool, key=lambda it: (
-            it.request.path == req.path,
-            it.request.method.upper() == req.method.upper(),
-            difflib.SequenceMatcher(None, text, "\n".join(self.lines(it))).ratio(),
-        ))
-        diff = "\n".join(difflib.unified_diff(self.lines(best), want, "recorded", "received", n=1, lineterm=""))
-        if len(diff) > 4000:
-            diff = diff[:4000] + "\n..."
-        why = "no recording matches"
-        if best.request.path == req.path and self.config.match_body:
-            why = "no recording with this body"
-        return Miss(target, "no_recording", f"{target}: {why}; nearest is {_label(best)}", remaining, _label(best), diff)
-
-    @property
-    def served(self) -> int:
-        return len(self.used)
-
-    def unused(self) -> list[Interaction]:
-        """Recordings never used, in recorded order (reads the whole source)."""
-        every = self.source if hasattr(self.source, "__iter__") else self.source.interactions  # a ListSource
-        return [it for it in every if id(it) not in self.used]
-
-
-def _label(it: Interaction) -> str:
-    return f"#{it.seq} {it.request.method} {it.request.target}"
+def _hand_over_gil() -> None:
+    # Called by a worker thread between recordings: a short sleep releases the GIL so the
+    # event loop (playing other streams on time) never waits behind a whole index or diagnosis.
+    time.sleep(0.00005)
 
 
 @dataclass
@@ -158,23 +85,23 @@ class Engine:
         else:
             self.interactions = list(self.interactions)
             self.source = ListSource(self.interactions)
-        self.matcher = SourceMatcher(self.source, self.config)
+        self.matcher = Matcher(self.source, self.config)
         self.misses: list[Miss] = []
         self.mismatches: list[str] = []  # WebSocket frames that did not match, as close reasons
+        self.weak_frames: list[str] = []  # WebSocket frames served although their content differs
         self.failure: CassetteError | None = None  # the cassette turned out damaged
         self.on_failure = None  # called once with that error (the session stops on it)
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:
         """Apply the recorder's transformations (decode, redact) to what matching compares:
-        the query always, headers and body only when the configuration matches on them."""
+        the query and body always, headers only when the configuration matches on them."""
         body = req.body
-        if self.config.match_body:
-            try:
-                body = decode_body(body, req.body_encoding)
-            except DecodeError:
-                pass  # compare the raw bytes; a miss will show them
-            body = self.redactor.body(body)
+        try:
+            body = decode_body(body, req.body_encoding)
+        except DecodeError:
+            pass  # compare the raw bytes; a miss will show them
+        body = self.redactor.body(body)
         headers = self.redactor.headers(req.headers) if self.config.match_headers else req.headers
         return Request(
             method=req.method,
@@ -185,11 +112,27 @@ class Engine:
             body_encoding=req.body_encoding,
         )
 
+    def prepared(self, req: Request, cls: str | None = None) -> bool:
+        return self.matcher.prepared(self._keyed(req), cls)
+
+    def prepare(self, req: Request, cls: str | None = None) -> None:
+        """Index the recordings of ``req``'s key (slow the first time; run it in a worker
+        thread). Damage found on the way is kept for ``http`` / ``handshake`` to report."""
+        try:
+            self.matcher.prepare(self._keyed(req), cls, pause=_hand_over_gil)
+        except CassetteError as e:
+            with self._lock:
+                self.failed(e, req)
+
+    def _keyed(self, req: Request) -> Request:
+        return Request(req.method, req.path, self.redactor.query(req.query), req.headers)
+
     def http(self, req: Request) -> HttpScript | MissReply:
+        """The script for a request, or a miss still to be diagnosed (``diagnose``)."""
         req = self.normalize(req)
         with self._lock:
             try:
-                result = self.matcher.match(req)
+                result = self.matcher.match(req, diagnose=False)
                 if isinstance(result, Match):
                     return http_script(self._full(result.interaction))
             except CassetteError as e:
@@ -198,11 +141,12 @@ class Engine:
         return MissReply(result)
 
     def handshake(self, req: Request) -> Match | Miss:
-        """Match a WebSocket handshake: a recorded session, or a recorded refusal."""
+        """Match a WebSocket handshake: a recorded session (reserved until the first
+        client frame binds it, see ``bind``), or a recorded refusal."""
         req = self.normalize(req)
         with self._lock:
             try:
-                result = self.matcher.match(req, "ws")
+                result = self.matcher.match(req, "ws", diagnose=False)
                 if isinstance(result, Miss):
                     self.misses.append(result)
                 else:
@@ -211,6 +155,17 @@ class Engine:
                 return self.failed(e, req)
             return result
 
+    def bind(self, match: Match, frame: bytes) -> Match:
+        """The connection's first client frame decides which of the sessions with this
+        handshake it replays (``Matcher.bind``); ``match.interaction`` may change. Damage
+        found reading the candidates' frames keeps the reserved session."""
+        with self._lock:
+            try:
+                return self.matcher.bind(match, self.redactor.data(frame))
+            except CassetteError as e:
+                self.failed(e)
+                return match
+
     def failed(self, error: CassetteError, req: Request | None = None) -> Miss:
         """The cassette is damaged: never serve from it again; say so to the client."""
         first = self.failure is None
@@ -218,13 +173,41 @@ class Engine:
         if first and self.on_failure is not None:
             self.on_failure(error)
         target = f"{req.method.upper()} {req.target}" if req else ""
-        return Miss(target, "cassette_damaged", str(self.failure))
+        return Miss(target, "cassette_damaged", str(self.failure), diagnosed=True)
 
     def _full(self, it: Interaction) -> Interaction:
         # A recording is matched at most once, so its events are loaded at most once.
         if self.failure is not None:
             raise self.failure
-        return self.source.load_events(it)
+        return self.matcher.load(it)
+
+    def settle(self, match: Match) -> None:
+        with self._lock:
+            self.matcher.settle(match)
+
+    def diagnose(self, miss: Miss) -> Miss:
+        """Fill in a miss's nearest recording and diff. Only reads; run it in a worker thread."""
+        try:
+            return self.matcher.diagnose(miss, pause=_hand_over_gil)
+        except CassetteError as e:  # the diagnosis read a damaged row: the miss stays as it is
+            with self._lock:
+                self.failed(e)
+            return miss
+
+    def check_frame(self, script: "WsScript", turn: int, payload: bytes, is_text: bool) -> FrameCheck:
+        """Compare a client frame with the recording; a weak one served is noted for the summary."""
+        check = script.check(turn, payload, is_text)
+        if check.ok and check.weak:
+            paths = ", ".join(f"`{d.path}`" for d in check.differences if not d.volatile)
+            with self._lock:
+                self.weak_frames.append(f"#{script.seq} frame {turn + 1} served although {paths or 'it'} differs")
+        return check
+
+    def report(self) -> dict:
+        """Counts and one-line notes of matches out of recorded order and weak matches."""
+        r = self.matcher.report()
+        r["weak_frames"] = list(self.weak_frames)
+        return r
 
     def close(self) -> None:
         close = getattr(self.source, "close", None)
@@ -281,31 +264,11 @@ class WsScript:
         """The upstream dropped the connection without a close frame."""
         return self.close is not None and self.close.code is None and self.close.by is not Direction.CLIENT
 
-    def mismatch(self, turn: int, payload: bytes, is_text: bool) -> str | None:
-        """Why a client frame does not match the recorded one (None when it does)."""
+    def check(self, turn: int, payload: bytes, is_text: bool) -> FrameCheck:
+        """A client frame compared with the recorded one: ok or why not, and the JSON
+        paths and values that differ (``matching.compare_frame``)."""
         exp = self.turns[turn].expected
-        if self.config.match_body:
-            a = canonical_body(exp.payload, self.config.ignore_json_paths)
-            b = canonical_body(payload, self.config.ignore_json_paths)
-            if a != b:
-                return f"frame {turn + 1} differs from the recording: expected {a[:40]!r}, got {b[:40]!r}"
-            return None
-        want, got = _frame_type(exp.payload), _frame_type(payload)
-        if want is not None or got is not None:
-            if want != got:
-                return f"frame {turn + 1}: expected type {want!r}, got {got!r}"
-            return None
-        if exp.payload != payload or exp.is_text != is_text:
-            return f"frame {turn + 1}: bytes differ from the recording ({len(exp.payload)} vs {len(payload)} bytes)"
-        return None
-
-
-def _frame_type(payload: bytes) -> str | None:
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return None
-    return doc.get("type") if isinstance(doc, dict) else None
+        return compare_frame(turn, exp.payload, exp.is_text, payload, is_text, self.config)
 
 
 def ws_script(it: Interaction, config: MatchConfig) -> WsScript:

@@ -6,6 +6,7 @@ offset / speed), see ``proxy.timing``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..timing import Pacer
@@ -26,12 +27,15 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         if not msg.get("more_body"):
             break
     req = request_from_scope(scope, bytes(body))
+    if not engine.prepared(req):  # the first request to this path indexes its recordings
+        await app.offload(engine.prepare, req)
     result = engine.http(req)
     if isinstance(result, MissReply):
         if app.forwarder is not None:
             log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)
             await app.forwarder.http(req, bytes(body), send)
             return
+        await app.offload(engine.diagnose, result.miss)  # other streams keep their timing
         await send_miss(result, scope, receive, send)
         return
     await play(result, pacer, send)

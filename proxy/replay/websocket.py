@@ -37,19 +37,25 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
     if msg["type"] != "websocket.connect":
         return
     req = request_from_scope(scope)
+    if not engine.prepared(req, "ws"):
+        await app.offload(engine.prepare, req, "ws")
     result = engine.handshake(req)
     if isinstance(result, Miss) and app.forwarder is not None:
         log.info("no recording of WebSocket %s: forwarding it upstream and recording it", result.request)
         await app.forwarder.websocket(scope, req, receive, send)
         return
     if isinstance(result, Miss):
+        await app.offload(engine.diagnose, result)
         await send_miss(MissReply(result), scope, None, send)
         return
     it = result.interaction
     if it.kind is Kind.HTTP:
         await _refuse(it, scope, pacer, send)
         return
-    await _session(engine, engine.ws_script(it), pacer, receive, send)
+    try:
+        await _session(engine, result, pacer, receive, send)
+    finally:
+        engine.settle(result)
 
 
 async def _refuse(it, scope, pacer: Pacer, send) -> None:
@@ -58,7 +64,12 @@ async def _refuse(it, scope, pacer: Pacer, send) -> None:
     await send_error(scope, None, send, it.response.status, sendable(it.response.headers, WHOLE_BODY), it.body)
 
 
-async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> None:
+async def _session(engine, match, pacer: Pacer, receive, send) -> None:
+    """Replay the reserved session; the first client frame may rebind the connection to
+    another session with the same handshake (``Engine.bind``): the 101 and the frames
+    sent before it came from the reserved one, everything after from the bound one."""
+    scripted = match.interaction
+    script: WsScript = engine.ws_script(scripted)
     await pacer.until(script.accept_delay)
     accept = {"type": "websocket.accept", "headers": script.headers}
     if script.subprotocol:
@@ -66,15 +77,20 @@ async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> Non
     await send(accept)
 
     queue: asyncio.Queue = asyncio.Queue()
+    generation = 0  # bumped on a rebind: what the reserved script queued and did not send yet is dropped
     for offset, frame in script.preamble:
-        queue.put_nowait((pacer.due(offset), frame))
+        queue.put_nowait((pacer.due(offset), generation, frame))
     if not script.turns:
-        _queue_end(script, pacer, pacer.start, queue)
+        _queue_end(script, pacer, pacer.start, queue, generation)
 
     async def sender():
         while True:
-            due, item = await queue.get()
+            due, gen, item = await queue.get()
+            if gen != generation:
+                continue
             await pacer.at(due)
+            if gen != generation:
+                continue
             if item is _CLOSE:
                 await send({"type": "websocket.close", "code": script.close.code, "reason": script.close.reason})
                 return _CLOSE
@@ -101,31 +117,41 @@ async def _session(engine, script: WsScript, pacer: Pacer, receive, send) -> Non
             arrival = pacer.now()
             is_text = msg.get("text") is not None
             payload = msg["text"].encode() if is_text else (msg.get("bytes") or b"")
+            # compared as recorded: the recorder scrubbed key-shaped strings from frames
+            payload = engine.redactor.data(payload)
+            if turn == 0 and match.tentative:
+                # Another connection's bind may have swapped this reservation already.
+                match = engine.bind(match, payload)
+                if match.interaction is not scripted:
+                    log.info("websocket %s: the first frame binds #%s (the 101 came from #%s)",
+                             match.request, match.seq, scripted.seq)
+                    scripted = match.interaction
+                    script = engine.ws_script(scripted)
+                    generation += 1
             if turn >= len(script.turns):
                 await _fail(engine, send, sender_task, CLOSE_UNEXPECTED,
                             f"unexpected frame {turn + 1}: recording #{script.seq} has {len(script.turns)} client frame(s)")
                 return
-            # compared as recorded: the recorder scrubbed key-shaped strings from frames
-            why = script.mismatch(turn, engine.redactor.data(payload), is_text)
-            if why:
-                await _fail(engine, send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {why}")
+            check = engine.check_frame(script, turn, payload, is_text)
+            if not check.ok:
+                await _fail(engine, send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {check.reason}")
                 return
             for rel, frame in script.turns[turn].replies:
-                queue.put_nowait((pacer.after(arrival, rel), frame))
+                queue.put_nowait((pacer.after(arrival, rel), generation, frame))
             turn += 1
             if turn == len(script.turns):
-                _queue_end(script, pacer, arrival, queue)
+                _queue_end(script, pacer, arrival, queue, generation)
     finally:
         sender_task.cancel()
         if recv_task is not None:
             recv_task.cancel()
 
 
-def _queue_end(script: WsScript, pacer: Pacer, anchor: float, queue: asyncio.Queue) -> None:
+def _queue_end(script: WsScript, pacer: Pacer, anchor: float, queue: asyncio.Queue, generation: int) -> None:
     if script.server_closes and script.close.code is not None:
-        queue.put_nowait((pacer.after(anchor, script.close_after), _CLOSE))
+        queue.put_nowait((pacer.after(anchor, script.close_after), generation, _CLOSE))
     elif script.abnormal_end:
-        queue.put_nowait((pacer.after(anchor, script.close_after), _DROP))
+        queue.put_nowait((pacer.after(anchor, script.close_after), generation, _DROP))
 
 
 async def _fail(engine, send, sender_task: asyncio.Task, code: int, reason: str) -> None:
