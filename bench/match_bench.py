@@ -191,7 +191,7 @@ def miss_rows(quick: bool, old) -> list[dict]:
     import proxy.matching as new
 
     rows = []
-    limit = 3.0 if quick else 20.0
+    limit = 1.0 if quick else 20.0
     for kind, size, bench in (("bodies", 100_000, "miss, 200 recordings of ~100 KB bodies, --match-body"),
                               ("query", 80_000, "miss, 200 recordings, 80 KB query string")):
         recorded, request, cfg = miss_case(kind, size, new)
@@ -216,7 +216,7 @@ def miss_rows(quick: bool, old) -> list[dict]:
 
 def run(quick: bool = False) -> list[dict]:
     old = old_matching()
-    return match_rows(400 if quick else 10_000, old) + miss_rows(quick, old)
+    return match_rows(200 if quick else 10_000, old) + miss_rows(quick, old)
 
 
 def main() -> int:

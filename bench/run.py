@@ -17,7 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-MODULES = ["startup_bench", "replay_bench", "record_bench", "ws_bench", "inspect_bench", "vs_bench", "store_bench"]
+MODULES = ["startup_bench", "replay_bench", "record_bench", "ws_bench", "inspect_bench", "vs_bench", "store_bench",
+           "match_bench"]
 
 
 def machine() -> str:
