@@ -274,3 +274,24 @@ def test_pytest_plugin_reports_weak_and_out_of_order_matches(pytester):
     assert "#1 served for a request whose `messages[2].content[0].text` differs" in out
     assert "the nearest recording #1 differs in `messages[2].content[0].text` (strict matching)" in out
     assert '+messages[2].content[0].text: "first question, edited"' in out
+
+
+def test_a_decompression_bomb_is_a_miss_not_300_mb(tmp_path):
+    """A 10 KB zstd body that decodes to 300 MB: refused at the cap, the server stays small."""
+    import zstandard
+
+    cassette = tmp_path / "c.db"
+    _two_questions(cassette)
+    z = zstandard.ZstdCompressor().compressobj()
+    zeros = bytes(2**20)
+    bomb = b"".join(z.compress(zeros) for _ in range(300)) + z.flush()
+    assert len(bomb) < 20_000
+    with replayer(cassette, "--speed", "0") as rp:
+        r = httpx.post(rp.url + "/v1/messages", content=bomb, headers={"content-encoding": "zstd"}, timeout=20)
+        ok = httpx.post(rp.url + "/v1/messages", content=question("first question"))
+        peak_kb = int(next(ln for ln in open(f"/proc/{rp.popen.pid}/status") if ln.startswith("VmHWM")).split()[1])
+        assert rp.stop() == 0
+    assert r.status_code == 404 and r.json()["error"]["code"] == "body_too_large"
+    assert "decodes to more than 64 MB" in r.json()["error"]["message"]
+    assert ok.text == "first question"
+    assert peak_kb < 250_000, f"replay server peaked at {peak_kb // 1024} MB"

@@ -13,11 +13,15 @@ asked for) and ``diagnose`` (a miss's nearest recording and diff). ``http`` and
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import zstandard
 
 from ..codec import DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
@@ -63,6 +67,36 @@ def http_script(it: Interaction) -> HttpScript:
     )
 
 
+MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most
+
+
+def decode_for_matching(data: bytes, encoding: str | None, limit: int = MATCH_LIMIT) -> bytes | None:
+    """``data`` with its Content-Encoding removed, or None when that would exceed ``limit``
+    bytes (a 9.6 KB zstd body can expand to 300 MB): zstd, gzip and deflate are decoded
+    incrementally and stop at the limit; anything else goes to ``codec.decode_body``.
+
+    Until the shared decoder has a size limit of its own (issue 13's ``limit``), this is
+    the replay side's cap."""
+    enc = (encoding or "").strip().lower()
+    if not data or enc in ("", "identity"):
+        return data
+    try:
+        if enc == "zstd":
+            out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read(limit + 1)
+        elif enc in ("gzip", "x-gzip"):
+            out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, limit + 1)
+        elif enc == "deflate":
+            try:
+                out = zlib.decompressobj(zlib.MAX_WBITS).decompress(data, limit + 1)
+            except zlib.error:  # raw deflate, as some clients send it
+                out = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, limit + 1)
+        else:
+            return decode_body(data, encoding)
+    except (zstandard.ZstdError, zlib.error) as e:
+        raise DecodeError(f"cannot decode {enc} body: {e}") from e
+    return None if len(out) > limit else out
+
+
 def _hand_over_gil() -> None:
     # Called by a worker thread between recordings: a short sleep releases the GIL so the
     # event loop (playing other streams on time) never waits behind a whole index or diagnosis.
@@ -96,11 +130,20 @@ class Engine:
     def normalize(self, req: Request) -> Request:
         """Apply the recorder's transformations (decode, redact) to what matching compares:
         the query and body always, headers only when the configuration matches on them."""
-        body = req.body
+        return self._normalize(req)[0]
+
+    def _normalize(self, req: Request) -> tuple[Request, str | None]:
+        """The normalized request, and why its body cannot be compared (too large decoded)."""
+        body, problem = req.body, None
         try:
-            body = decode_body(body, req.body_encoding)
+            decoded = decode_for_matching(body, req.body_encoding)
         except DecodeError:
-            pass  # compare the raw bytes; a miss will show them
+            decoded = body  # compare the raw bytes; a miss will show them
+        if decoded is None:
+            problem = (f"the {req.body_encoding} request body decodes to more than {MATCH_LIMIT // 2**20} MB; "
+                       "it is not compared with any recording")
+        else:
+            body = decoded
         body = self.redactor.body(body)
         headers = self.redactor.headers(req.headers) if self.config.match_headers else req.headers
         return Request(
@@ -110,7 +153,7 @@ class Engine:
             headers=headers,
             body=body,
             body_encoding=req.body_encoding,
-        )
+        ), problem
 
     def prepared(self, req: Request, cls: str | None = None) -> bool:
         return self.matcher.prepared(self._keyed(req), cls)
@@ -129,10 +172,10 @@ class Engine:
 
     def http(self, req: Request) -> HttpScript | MissReply:
         """The script for a request, or a miss still to be diagnosed (``diagnose``)."""
-        req = self.normalize(req)
+        req, problem = self._normalize(req)
         with self._lock:
             try:
-                result = self.matcher.match(req, diagnose=False)
+                result = self._too_large(req, problem) if problem else self.matcher.match(req, diagnose=False)
                 if isinstance(result, Match):
                     return http_script(self._full(result.interaction))
             except CassetteError as e:
@@ -140,13 +183,18 @@ class Engine:
             self.misses.append(result)
         return MissReply(result)
 
+    @staticmethod
+    def _too_large(req: Request, problem: str) -> Miss:
+        target = f"{req.method.upper()} {req.path}"
+        return Miss(target, "body_too_large", f"{target}: {problem}", diagnosed=True)
+
     def handshake(self, req: Request) -> Match | Miss:
         """Match a WebSocket handshake: a recorded session (reserved until the first
         client frame binds it, see ``bind``), or a recorded refusal."""
-        req = self.normalize(req)
+        req, problem = self._normalize(req)
         with self._lock:
             try:
-                result = self.matcher.match(req, "ws", diagnose=False)
+                result = self._too_large(req, problem) if problem else self.matcher.match(req, "ws", diagnose=False)
                 if isinstance(result, Miss):
                     self.misses.append(result)
                 else:
