@@ -774,8 +774,8 @@ class Matcher:
 
     def _bucket(self, key: Key) -> _Bucket:
         bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.source.candidates(key), self.config)
+        if bucket is None:  # not prepared (in a worker thread) beforehand: index it now
+            bucket = self._buckets.setdefault(key, _Bucket(self.source.candidates(key), self.config))
         return bucket
 
     def _select(self, bucket: _Bucket, req: Request, key: Key, fq: Print) -> Match | Miss:
@@ -917,6 +917,7 @@ class Matcher:
             why = "no recording with this body" if miss._why == "body" else "no recording matches"
             miss.message = f"{miss.request}: {why}; nearest is {miss.nearest}"
         miss.diagnosed = True
+        miss._req = miss._print = miss._nearest = None  # a kept miss need not keep the request body
         return miss
 
     def _body_diff(self, it: Interaction, fq: Print):
