@@ -154,6 +154,19 @@ def _pieces(text: str) -> list[str]:
 
 SHARED = 2048  # top-level values this large are looked up in the shared-subtree cache
 _subtrees: dict[tuple, tuple[int, ...] | None] = {}  # (path, hash, size of canonical bytes) -> node hashes
+_subtree_tries: dict[str, int] = {}  # path -> lookups without a hit (-1: it has hit)
+
+
+def _worth_caching(path: str) -> bool:
+    """A top-level value that differs in every request (the messages) stops being dumped
+    and looked up after 16 misses; one that has repeated (the tools) always is."""
+    tries = _subtree_tries.get(path, 0)
+    if tries < 0:
+        return True
+    if tries >= 16:
+        return False
+    _subtree_tries[path] = tries + 1
+    return True
 
 
 def _nodes(node: Any, path: str, depth: int, out: set) -> None:
@@ -166,7 +179,7 @@ def _nodes(node: Any, path: str, depth: int, out: set) -> None:
             if len(dumped) <= SMALL:
                 out.add(hash((path, dumped)))
                 return
-        elif depth == CUT - 1:
+        elif depth == CUT - 1 and _worth_caching(path):
             # The tools and system prompt of one client are the same bytes in every request:
             # their nodes are computed once per process (from their second sighting on).
             dumped = _dumps(node)
@@ -174,6 +187,7 @@ def _nodes(node: Any, path: str, depth: int, out: set) -> None:
                 key = (path, hash(dumped), len(dumped))
                 cached = _subtrees.get(key, False)
                 if cached:
+                    _subtree_tries[path] = -1  # this path repeats: always worth looking up
                     out.update(cached)
                     return
                 if cached is None:  # seen once before: keep its nodes this time
@@ -184,11 +198,13 @@ def _nodes(node: Any, path: str, depth: int, out: set) -> None:
                     return
                 if len(_subtrees) > 4096:
                     _subtrees.clear()
+                    _subtree_tries.clear()
                 _subtrees[key] = None
         _children(node, path, depth, out)
     elif isinstance(node, str) and len(node) > SMALL:
-        out.add(hash((path, node)))
-        out.update([hash((path, "\n", piece)) for piece in _pieces(node)])
+        pieces = [hash((path, "\n", piece)) for piece in _pieces(node)]
+        out.update(pieces)
+        out.add(hash((path, tuple(pieces))))  # the whole string, in order
     else:
         out.add(hash((path, node.__class__, node)))  # the class keeps 1, 1.0 and true apart
 
