@@ -6,7 +6,6 @@ offset / speed), see ``proxy.timing``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ..timing import Pacer
