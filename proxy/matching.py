@@ -12,7 +12,8 @@ Rules
       earliest such recording wins, so the Nth identical request gets the Nth recording.
    b. otherwise the *most similar* body. The JSON tree down to depth ``CUT`` is turned
       into a set of (path, value-hash) nodes (deeper subtrees hash whole); the distance
-      is the number of nodes not shared, linear in body size. Recorded order breaks ties.
+      is the number of nodes not shared, linear in body size. Recorded order breaks ties,
+      and decides among recordings that share nothing particular with the request.
       The search covers the next ``window`` unused recordings in recorded order (
       concurrency reorders requests only locally) and widens to all unused ones when
       none of those is close.
@@ -52,6 +53,7 @@ from .presets import get as get_preset
 CUT = 4  # depth of the similarity tree; deeper subtrees are one node each
 WINDOW = 64  # unused recordings searched first, in recorded order
 TRIES = 4  # most similar candidates checked for being close before settling for a weak one
+UNRELATED = 1 << 40  # the distance of a recording that shares nothing particular with the request
 NEARBY = 32  # recordings a no-key-match diagnosis looks at
 MAX_DIFFERENCES = 20
 MAX_VALUE = 100  # characters of a value shown in a difference
@@ -628,10 +630,20 @@ class _Bucket:
         self.frame_prints: dict[int, Print | None] = {}
 
     def distances(self, fq: Print):
-        """A function index -> distance from the request (its nodes counted once here)."""
+        """A function index -> distance from the request: the nodes not shared. A recording
+        that shares nothing with the request beyond what every candidate has is no closer
+        for being smaller: those all rank last, equally, so recorded order decides."""
         rest = fq.nodes - self.core
         missing = len(self.core) - (len(fq.nodes) - len(rest))
-        return lambda i: len(rest ^ self.rest[i]) + missing
+
+        def dist(i: int) -> int:
+            other = self.rest[i]
+            shared = len(rest & other)
+            if not shared and other:
+                return UNRELATED
+            return len(rest) + len(other) - 2 * shared + missing
+
+        return dist
 
     def first_unused(self) -> int | None:
         while self.cursor < len(self.items) and self.used[self.cursor]:

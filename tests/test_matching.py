@@ -410,3 +410,12 @@ def test_format_path_and_ignores_on_other_types():
     doc = {"system": [{"text": 5}, {"text": "Today's date: 1\nkeep"}]}
     assert Ignore.parse("system[*].text~Today's date: .*").apply(doc) == 2
     assert doc == {"system": [{"text": 5}, {"text": "<ignored>\nkeep"}]}
+
+
+def test_a_request_unlike_every_recording_gets_the_next_in_recorded_order():
+    big = b'{"model":"sim-1","stream":true,"input":"Say hello"}'
+    small = b'{"model":"sim-1","input":"again"}'
+    m = Matcher([rec(1, big), rec(2, small)])
+    got = m.match(req(b"{}"))  # shares nothing with either: the smaller one is not "closer"
+    assert got.seq == 1 and got.weak and not got.out_of_order
+    assert m.match(req(b'{"model":"sim-1","input":"again!"}')).seq == 2
