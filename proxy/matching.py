@@ -555,12 +555,10 @@ class CandidateSource(Protocol):
 
 
 class ListSource:
-    """A CandidateSource over interactions already in memory (tests, imports, small files).
-    ``load_events`` (optional) fills in an interaction's chunks and frames, e.g. a Cassette's."""
+    """A CandidateSource over interactions already in memory (tests, imports, small files)."""
 
-    def __init__(self, interactions: Iterable[Interaction], load_events=None):
+    def __init__(self, interactions: Iterable[Interaction]):
         self.interactions = list(interactions)
-        self._load = load_events
         self._by_key: dict[Key, list[Interaction]] = {}
         for it in self.interactions:
             self._by_key.setdefault(request_key(it.request, it.kind), []).append(it)
@@ -579,8 +577,6 @@ class ListSource:
         return [it for tier in tiers for it in tier][:limit]
 
     def load_events(self, it: Interaction) -> Interaction:
-        if self._load is not None:
-            self._load(it)
         return it
 
     def __iter__(self) -> Iterator[Interaction]:
