@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..codec import DecodeError, decode_body
+from ..encoding import DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
 from ..matching import CandidateSource, Key, ListSource, Match, MatchConfig, Miss, canonical_body, describe, normalize_query
 from ..model import Close, Direction, End, Frame, Interaction, Request
