@@ -10,7 +10,7 @@ Rules (on by default; README "Redaction" lists them for users):
 * **Known key formats** (``RULES``) are found anywhere: paths, queries, header
   values, bodies, chunks, frames, log lines. Each rule is anchored: a key is a whole
   token (no key character right before or after it), has a bounded length, and the
-  random-looking ones must look random (upper and lower case; a digit too when short),
+  random-looking ones must look random (upper and lower case, and a digit unless 80+ long),
   so hyphenated words (``task-`` and more) or a 4 MB base64url blob are never touched.
 * **The recorder's own secrets**: the values of its environment variables whose
   names mark a secret (``KEY``, ``TOKEN``, ``SECRET``, ``PASSWORD``, ``PASSWD``,
@@ -35,8 +35,16 @@ its own order, each once no key can still span its end: at once when the chunk e
 on a byte no rule can match in the middle of a key (``\\n``, ``}``, binary, ...),
 else when the bytes after it decide (at most ``max_len`` of them), else at
 ``finish()``. A key across a boundary is masked on both sides of it; the boundary
-stays where it was. Base64-embedded secrets are found in whole bodies and frames,
-not across chunks.
+stays where it was. A base64 run in progress is held until it ends (up to
+``StreamRedactor.B64_HOLD``), so it is decoded and scanned whole.
+:class:`EncodedStreamRedactor` does the same for a compressed response (decoded as it
+arrives; stored as it came, or re-encoded chunk by chunk when it held a secret) and
+:class:`FrameRedactor` for WebSocket messages (whole, and per direction as a stream).
+
+**Request bodies** (:meth:`Redactor.request_body`) are decoded with the shared codec
+(``proxy.encoding``) before they are scrubbed; one that does not decode is stored as
+``undecodable_marker(...)``, never as the bytes sent. The replay server normalizes
+incoming requests with these same methods, so matching compares like with like.
 """
 
 from __future__ import annotations
@@ -51,8 +59,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote_plus
 
+from .encoding import DEFAULT_LIMIT, DecodeError, Decoder, Encoder, codings, decode_body
 from .jsonpath import delete_paths, set_paths
-from .model import Headers
+from .model import Direction, Headers
 
 REDACTED = "REDACTED"
 
@@ -390,14 +399,22 @@ class StreamRedactor:
     ``feed(data, tag)`` returns the ``(tag, data)`` pairs now safe to store, in
     order, each ``data`` as long as it was fed; ``finish()`` returns the rest.
     ``found`` counts the secrets scrubbed. Holds back at most ``max_len`` bytes
-    beyond the chunk in progress.
+    beyond the chunk in progress, or, with ``embedded`` (the base64 step), a base64
+    run still in progress up to ``B64_HOLD`` bytes, so that it is decoded whole: a
+    longer run that spans chunks is looked at only as the bytes it is.
     """
 
     _CTX = 64  # released bytes kept for look-behind
+    B64_HOLD = 1 << 20
 
-    def __init__(self, detector: Detector | None):
+    def __init__(self, detector: Detector | None, unsupported: str | None = None,
+                 embedded: Callable[[bytes], bytes] | None = None):
         self.detector = detector  # None: pass every chunk through at once
+        self.embedded = embedded
         self.found = 0
+        self.length_changed = False
+        # a body in a content-encoding we cannot decode is scrubbed as raw bytes
+        self.warning = f"unsupported content-encoding {unsupported!r}: scrubbed as raw bytes" if unsupported else None
         self._buf = bytearray()
         self._ctx = b""
         self._held: deque = deque()
@@ -429,6 +446,17 @@ class StreamRedactor:
         buf = self._buf
         # a chunk goes once its end is decided: no secret in progress can reach back over it
         limit = len(buf) if final else max(self.detector.releasable(buf), len(buf) - self.detector.max_len - 1)
+        if self.embedded is not None:
+            # base64 runs hold no breaker byte: those before the trailing run are complete
+            complete = len(buf) if final else len(buf.rstrip(_RULE_CHARS))
+            if len(buf) - complete <= self.B64_HOLD:
+                limit = min(limit, complete)
+            if complete:
+                region = bytes(buf[:complete])
+                clean = self.embedded(region)
+                if clean is not region:
+                    self.found += 1
+                    buf[:complete] = clean
         pos = 0
         while self._held and pos + self._held[0][1] <= limit:
             tag, size = self._held.popleft()
@@ -519,9 +547,12 @@ class Redactor:
             buf = bytearray(data)
             _apply(buf, hits)
             data = bytes(buf)
-        return self._base64(data)
+        return self.embedded(data)
 
-    def _base64(self, data: bytes) -> bytes:
+    def embedded(self, data: bytes) -> bytes:
+        """Secrets inside base64 / base64url runs of ``data``, re-encoded scrubbed (same length)."""
+        if not self.enabled or not data:
+            return data
         buf = None
         for s, e, raw, url in base64_runs(data):
             hits = self.detector.find(raw)
@@ -556,14 +587,173 @@ class Redactor:
                     data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         return self.data(data)
 
+    def request_body(self, raw: bytes, encoding: str | None, limit: int | None = DEFAULT_LIMIT
+                     ) -> tuple[bytes, str | None]:
+        """A request body as the wire carried it -> what is stored (and compared on
+        replay): decoded by its Content-Encoding, then scrubbed. A body that does not
+        decode is never stored as it came (it could hold a key in any form): it becomes
+        ``undecodable_marker(encoding)``, and the second value says why."""
+        try:
+            body = decode_body(raw, encoding, limit)
+        except DecodeError as e:
+            return undecodable_marker(encoding), str(e)
+        return self.body(body), None
+
     def stream(self) -> StreamRedactor:
         """A redactor for one streamed body (see StreamRedactor)."""
-        return StreamRedactor(self.detector if self.enabled else None)
+        return StreamRedactor(self.detector if self.enabled else None, embedded=self.embedded)
+
+    def response_body(self, encoding: str | None, limit: int | None = DEFAULT_LIMIT):
+        """A redactor for one streamed response body with this Content-Encoding:
+        a StreamRedactor when it is identity, else an EncodedStreamRedactor."""
+        if not self.enabled:
+            return self.stream()
+        try:
+            applied = codings(encoding)
+        except DecodeError:
+            return StreamRedactor(self.detector, unsupported=encoding, embedded=self.embedded)
+        return EncodedStreamRedactor(self, encoding, limit) if applied else self.stream()
+
+    def frames(self) -> "FrameRedactor":
+        """A redactor for the messages of one WebSocket session (see FrameRedactor)."""
+        return FrameRedactor(self)
+
+
+def undecodable_marker(encoding: str | None) -> bytes:
+    """What is stored for a request body that does not decode as its Content-Encoding."""
+    return f"[proxy: body not stored: it does not decode as content-encoding {encoding!r}]".encode()
+
+
+class EncodedStreamRedactor:
+    """A response body in a Content-Encoding (gzip, br, zstd, deflate, stacked).
+
+    Each chunk is decoded as it arrives and the decoded stream scrubbed (as
+    StreamRedactor does). Chunks are held until ``finish()``, which returns them as
+    they came when no secret was found, else re-encoded: the scrubbed decoded bytes of
+    each chunk encoded with a flush, so the same chunks (count, tags) carry a valid
+    body whose sizes differ (``length_changed``: a stored content-length must follow).
+    A body that does not decode is scrubbed as raw bytes, same length, and ``warning``
+    says so. Same interface as StreamRedactor.
+    """
+
+    def __init__(self, redactor: Redactor, encoding: str, limit: int | None = DEFAULT_LIMIT):
+        self.redactor, self.encoding = redactor, encoding
+        self._decoder: Decoder | None = Decoder(encoding, limit)
+        self._stream = redactor.stream()
+        self._chunks: list[tuple[object, bytes]] = []
+        self._clean: dict[int, bytearray] = {}
+        self.found = 0
+        self.length_changed = False
+        self.warning: str | None = None
+
+    def feed(self, data: bytes, tag=None) -> list[tuple[object, bytes]]:
+        i = len(self._chunks)
+        self._chunks.append((tag, data))
+        if self._decoder is not None:
+            try:
+                self._take(self._stream.feed(self._decoder.feed(data), i))
+            except DecodeError as e:
+                self._decoder, self.warning = None, f"response body does not decode as {self.encoding!r}: {e}"
+        return []
+
+    def _take(self, released) -> None:
+        for i, clean in released:
+            self._clean.setdefault(i, bytearray()).extend(clean)
+
+    def finish(self) -> list[tuple[object, bytes]]:
+        if not self._chunks:
+            return []
+        if self._decoder is not None:
+            try:
+                tail = self._decoder.finish()
+            except DecodeError:
+                tail = b""  # a cut stream: everything that decoded was scanned
+            last = len(self._chunks) - 1
+            self._take(self._stream.feed(tail, last) + self._stream.finish())
+            self.found = self._stream.found
+            if not self.found:
+                return list(self._chunks)
+            return self._reencode()
+        # undecodable: scrub what was on the wire, as bytes
+        raw = self.redactor.stream()
+        out = []
+        for i, (_, data) in enumerate(self._chunks):
+            out += raw.feed(data, i)
+        out += raw.finish()
+        self.found = raw.found
+        return [(self._chunks[i][0], data) for i, data in out]
+
+    def _reencode(self) -> list[tuple[object, bytes]]:
+        enc = Encoder(self.encoding)
+        out: list[tuple[object, bytes]] = []
+        carry = b""
+        for i, (tag, _) in enumerate(self._chunks):
+            piece = carry + enc.feed(bytes(self._clean.get(i, b"")))
+            if i == len(self._chunks) - 1:
+                piece += enc.finish()
+            if piece:
+                out.append((tag, piece))
+                carry = b""
+            else:
+                carry = piece  # nothing to send for this chunk yet: it joins the next one
+        self.length_changed = True
+        return out
+
+
+class FrameRedactor:
+    """The messages of one WebSocket session. Each is scrubbed whole (base64 inside
+    JSON included) and, per direction, as one stream, so a key split across two
+    messages of one side is caught too. ``feed`` returns the ``(tag, payload)`` pairs
+    now safe to store in the order the messages arrived (a message that could still be
+    the start of a split key holds back the ones after it); payload sizes never
+    change. Past ``MAX_HELD`` bytes held, the side holding the oldest message is
+    flushed: a key split across that boundary is then missed."""
+
+    MAX_HELD = 1 << 20
+
+    def __init__(self, redactor: Redactor):
+        self.redactor = redactor
+        self._streams: dict[Direction, StreamRedactor] = {}
+        self._queue: deque[list] = deque()  # [tag, direction, size, clean payload or None]
+        self._held = 0
+        self.found = 0
+
+    def feed(self, direction: Direction, payload: bytes, tag=None) -> list[tuple[object, bytes]]:
+        entry = [tag, direction, len(payload), None]
+        self._queue.append(entry)
+        self._held += len(payload)
+        stream = self._streams.get(direction)
+        if stream is None:
+            stream = self._streams[direction] = self.redactor.stream()
+        self._fill(stream.feed(payload, entry))
+        while self._held > self.MAX_HELD and self._queue and self._queue[0][3] is None:
+            self._fill(self._streams[self._queue[0][1]].finish())
+        return self._pop()
+
+    def finish(self) -> list[tuple[object, bytes]]:
+        for stream in self._streams.values():
+            self._fill(stream.finish())
+        return self._pop()
+
+    def _fill(self, released) -> None:
+        for entry, clean in released:
+            entry[3] = clean
+
+    def _pop(self) -> list[tuple[object, bytes]]:
+        out = []
+        while self._queue and self._queue[0][3] is not None:
+            tag, _, size, clean = self._queue.popleft()
+            self._held -= size
+            out.append((tag, self.redactor.embedded(clean)))
+        self.found = sum(s.found for s in self._streams.values())
+        return out
 
 NO_REDACTION = Redactor(enabled=False)
 __all__ = [
     "BREAKERS",
     "Detector",
+    "EncodedStreamRedactor",
+    "FrameRedactor",
     "Hit",
     "NO_REDACTION",
     "REDACTED",
@@ -575,4 +765,5 @@ __all__ = [
     "delete_paths",
     "env_secrets",
     "marker",
+    "undecodable_marker",
 ]

@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
+from proxy.encoding import Encoder, decode_body, encode_body
+from proxy.model import Direction
 from proxy.redaction import (
     BREAKERS,
     REDACTED,
@@ -20,6 +22,7 @@ from proxy.redaction import (
     Redactor,
     env_secrets,
     marker,
+    undecodable_marker,
 )
 
 from .fake_secrets import REPORTED, STANDALONE, fake
@@ -233,14 +236,18 @@ def test_chunks_ending_on_a_breaker_are_released_at_once_others_when_decided():
     assert s.feed(b'data: {"text":"to', "e2") == []  # could be the start of a key: held
     assert s.feed(b'day"}\n\n', "e3") == [("e2", b'data: {"text":"to'), ("e3", b'day"}\n\n')]
     assert s.finish() == []
-    # a long token stream with no breakers is held at most max_len bytes past a chunk
+    # a base64 run in progress is held until it ends (to be decoded whole), up to B64_HOLD
     s = r.stream()
-    blob = base64.urlsafe_b64encode(os.urandom(200_000))
-    released = 0
-    for i in range(0, len(blob), 4096):
-        released += sum(len(c) for _, c in s.feed(blob[i : i + 4096], i))
-        assert (i + 4096) - released <= r.detector.max_len + 2 * 4096
+    blob = base64.urlsafe_b64encode(os.urandom(1_000_000))
+    step, released = 65_536, 0
+    for i in range(0, len(blob), step):
+        released += sum(len(c) for _, c in s.feed(blob[i : i + step], i))
+        held = min(i + step, len(blob)) - released
+        assert held <= s.B64_HOLD + r.detector.max_len + step
+    assert 0 < released < len(blob)  # past B64_HOLD the run is released behind the key lookahead
     assert released + sum(len(c) for _, c in s.finish()) == len(blob)
+    s = r.stream()
+    assert s.feed(b'{"audio":"' + blob[:1000], 1) == [] and s.feed(blob[1000:2000] + b'"}', 2) != []
 
 
 def test_disabled_redaction_streams_through():
@@ -258,3 +265,71 @@ def test_detector_literals_and_patterns_together():
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 40])
 def test_marker_has_the_length_of_the_secret(n):
     assert len(marker(n)) == n and marker(n).startswith(b"REDACTED"[: min(n, 8)])
+
+
+# -- request bodies, compressed responses, WebSocket messages -------------------------
+
+
+def test_request_bodies_are_decoded_by_the_shared_codec_then_scrubbed():
+    r = Redactor()
+    key = fake("openai-key")
+    body = json.dumps({"input": f"my key {key}"}).encode()
+    for enc in (None, "gzip", "x-gzip", "deflate", "br", "zstd", "gzip, gzip", "identity, gzip", "br, zstd"):
+        stored, problem = r.request_body(encode_body(body, enc) if enc else body, enc)
+        assert problem is None and stored == r.data(body) and key.encode() not in stored, enc
+    for raw, enc in ((b"not gzip " + key.encode(), "gzip"), (b"x", "compress"),
+                     (encode_body(bytes(2_000_000), "zstd"), "zstd")):
+        stored, problem = r.request_body(raw, enc, limit=1_000_000)
+        assert stored == undecodable_marker(enc) and problem, enc  # never the bytes as sent
+    assert Redactor(enabled=False).request_body(encode_body(body, "br"), "br") == (body, None)
+
+
+def _response(r: Redactor, encoding, chunks):
+    s = r.response_body(encoding)
+    out = []
+    for i, c in enumerate(chunks):
+        out += s.feed(c, i)
+    return s, out + s.finish()
+
+
+def test_a_compressed_response_is_stored_as_it_came_or_re_encoded_chunk_by_chunk():
+    r = Redactor()
+    key = fake("anthropic-key")
+    sse = b"".join(f'data: {{"i":{i},"text":"{key if i == 7 else "word"}"}}\n\n'.encode() for i in range(20))
+    for enc in ("gzip", "deflate", "br", "zstd", "gzip, br"):
+        e = Encoder(enc)
+        chunks = [e.feed(sse[i : i + 97]) for i in range(0, len(sse), 97)] + [e.finish()]
+        s, out = _response(r, enc, chunks)
+        assert [t for t, _ in out] == list(range(len(chunks))) and s.length_changed
+        body = decode_body(b"".join(c for _, c in out), enc)
+        assert body == r.data(sse) and key.encode() not in body
+        clean = Encoder(enc)
+        plain = [clean.feed(b"data: {}\n\n"), clean.finish()]
+        s, out = _response(r, enc, plain)
+        assert [c for _, c in out] == plain and not s.length_changed  # no secret: the bytes as they came
+    # a body that does not decode as declared is scrubbed as the bytes it is
+    s, out = _response(r, "gzip", [b"plain " + key.encode()[:40], key.encode()[40:] + b" text"])
+    assert s.warning and [len(c) for _, c in out] == [46, len(key) - 40 + 5]
+    assert key.encode() not in b"".join(c for _, c in out)
+
+
+def test_websocket_messages_keep_their_order_and_a_key_split_across_two_is_caught():
+    r = Redactor()
+    key = fake("openai-project-key").encode()
+    f = r.frames()
+    out = f.feed(Direction.CLIENT, b'{"a":"' + key[:50], "c1")
+    assert out == []  # could be the start of a key: held, and what follows with it
+    out += f.feed(Direction.SERVER, b'{"type":"ping"}', "s1")
+    out += f.feed(Direction.CLIENT, key[50:] + b'"}', "c2")
+    out += f.feed(Direction.SERVER, json.dumps({"b64": base64.b64encode(key).decode()}).encode(), "s2")
+    out += f.finish()
+    assert [t for t, _ in out] == ["c1", "s1", "c2", "s2"]
+    assert out[0][1] == b'{"a":"' + marker(len(key))[:50] and out[2][1] == marker(len(key))[50:] + b'"}'
+    assert key not in base64.b64decode(json.loads(out[3][1])["b64"])
+    # past MAX_HELD the oldest side is flushed: memory stays bounded
+    f = r.frames()
+    assert f.feed(Direction.CLIENT, b"abc", 0) == []
+    released = []
+    for i in range(1, 40):
+        released += f.feed(Direction.SERVER, b"\x00" * 50_000, i)
+    assert released and released[0] == (0, b"abc")
