@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..encoding import DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
 from ..matching import CandidateSource, Key, ListSource, Match, MatchConfig, Miss, canonical_body, describe, normalize_query
 from ..model import Close, Direction, End, Frame, Interaction, Request
@@ -166,19 +165,17 @@ class Engine:
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:
-        """Apply the recorder's transformations (decode, redact) to what matching compares:
-        the query always, headers and body only when the configuration matches on them."""
+        """Apply the recorder's transformations to what matching compares, with the
+        recorder's functions: the path and query always; the body (decoded by the shared
+        codec, scrubbed, or the same marker when it does not decode) and headers only
+        when the configuration matches on them."""
         body = req.body
         if self.config.match_body:
-            try:
-                body = decode_body(body, req.body_encoding)
-            except DecodeError:
-                pass  # compare the raw bytes; a miss will show them
-            body = self.redactor.body(body)
+            body, _ = self.redactor.request_body(body, req.body_encoding)
         headers = self.redactor.headers(req.headers) if self.config.match_headers else req.headers
         return Request(
             method=req.method,
-            path=req.path,
+            path=self.redactor.path(req.path),
             query=self.redactor.query(req.query),
             headers=headers,
             body=body,
