@@ -69,3 +69,18 @@ STANDALONE = ("openai-key", "openai-project-key", "openai-service-key", "openai-
 # the kind redaction reports for each (the project/service/admin keys are OpenAI keys)
 REPORTED = {k: k for k in STANDALONE} | {"openai-project-key": "openai-key", "openai-service-key": "openai-key",
                                          "openai-admin-key": "openai-key", "github-pat": "github-token"}
+
+
+def assert_clean(*paths, secrets=(), patterns=()) -> None:
+    """``proxy audit`` finds nothing in these cassettes (and their -wal): no key format,
+    none of ``secrets`` (checked as literal values, as the recorder's environment
+    secrets are), no match of ``patterns``. Use this, never a grep of the file: the
+    store compresses headers and bodies, so a grep sees nothing."""
+    from proxy.audit import Auditor
+    from proxy.redaction import Redactor
+
+    env = {f"TEST_SECRET_{i}_TOKEN": s for i, s in enumerate(secrets)}
+    auditor = Auditor(Redactor.build(extra_patterns=patterns, environ=env))
+    assert len(auditor.redactor.secrets) == len(env), "a test secret too short or plain to be checked"
+    findings = [str(f) for p in paths for f in auditor.file(p)]
+    assert findings == [], "\n".join(findings)
