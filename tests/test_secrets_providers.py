@@ -280,6 +280,11 @@ def test_every_provider_records_no_secret_and_replays(upstream_all, tmp_path, mo
             for _ in range(3):  # compressed replies with a true content-length, decoded by httpx
                 r = http.post(f"/echo/{GOOGLE}/files", params={"key": GOOGLE, "q": "x"})
                 assert r.status_code == 200 and json.loads(r.content)["client_secret"]["value"].startswith("REDACTED")
+            # a miss names the request and the nearest recording: redacted as well
+            r = http.post(f"/echo/{OPENAI}/nowhere", params={"key": GOOGLE, "other": JWT}, json={"k": ANTHROPIC})
+            assert r.status_code == 404 and "REDACTED" in r.text
+            assert not any(s in r.text for s in ALL), r.text
+    assert "miss" in rp.err and not any(s in rp.out + rp.err for s in ALL)
 
 
 def test_audit_cli_finds_a_planted_key_in_each_place(tmp_path):
