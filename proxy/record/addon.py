@@ -173,6 +173,8 @@ class Recorder:
             return
         now = time.time()
         for it in live.values():
+            self._end_body(None, it)  # what the redactors still hold belongs to the cut flow too
+            self._end_frames(it)
             self.cassette.finish(it.iid, End.INCOMPLETE, detail, now - it.t0)
         self.recorded += len(live)
         self.cut_by_stop += len(live)
@@ -260,18 +262,19 @@ class Recorder:
 
         resp.stream = stream
 
-    def _end_body(self, flow: http.HTTPFlow, live: _Live) -> None:
+    def _end_body(self, flow: http.HTTPFlow | None, live: _Live) -> None:
         """Store the chunks the body redactor still holds; fix a content-length the
         re-encoding of a compressed body made untrue."""
         if live.body is None:
             return
         body, live.body = live.body, None
-        stored = 0
+        stored = 0  # a re-encoded body (the only kind whose length changes) is released whole here
         for offset, clean in body.finish():
             self.cassette.add_chunk(live.iid, Chunk(offset, clean))
             stored += len(clean)
         if body.warning:
-            log.warning("%s %s: %s", flow.request.method, self._path(flow), body.warning)
+            log.warning("%s: %s", f"{flow.request.method} {self._path(flow)}" if flow else "a response cut by the stop",
+                        body.warning)
         if body.length_changed and live.response is not None and live.response.header("content-length") is not None:
             headers = [(k, str(stored) if k.lower() == "content-length" else v) for k, v in live.response.headers]
             live.response = Response(live.response.status, live.response.reason, headers)
