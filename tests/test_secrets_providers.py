@@ -12,6 +12,8 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
+import sys
 
 import anthropic
 import httpx
@@ -19,6 +21,7 @@ import openai
 import pytest
 from google import genai
 from google.genai import types as gtypes
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from proxy.encoding import DecodeError, decode_body, encode_body
@@ -224,7 +227,7 @@ def _drive(url: str) -> dict:
         ws.send(OPENAI.encode()[20:] + b"\x00")
         ws.recv(timeout=5)
         ws.send("bye")
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
     with connect(f"{ws_url}/v1/realtime?model=gpt-realtime",
                  subprotocols=["realtime", f"openai-insecure-api-key.{OPENAI}"]) as ws:
@@ -232,7 +235,7 @@ def _drive(url: str) -> dict:
         ws.send(json.dumps({"type": "session.update", "client_secret": {"value": EPHEMERAL}}))
         seen["realtime"] = json.loads(ws.recv(timeout=5))["echo"]
         ws.send("bye")
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
     return seen
 
@@ -292,9 +295,6 @@ def test_audit_cli_finds_a_planted_key_in_each_place(tmp_path):
     its = list({id(it): it for it, _, _ in cases}.values())
     path = _write(tmp_path / "planted.db", its)
     env = dict(os.environ, UPSTREAM_API_KEY="Zq7" + "AuditEnv0Value9")
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, "-m", "proxy.cli", "audit", str(path), str(tmp_path / "none.db")],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2  # one file was no cassette: nothing is proved

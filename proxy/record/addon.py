@@ -336,8 +336,9 @@ class Recorder:
         msg = flow.websocket.messages[-1]
         live.frames_seen += 1
         direction = Direction.CLIENT if msg.from_client else Direction.SERVER
-        frame = Frame(direction, msg.is_text, msg.timestamp - live.t0, b"")
-        for frame, clean in live.frames.feed(direction, msg.content, frame):
+        # the Frame rides along as the tag; its payload is set when the redactor releases it
+        tag = Frame(direction, msg.is_text, msg.timestamp - live.t0, b"")
+        for frame, clean in live.frames.feed(direction, msg.content, tag):
             frame.payload = clean
             self.cassette.add_frame(live.iid, frame)
 
