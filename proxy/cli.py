@@ -10,12 +10,14 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 import click
 
 from . import inspect as insp
+from .audit import Auditor
 from .jsonpath import PathError
 from .matching import MatchConfig
 from .presets import PRESETS
@@ -389,6 +391,44 @@ def migrate(paths) -> None:
         click.echo(f"{path}: schema {before} -> {after}" if before != after else f"{path}: schema {after}, up to date")
     if failed:
         raise click.exceptions.Exit(2)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="PATH...")
+@click.option("--pattern", "patterns", multiple=True, metavar="REGEX",
+              help="Also report matches of this regex (repeatable), as --redact-pattern scrubs them.")
+def audit(paths, patterns) -> None:
+    """Check cassettes for secrets, fully decoded: headers, paths, queries, request and
+    response bodies in every content encoding, frames, base64 inside JSON, the -wal
+    beside the file. Looks for known key formats and the values of this process's
+    secret-named environment variables. One line per finding, the value masked:
+    FILE #INTERACTION LOCATION KIND VALUE. Exit 0 when clean, 1 on a finding, 2 when
+    a file is no readable cassette.
+
+    \b
+      proxy audit cassettes/*.db
+      proxy audit --pattern 'cust_[0-9]{6}' tests/cassettes/chat.db
+    """
+    try:
+        auditor = Auditor(RedactionOptions(patterns=tuple(patterns)).redactor())
+    except (re.error, PathError) as e:
+        raise UserError(f"bad --pattern: {e}") from None
+    findings, bad = 0, 0
+    for path in paths:
+        try:
+            found = auditor.file(path)
+        except CassetteError as e:
+            click.echo(f"proxy: {e}", err=True)
+            bad += 1
+            continue
+        for f in found:
+            click.echo(str(f))
+        findings += len(found)
+    if findings or bad:
+        click.echo(f"proxy audit: {findings} finding(s) in {len(paths)} cassette(s)"
+                   + (f", {bad} unreadable" if bad else ""), err=True)
+    if bad or findings:
+        raise click.exceptions.Exit(2 if bad else 1)
 
 
 def main() -> None:

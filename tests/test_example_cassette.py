@@ -8,6 +8,7 @@ from proxy.testing import fake_key
 from proxy.store import Cassette
 
 from .conftest import ROOT, replayer
+from .fake_secrets import assert_clean
 
 EXAMPLE = ROOT / "cassettes" / "example.db"
 
@@ -32,8 +33,7 @@ def test_example_cassette_replays_with_openai_sdk():
 
 
 def test_example_cassette_holds_no_key():
-    data = EXAMPLE.read_bytes()
-    assert b"sk-example" not in data
+    assert_clean(EXAMPLE, secrets=[fake_key("example")])
     with Cassette.open(EXAMPLE) as c:
         for it in c.interactions():
             assert it.request.header("authorization") == "REDACTED"

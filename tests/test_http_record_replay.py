@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -16,6 +17,7 @@ from proxy.sse import parse
 from proxy.store import Cassette
 
 from .conftest import API_KEY, replayer
+from .fake_secrets import assert_clean
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
@@ -160,15 +162,11 @@ def test_api_key_never_stored(upstream, recorder):
     client = openai.OpenAI(base_url=recorder.url + "/v1", api_key=API_KEY, max_retries=0)
     client.responses.create(model="sim-1", input=f"my key is {API_KEY}", extra_headers={"api-key": API_KEY})
     httpx.get(recorder.url + "/v1/models", params={"api-key": API_KEY}, headers={"x-api-key": API_KEY})
-    files = [p for p in recorder.cassette.parent.iterdir() if p.name.startswith("rec.db")]
-    assert any(p.name.endswith("-wal") for p in files)  # checked while the WAL is live
-    key = API_KEY.encode()
-    for p in files:
-        assert key not in p.read_bytes(), p
+    assert Path(str(recorder.cassette) + "-wal").exists()  # audited while the WAL is live
+    assert_clean(recorder.cassette, secrets=[API_KEY])
     recorder.stop()
     assert API_KEY not in recorder.out + recorder.err  # nor in the recorder's log
-    for p in recorder.cassette.parent.iterdir():
-        assert key not in p.read_bytes(), p
+    assert_clean(recorder.cassette, secrets=[API_KEY])
     with Cassette.open(recorder.cassette) as c:
         its = list(c.interactions())
     assert its[0].request.header("authorization") == "REDACTED"

@@ -15,6 +15,7 @@ from proxy.model import Kind
 from proxy.store import Cassette
 
 from .conftest import API_KEY, ROOT, proxy_proc, run_cli
+from .fake_secrets import assert_clean
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 STREAM = {"model": "sim-1", "input": "modes", "stream": True}
@@ -122,7 +123,7 @@ def test_forward_proxy_recording_with_https_upstream(tls_upstream, tls_files, tm
         (it,) = [i for i in cas.interactions() if i.request.path == "/v1/responses"]
     assert it.request.scheme == "https" and it.request.host == "127.0.0.1"
     assert it.body == r.content and len(it.chunks) > 5
-    assert API_KEY.encode() not in c.read_bytes()
+    assert_clean(c, secrets=[API_KEY])
 
 
 def test_cassette_dir_by_header_and_by_prefix(tmp_path):

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from proxy.matching import Match, MatchConfig, Matcher, Miss
 from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
-from proxy.redaction import Redactor
 from proxy.replay.engine import Engine, HttpScript, MissReply
 from proxy.sse import SSEParser, parse
 from proxy.store import Cassette, CassetteError
@@ -110,22 +109,6 @@ def test_sse_parser_same_events_whatever_the_chunking(datas, cuts):
         pos += cut
     got += [(e.event, e.data) for e in p.feed(stream[pos:])]
     assert got == whole and len(whole) == len(datas)
-
-
-key_chars = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", min_size=20, max_size=60)
-
-
-@FAST
-@given(key_chars, st.text(max_size=50), st.text(max_size=50))
-def test_redaction_never_leaks_a_key(key_body, before, after):
-    key = "sk-" + key_body
-    r = Redactor()
-    blob = f"{before}{key}{after}".encode()
-    assert key.encode() not in r.data(blob)
-    assert key not in r.text(f"{before}{key}{after}")
-    assert all(key not in v for _, v in r.headers([("x-anything", f"Bearer {key}"), ("Authorization", key)]))
-    assert key not in r.query(f"a=1&api-key={key}&q={key}")
-    assert key.encode() not in r.body(json.dumps({"nested": {"k": key}, "l": [key]}).encode())
 
 
 @FAST

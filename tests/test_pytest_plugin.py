@@ -7,8 +7,10 @@ import shutil
 import pytest
 
 from proxy.store import Cassette
+from proxy.testing import fake_key
 
 from .conftest import ROOT
+from .fake_secrets import assert_clean
 
 pytest_plugins = ["pytester"]
 
@@ -74,7 +76,7 @@ def test_record_once_then_replay_without_upstream(suite, upstream):
     cassette = suite.path / "cassettes" / "recorded.db"
     with Cassette.open(cassette) as c:
         assert c.count() == 1
-    assert b"sk-plugin-key" not in cassette.read_bytes()
+    assert_clean(cassette, secrets=[fake_key("plugin-key")])
     upstream.stop_thread()
     r = suite.runpytest_subprocess()  # mode none: replay only
     r.assert_outcomes(passed=1)

@@ -16,6 +16,7 @@ from proxy.model import Direction, Kind
 from proxy.store import Cassette
 
 from .conftest import API_KEY, replayer
+from .fake_secrets import assert_clean
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
@@ -88,7 +89,7 @@ def test_coding_agent_session_replays(upstream, recorder):
     assert main.request.header("openai-beta") == "responses_websockets=2026-02-06"
     assert 0.29 <= main.ttfb < 0.6
     assert [f.direction for f in main.frames].count(Direction.CLIENT) == 3
-    assert API_KEY.encode() not in recorder.cassette.read_bytes()
+    assert_clean(recorder.cassette, secrets=[API_KEY])
 
     with replayer(recorder.cassette) as rp:
         rep = Agent(rp.url).run()  # new session ids, new request ids and timestamps

@@ -29,6 +29,16 @@ reports, in one line, with exit code 2.
 Streaming: mitmproxy buffers a whole response unless ``flow.response.stream`` is
 set; we set it to a callable for every response, so SSE events reach the client
 as upstream sends them and each call is one recorded chunk with its offset.
+
+Redaction (``proxy.redaction``) happens here, before anything is queued: the path,
+query and headers; the request body decoded by its Content-Encoding with the shared
+codec (one that does not decode is stored as a marker, with a warning); response
+chunks through a streaming redactor that catches a key split across chunks and keeps
+every chunk's size and offset (it may store a chunk a little later than it passed: at
+most until the bytes after it show no key runs across its end); a compressed response
+is decoded, scrubbed and stored as it came, or re-encoded chunk by chunk (with a true
+content-length) when it held a secret, once it ends; WebSocket messages whole and per
+direction as a stream. What the client receives is never changed.
 """
 
 from __future__ import annotations
@@ -64,13 +74,17 @@ class _Live:
     """An interaction in flight. (A plain class: mitmproxy runs this file as a script that
     is not in sys.modules while it loads, which @dataclass needs.)"""
 
-    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen")
+    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames")
 
     def __init__(self, iid: int, t0: float) -> None:
         self.iid, self.t0 = iid, t0
         self.kind = Kind.HTTP
         self.body_bytes = 0
         self.frames_seen = 0
+        self.response: Response | None = None  # as stored, for a content-length fixed at the end
+        self.ttfb: float | None = None
+        self.body = None  # the response body's stream redactor
+        self.frames = None  # the session's FrameRedactor
 
 
 async def _flushed(writer: CassetteWriter) -> None:
@@ -159,6 +173,8 @@ class Recorder:
             return
         now = time.time()
         for it in live.values():
+            self._end_body(None, it)  # what the redactors still hold belongs to the cut flow too
+            self._end_frames(it)
             self.cassette.finish(it.iid, End.INCOMPLETE, detail, now - it.t0)
         self.recorded += len(live)
         self.cut_by_stop += len(live)
@@ -197,22 +213,22 @@ class Recorder:
             return
         r = flow.request
         encoding = r.headers.get("content-encoding")
-        try:
-            body = r.get_content(strict=True) or b""
-        except ValueError:
-            body = r.raw_content or b""  # undecodable: keep the bytes as sent
+        path, _, query = r.path.partition("?")
+        path = self.redactor.path(path)
+        body, problem = self.redactor.request_body(r.raw_content or b"", encoding)
+        if problem:
+            log.warning("%s %s: request body stored as a marker, not as sent (%s)", r.method, path, problem)
         req = Request(
             method=r.method,
-            path=r.path.split("?", 1)[0],
-            query=r.path.split("?", 1)[1] if "?" in r.path else "",
+            path=path,
+            query=self.redactor.query(query),
             headers=self.redactor.headers(list(r.headers.items(multi=True))),
-            body=self.redactor.body(body),
+            body=body,
             body_encoding=encoding,
             scheme=r.scheme,
             host=r.host,
             port=r.port,
         )
-        req.query = self.redactor.query(req.query)
         it = Interaction(Kind.HTTP, req, started_at=r.timestamp_start)
         try:
             seq = self.cassette.begin(it)
@@ -227,29 +243,56 @@ class Recorder:
             return
         resp = flow.response
         is_ws = resp.status_code == 101
-        self.cassette.set_response(
-            live.iid,
-            Response(resp.status_code, resp.reason, self.redactor.headers(list(resp.headers.items(multi=True)))),
-            resp.timestamp_start - live.t0,
-            kind=Kind.WEBSOCKET if is_ws else None,
-        )
+        live.response = Response(resp.status_code, resp.reason,
+                                 self.redactor.headers(list(resp.headers.items(multi=True))))
+        live.ttfb = resp.timestamp_start - live.t0
+        self.cassette.set_response(live.iid, live.response, live.ttfb, kind=Kind.WEBSOCKET if is_ws else None)
         if is_ws:
             live.kind = Kind.WEBSOCKET
+            live.frames = self.redactor.frames()
             return
+        live.body = self.redactor.response_body(resp.headers.get("content-encoding"))
 
         def stream(data: bytes) -> bytes:
             if data and self.live.get(flow.id) is live:  # b"" marks the end; not live: cut by the stop
                 live.body_bytes += len(data)
-                self.cassette.add_chunk(live.iid, Chunk(time.time() - live.t0, self.redactor.data(data)))
+                for offset, clean in live.body.feed(data, time.time() - live.t0):
+                    self.cassette.add_chunk(live.iid, Chunk(offset, clean))
             return data
 
         resp.stream = stream
+
+    def _end_body(self, flow: http.HTTPFlow | None, live: _Live) -> None:
+        """Store the chunks the body redactor still holds; fix a content-length the
+        re-encoding of a compressed body made untrue."""
+        if live.body is None:
+            return
+        body, live.body = live.body, None
+        stored = 0  # a re-encoded body (the only kind whose length changes) is released whole here
+        for offset, clean in body.finish():
+            self.cassette.add_chunk(live.iid, Chunk(offset, clean))
+            stored += len(clean)
+        if body.warning:
+            log.warning("%s: %s", f"{flow.request.method} {self._path(flow)}" if flow else "a response cut by the stop",
+                        body.warning)
+        if body.length_changed and live.response is not None and live.response.header("content-length") is not None:
+            headers = [(k, str(stored) if k.lower() == "content-length" else v) for k, v in live.response.headers]
+            live.response = Response(live.response.status, live.response.reason, headers)
+            self.cassette.set_response(live.iid, live.response, live.ttfb)
+
+    def _end_frames(self, live: _Live) -> None:
+        if live.frames is not None:
+            frames, live.frames = live.frames, None
+            for frame, clean in frames.finish():
+                frame.payload = clean
+                self.cassette.add_frame(live.iid, frame)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
         if live is None or live.kind is Kind.WEBSOCKET:
             return
         del self.live[flow.id]
+        self._end_body(flow, live)
         end_t = flow.response.timestamp_end or time.time()
         self.cassette.finish(live.iid, End.COMPLETE, duration=end_t - live.t0)
         await self._done(flow, live, End.COMPLETE)
@@ -258,8 +301,10 @@ class Recorder:
         live = self.live.pop(flow.id, None)
         if live is None:
             return
-        msg = flow.error.msg if flow.error else "unknown error"
+        msg = self.redactor.text(flow.error.msg if flow.error else "unknown error")
         duration = time.time() - live.t0
+        self._end_body(flow, live)
+        self._end_frames(live)
         if live.kind is Kind.WEBSOCKET:
             self.cassette.finish(live.iid, End.UPSTREAM_CUT, msg, duration, Close(None, msg, None))
             end = End.UPSTREAM_CUT
@@ -286,29 +331,27 @@ class Recorder:
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
-        if live is None or flow.websocket is None:
+        if live is None or flow.websocket is None or live.frames is None:
             return
         msg = flow.websocket.messages[-1]
         live.frames_seen += 1
-        self.cassette.add_frame(
-            live.iid,
-            Frame(
-                Direction.CLIENT if msg.from_client else Direction.SERVER,
-                msg.is_text,
-                msg.timestamp - live.t0,
-                self.redactor.data(msg.content),
-            ),
-        )
+        direction = Direction.CLIENT if msg.from_client else Direction.SERVER
+        # the Frame rides along as the tag; its payload is set when the redactor releases it
+        tag = Frame(direction, msg.is_text, msg.timestamp - live.t0, b"")
+        for frame, clean in live.frames.feed(direction, msg.content, tag):
+            frame.payload = clean
+            self.cassette.add_frame(live.iid, frame)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)
         if live is None or flow.websocket is None:
             return
+        self._end_frames(live)
         ws = flow.websocket
         by = Direction.CLIENT if ws.closed_by_client else Direction.SERVER if ws.closed_by_client is False else None
         code = ws.close_code
         abnormal = code in (None, 1006)
-        close = Close(None if abnormal else code, ws.close_reason or "", by)
+        close = Close(None if abnormal else code, self.redactor.text(ws.close_reason or ""), by)
         end = End.UPSTREAM_CUT if abnormal and by is Direction.SERVER else End.COMPLETE
         if abnormal and by is Direction.CLIENT:
             end = End.CLIENT_GONE
@@ -329,8 +372,12 @@ class Recorder:
         self.recorded += 1
         status = flow.response.status_code if flow.response else "---"
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
-        path = flow.request.path.split("?", 1)[0]  # the query may hold a key
-        log.debug("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method, path, status, what, end.value)
+        log.debug("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method,
+                  self._path(flow), status, what, end.value)
+
+    def _path(self, flow: http.HTTPFlow) -> str:
+        """The request path for a log line: redacted, without the query (it may hold a key)."""
+        return self.redactor.path(flow.request.path.partition("?")[0])
 
 
 addons = [Recorder()]

@@ -13,17 +13,13 @@ asked for) and ``diagnose`` (a miss's nearest recording and diff). ``http`` and
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import zstandard
-
-from ..codec import DecodeError, decode_body
+from ..encoding import BodyTooLarge, DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
 from ..matching import CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, compare_frame
 from ..model import Close, Direction, End, Frame, Interaction, Request
@@ -67,34 +63,7 @@ def http_script(it: Interaction) -> HttpScript:
     )
 
 
-MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most
-
-
-def decode_for_matching(data: bytes, encoding: str | None, limit: int = MATCH_LIMIT) -> bytes | None:
-    """``data`` with its Content-Encoding removed, or None when that would exceed ``limit``
-    bytes (a 9.6 KB zstd body can expand to 300 MB): zstd, gzip and deflate are decoded
-    incrementally and stop at the limit; anything else goes to ``codec.decode_body``.
-
-    Until the shared decoder has a size limit of its own (issue 13's ``limit``), this is
-    the replay side's cap."""
-    enc = (encoding or "").strip().lower()
-    if not data or enc in ("", "identity"):
-        return data
-    try:
-        if enc == "zstd":
-            out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read(limit + 1)
-        elif enc in ("gzip", "x-gzip"):
-            out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, limit + 1)
-        elif enc == "deflate":
-            try:
-                out = zlib.decompressobj(zlib.MAX_WBITS).decompress(data, limit + 1)
-            except zlib.error:  # raw deflate, as some clients send it
-                out = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, limit + 1)
-        else:
-            return decode_body(data, encoding)
-    except (zstandard.ZstdError, zlib.error) as e:
-        raise DecodeError(f"cannot decode {enc} body: {e}") from e
-    return None if len(out) > limit else out
+MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most (a 9.6 KB zstd body can expand to 300 MB)
 
 
 def _hand_over_gil() -> None:
@@ -128,27 +97,27 @@ class Engine:
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:
-        """Apply the recorder's transformations (decode, redact) to what matching compares:
-        the query and body always, headers only when the configuration matches on them."""
+        """Apply the recorder's transformations to what matching compares, with the
+        recorder's functions: path, query and body always (decoded by the shared codec
+        and scrubbed, or the recorder's marker when it does not decode), headers only
+        when the configuration matches on them."""
         return self._normalize(req)[0]
 
     def _normalize(self, req: Request) -> tuple[Request, str | None]:
         """The normalized request, and why its body cannot be compared (too large decoded)."""
-        body, problem = req.body, None
+        problem = None
         try:
-            decoded = decode_for_matching(body, req.body_encoding)
-        except DecodeError:
-            decoded = body  # compare the raw bytes; a miss will show them
-        if decoded is None:
+            body = self.redactor.body(decode_body(req.body, req.body_encoding, MATCH_LIMIT))
+        except BodyTooLarge:
+            body = req.body
             problem = (f"the {req.body_encoding} request body decodes to more than {MATCH_LIMIT // 2**20} MB; "
                        "it is not compared with any recording")
-        else:
-            body = decoded
-        body = self.redactor.body(body)
+        except DecodeError:
+            body, _ = self.redactor.request_body(req.body, req.body_encoding)  # the recorder's marker
         headers = self.redactor.headers(req.headers) if self.config.match_headers else req.headers
         return Request(
             method=req.method,
-            path=req.path,
+            path=self.redactor.path(req.path),
             query=self.redactor.query(req.query),
             headers=headers,
             body=body,
@@ -168,7 +137,7 @@ class Engine:
                 self.failed(e, req)
 
     def _keyed(self, req: Request) -> Request:
-        return Request(req.method, req.path, self.redactor.query(req.query), req.headers)
+        return Request(req.method, self.redactor.path(req.path), self.redactor.query(req.query), req.headers)
 
     def http(self, req: Request) -> HttpScript | MissReply:
         """The script for a request, or a miss still to be diagnosed (``diagnose``)."""

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 
-from ...codec import decode_body
+from ...encoding import decode_body
 from ...headers import scope_header, scope_headers
 from ...net import IntendedDrop
 from ...timing import Pacer
