@@ -111,7 +111,11 @@ USER_PATTERN_SPAN = 1024
 # -- detection ------------------------------------------------------------------
 
 _K = rb"A-Za-z0-9_\-"  # key characters: a token starts and ends where they do
-_LEFT = rb"(?<![" + _K + rb"])"
+# A key starts where no key character precedes it, or right after an escape whose last
+# character is one: JSON's \n, \t, \u0022, a URL's %3D, %20 (else the key in
+# {"content": "my key:\nsk-..."} or in ?next=x%3Fkey%3Dsk-... would be missed).
+_ESCAPED = rb"(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2})"
+_LEFT = rb"(?:(?<![" + _K + rb"])|" + _ESCAPED + rb")"
 _RIGHT = rb"(?![" + _K + rb"])"
 _B64 = rb"A-Za-z0-9/+="
 
@@ -195,7 +199,7 @@ RULES: tuple[Rule, ...] = (
          (b"ccess", b"CCESS"), 80, group=1, back=10),
     Rule("aws-session-token", _alt(_SESSION_NAMES) + _NAME_SEP + rb"([A-Za-z0-9/+=]{100,4096})(?![" + _B64 + rb"])",
          (b"ession", b"ESSION"), 4140, group=1, back=12),
-    Rule("aws-session-token", rb"(?<![A-Za-z0-9/+])(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+=]{80,4096}"
+    Rule("aws-session-token", rb"(?:(?<![A-Za-z0-9/+])|" + _ESCAPED + rb")(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+=]{80,4096}"
          + rb"(?![" + _B64 + rb"])", (b"IQoJb3JpZ2luX2Vj", b"FwoGZXIvYXdzE"), 4112),
     Rule("github-token", _LEFT + rb"(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,251}" + _RIGHT,
          (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), 255),

@@ -333,3 +333,18 @@ def test_websocket_messages_keep_their_order_and_a_key_split_across_two_is_caugh
     for i in range(1, 40):
         released += f.feed(Direction.SERVER, b"\x00" * 50_000, i)
     assert released and released[0] == (0, b"abc")
+
+
+def test_a_key_right_after_a_json_or_percent_escape_is_found_whole_and_streamed():
+    # "\n" before a key in a JSON string, "%3D" before one in a query: the escape's last
+    # character is a key character, and the key was stored as sent
+    r = Redactor()
+    for kind in STANDALONE:
+        key = fake(kind)
+        for data in (f'{{"content":"my key:\\n{key}"}}', f'{{"c":"\\t{key}\\u0022{key}"}}',
+                     f"next=%2Fv1%3Fkey%3D{key}%26a%3D1", f"q=a%20{key}"):
+            data = data.encode()
+            out = r.data(data)
+            assert key.encode() not in out and len(out) == len(data), (kind, data[:12])
+            for cut in range(1, len(data), 5):
+                assert b"".join(c for _, c in _stream(r, [data[:cut], data[cut:]])) == out, (kind, cut)
