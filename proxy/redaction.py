@@ -649,15 +649,24 @@ class EncodedStreamRedactor:
         self.found = 0
         self.length_changed = False
         self.warning: str | None = None
+        self._broken: int | None = None  # the chunk where decoding failed after some output
 
     def feed(self, data: bytes, tag=None) -> list[tuple[object, bytes]]:
         i = len(self._chunks)
         self._chunks.append((tag, data))
-        if self._decoder is not None:
+        if self._decoder is not None and self._broken is None:
             try:
                 self._take(self._stream.feed(self._decoder.feed(data), i))
             except DecodeError as e:
-                self._decoder, self.warning = None, f"response body does not decode as {self.encoding!r}: {e}"
+                self.warning = f"response body does not decode as {self.encoding!r}: {e}"
+                # the output of the failing call is lost with the error: decode again up to it
+                wire = b"".join(c for _, c in self._chunks)
+                lost = _decoded_prefix(wire, self.encoding, self._decoder.limit)[self._decoder.produced :]
+                if self._decoder.produced or lost:
+                    self._broken = i  # decoded in part: what decoded may hold a key (see finish)
+                    self._take(self._stream.feed(lost, i))
+                else:
+                    self._decoder = None
         return []
 
     def _take(self, released) -> None:
@@ -668,16 +677,25 @@ class EncodedStreamRedactor:
         if not self._chunks:
             return []
         if self._decoder is not None:
-            try:
-                tail = self._decoder.finish()
-            except DecodeError:
-                tail = b""  # a cut stream: everything that decoded was scanned
+            tail = b""
+            if self._broken is None:
+                try:
+                    tail = self._decoder.finish()
+                except DecodeError:
+                    pass  # a cut stream: everything that decoded was scanned
             last = len(self._chunks) - 1
             self._take(self._stream.feed(tail, last) + self._stream.finish())
             self.found = self._stream.found
             if not self.found:
-                return list(self._chunks)
-            return self._reencode()
+                if self._broken is None:
+                    return list(self._chunks)
+                self._decoder = None  # no key in what decoded: the rest is scrubbed as bytes, below
+            else:
+                # The wire bytes would give the key back to any decoder: store what decoded,
+                # scrubbed and re-encoded, without the bytes that did not decode.
+                if self._broken is not None:
+                    self.warning += "; stored re-encoded without the bytes that did not decode"
+                return self._reencode()
         # undecodable: scrub what was on the wire, as bytes
         raw = self.redactor.stream()
         out = []
@@ -704,8 +722,28 @@ class EncodedStreamRedactor:
         return out
 
 
+def _decoded_prefix(data: bytes, encoding: str, limit: int | None) -> bytes:
+    """All that ``data`` decodes to before the byte where decoding fails."""
+    step, out, fed = 4096, bytearray(), 0
+    d = Decoder(encoding, limit)
+    try:
+        for fed in range(0, len(data), step):
+            out += d.feed(data[fed : fed + step])
+        return bytes(out)
+    except DecodeError:
+        pass
+    d, out = Decoder(encoding, limit), bytearray()  # again, the failing slice byte by byte
+    try:
+        out += d.feed(data[:fed]) if fed else b""
+        for j in range(fed, min(len(data), fed + step)):
+            out += d.feed(data[j : j + 1])
+    except DecodeError:
+        pass
+    return bytes(out)
+
+
 class FrameRedactor:
-    """The messages of one WebSocket session. Each is scrubbed whole (base64 inside
+    """The messages of one WebSocket session. Each is scrubbed alone (base64 inside
     JSON included) and, per direction, as one stream, so a key split across two
     messages of one side is caught too. ``feed`` returns the ``(tag, payload)`` pairs
     now safe to store in the order the messages arrived (a message that could still be

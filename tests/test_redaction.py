@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+import zlib
 from urllib.parse import quote
 
 import pytest
@@ -348,3 +349,22 @@ def test_a_key_right_after_a_json_or_percent_escape_is_found_whole_and_streamed(
             assert key.encode() not in out and len(out) == len(data), (kind, data[:12])
             for cut in range(1, len(data), 5):
                 assert b"".join(c for _, c in _stream(r, [data[:cut], data[cut:]])) == out, (kind, cut)
+
+
+def test_a_compressed_response_that_decodes_in_part_does_not_keep_the_key_in_its_wire_bytes():
+    # a gzip body then bytes that are no gzip: the wire bytes gunzip to the key
+    r = Redactor()
+    key = fake("openai-project-key").encode()
+    sse = b'data: {"k":"' + key + b'"}\n\n'
+    gz = encode_body(sse, "gzip")
+    for chunks in ([gz + b"XYZ"], [gz[:20], gz[20:] + b"XYZ"], [gz, b"XYZ"], [gz + gz + b"\x01junk"]):
+        s, out = _response(r, "gzip", chunks)
+        stored = b"".join(c for _, c in out)
+        d = zlib.decompressobj(31)
+        decoded = d.decompress(stored)
+        assert key not in stored and key not in decoded and decoded.startswith(r.data(sse)), chunks
+        assert s.warning and s.length_changed
+    # what decodes holds no key: the bytes as they came
+    clean = encode_body(b"data: {}\n\n", "gzip") + b"XYZ"
+    s, out = _response(r, "gzip", [clean])
+    assert [c for _, c in out] == [clean] and s.warning
