@@ -368,3 +368,14 @@ def test_a_compressed_response_that_decodes_in_part_does_not_keep_the_key_in_its
     clean = encode_body(b"data: {}\n\n", "gzip") + b"XYZ"
     s, out = _response(r, "gzip", [clean])
     assert [c for _, c in out] == [clean] and s.warning
+
+
+def test_a_key_alone_in_a_message_between_messages_of_key_characters_is_masked():
+    # joined per direction, "hello" + key + "abc" is one long token that no rule takes
+    r = Redactor()
+    for kind in ("google-api-key", "openai-key", "aws-access-key-id", "github-token"):
+        key = fake(kind).encode()
+        f = r.frames()
+        out = f.feed(Direction.CLIENT, b"hello", 1) + f.feed(Direction.CLIENT, key, 2)
+        out += f.feed(Direction.CLIENT, b"abc", 3) + f.finish()
+        assert out == [(1, b"hello"), (2, marker(len(key))), (3, b"abc")], kind
