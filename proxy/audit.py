@@ -113,8 +113,8 @@ class Auditor:
                         found += [(None, f) for f in self.scan_text(str(value), f"meta.{key}")]
                     for it in c.interactions():
                         found += [(it.seq, f) for f in self.interaction(it)]
-            except CassetteError as e:  # name the file audited, not our copy
-                raise type(e)(path, e.problem) from None
+            except CassetteError as e:  # name the file audited, not our copy (also in a hint)
+                raise type(e)(path, e.problem.replace(str(copy), name)) from None
         seen = [f[3] for _, f in found]
         for where, data in raw:  # what the live rows no longer show
             for f in self._raw(data, where):

@@ -111,7 +111,11 @@ USER_PATTERN_SPAN = 1024
 # -- detection ------------------------------------------------------------------
 
 _K = rb"A-Za-z0-9_\-"  # key characters: a token starts and ends where they do
-_LEFT = rb"(?<![" + _K + rb"])"
+# A key starts where no key character precedes it, or right after an escape whose last
+# character is one: JSON's \n, \t, \u0022, a URL's %3D, %20 (else the key in
+# {"content": "my key:\nsk-..."} or in ?next=x%3Fkey%3Dsk-... would be missed).
+_ESCAPED = rb"(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2})"
+_LEFT = rb"(?:(?<![" + _K + rb"])|" + _ESCAPED + rb")"
 _RIGHT = rb"(?![" + _K + rb"])"
 _B64 = rb"A-Za-z0-9/+="
 
@@ -195,7 +199,7 @@ RULES: tuple[Rule, ...] = (
          (b"ccess", b"CCESS"), 80, group=1, back=10),
     Rule("aws-session-token", _alt(_SESSION_NAMES) + _NAME_SEP + rb"([A-Za-z0-9/+=]{100,4096})(?![" + _B64 + rb"])",
          (b"ession", b"ESSION"), 4140, group=1, back=12),
-    Rule("aws-session-token", rb"(?<![A-Za-z0-9/+])(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+=]{80,4096}"
+    Rule("aws-session-token", rb"(?:(?<![A-Za-z0-9/+])|" + _ESCAPED + rb")(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+=]{80,4096}"
          + rb"(?![" + _B64 + rb"])", (b"IQoJb3JpZ2luX2Vj", b"FwoGZXIvYXdzE"), 4112),
     Rule("github-token", _LEFT + rb"(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,251}" + _RIGHT,
          (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), 255),
@@ -645,15 +649,24 @@ class EncodedStreamRedactor:
         self.found = 0
         self.length_changed = False
         self.warning: str | None = None
+        self._broken: int | None = None  # the chunk where decoding failed after some output
 
     def feed(self, data: bytes, tag=None) -> list[tuple[object, bytes]]:
         i = len(self._chunks)
         self._chunks.append((tag, data))
-        if self._decoder is not None:
+        if self._decoder is not None and self._broken is None:
             try:
                 self._take(self._stream.feed(self._decoder.feed(data), i))
             except DecodeError as e:
-                self._decoder, self.warning = None, f"response body does not decode as {self.encoding!r}: {e}"
+                self.warning = f"response body does not decode as {self.encoding!r}: {e}"
+                # the output of the failing call is lost with the error: decode again up to it
+                wire = b"".join(c for _, c in self._chunks)
+                lost = _decoded_prefix(wire, self.encoding, self._decoder.limit)[self._decoder.produced :]
+                if self._decoder.produced or lost:
+                    self._broken = i  # decoded in part: what decoded may hold a key (see finish)
+                    self._take(self._stream.feed(lost, i))
+                else:
+                    self._decoder = None
         return []
 
     def _take(self, released) -> None:
@@ -664,16 +677,25 @@ class EncodedStreamRedactor:
         if not self._chunks:
             return []
         if self._decoder is not None:
-            try:
-                tail = self._decoder.finish()
-            except DecodeError:
-                tail = b""  # a cut stream: everything that decoded was scanned
+            tail = b""
+            if self._broken is None:
+                try:
+                    tail = self._decoder.finish()
+                except DecodeError:
+                    pass  # a cut stream: everything that decoded was scanned
             last = len(self._chunks) - 1
             self._take(self._stream.feed(tail, last) + self._stream.finish())
             self.found = self._stream.found
             if not self.found:
-                return list(self._chunks)
-            return self._reencode()
+                if self._broken is None:
+                    return list(self._chunks)
+                self._decoder = None  # no key in what decoded: the rest is scrubbed as bytes, below
+            else:
+                # The wire bytes would give the key back to any decoder: store what decoded,
+                # scrubbed and re-encoded, without the bytes that did not decode.
+                if self._broken is not None:
+                    self.warning += "; stored re-encoded without the bytes that did not decode"
+                return self._reencode()
         # undecodable: scrub what was on the wire, as bytes
         raw = self.redactor.stream()
         out = []
@@ -700,8 +722,28 @@ class EncodedStreamRedactor:
         return out
 
 
+def _decoded_prefix(data: bytes, encoding: str, limit: int | None) -> bytes:
+    """All that ``data`` decodes to before the byte where decoding fails."""
+    step, out, fed = 4096, bytearray(), 0
+    d = Decoder(encoding, limit)
+    try:
+        for fed in range(0, len(data), step):
+            out += d.feed(data[fed : fed + step])
+        return bytes(out)
+    except DecodeError:
+        pass
+    d, out = Decoder(encoding, limit), bytearray()  # again, the failing slice byte by byte
+    try:
+        out += d.feed(data[:fed]) if fed else b""
+        for j in range(fed, min(len(data), fed + step)):
+            out += d.feed(data[j : j + 1])
+    except DecodeError:
+        pass
+    return bytes(out)
+
+
 class FrameRedactor:
-    """The messages of one WebSocket session. Each is scrubbed whole (base64 inside
+    """The messages of one WebSocket session. Each is scrubbed alone (base64 inside
     JSON included) and, per direction, as one stream, so a key split across two
     messages of one side is caught too. ``feed`` returns the ``(tag, payload)`` pairs
     now safe to store in the order the messages arrived (a message that could still be
@@ -714,12 +756,17 @@ class FrameRedactor:
     def __init__(self, redactor: Redactor):
         self.redactor = redactor
         self._streams: dict[Direction, StreamRedactor] = {}
-        self._queue: deque[list] = deque()  # [tag, direction, size, clean payload or None]
+        self._queue: deque[list] = deque()  # [tag, direction, size, clean payload or None, hits in it alone]
         self._held = 0
+        self._whole = 0
         self.found = 0
 
     def feed(self, direction: Direction, payload: bytes, tag=None) -> list[tuple[object, bytes]]:
-        entry = [tag, direction, len(payload), None]
+        # the message alone: in the joined stream a key is missed when the message before
+        # ends (or the one after starts) with a key character ("hello" then "sk-...")
+        whole = self.redactor.detector.find(payload) if self.redactor.enabled and payload else []
+        self._whole += len(whole)
+        entry = [tag, direction, len(payload), None, whole]
         self._queue.append(entry)
         self._held += len(payload)
         stream = self._streams.get(direction)
@@ -742,10 +789,14 @@ class FrameRedactor:
     def _pop(self) -> list[tuple[object, bytes]]:
         out = []
         while self._queue and self._queue[0][3] is not None:
-            tag, _, size, clean = self._queue.popleft()
+            tag, _, size, clean, whole = self._queue.popleft()
             self._held -= size
+            if whole:
+                buf = bytearray(clean)
+                _apply(buf, whole)
+                clean = bytes(buf)
             out.append((tag, self.redactor.embedded(clean)))
-        self.found = sum(s.found for s in self._streams.values())
+        self.found = sum(s.found for s in self._streams.values()) + self._whole
         return out
 
 NO_REDACTION = Redactor(enabled=False)

@@ -184,6 +184,14 @@ def test_a_file_that_is_no_cassette_is_an_error(tmp_path):
         AUDITOR.file(tmp_path / "missing.db")
 
 
+def test_an_old_cassette_is_reported_with_its_own_path_not_the_audits_copy(tmp_path):
+    old = tmp_path / "old.db"
+    old.write_bytes((ROOT / "tests" / "data" / "example-v1.db").read_bytes())
+    with pytest.raises(CassetteError) as e:
+        AUDITOR.file(old)
+    assert f"proxy migrate {old}" in str(e.value) and "proxy-audit-" not in str(e.value)
+
+
 def test_finding_is_one_line_of_data():
     f = Finding("c.db", 3, "request.header[x-goog-api-key]", "secret-header", "[39 bytes]")
     assert str(f) == "c.db #3 request.header[x-goog-api-key] secret-header [39 bytes]"

@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+import zlib
 from urllib.parse import quote
 
 import pytest
@@ -333,3 +334,48 @@ def test_websocket_messages_keep_their_order_and_a_key_split_across_two_is_caugh
     for i in range(1, 40):
         released += f.feed(Direction.SERVER, b"\x00" * 50_000, i)
     assert released and released[0] == (0, b"abc")
+
+
+def test_a_key_right_after_a_json_or_percent_escape_is_found_whole_and_streamed():
+    # "\n" before a key in a JSON string, "%3D" before one in a query: the escape's last
+    # character is a key character, and the key was stored as sent
+    r = Redactor()
+    for kind in STANDALONE:
+        key = fake(kind)
+        for data in (f'{{"content":"my key:\\n{key}"}}', f'{{"c":"\\t{key}\\u0022{key}"}}',
+                     f"next=%2Fv1%3Fkey%3D{key}%26a%3D1", f"q=a%20{key}"):
+            data = data.encode()
+            out = r.data(data)
+            assert key.encode() not in out and len(out) == len(data), (kind, data[:12])
+            for cut in range(1, len(data), 5):
+                assert b"".join(c for _, c in _stream(r, [data[:cut], data[cut:]])) == out, (kind, cut)
+
+
+def test_a_compressed_response_that_decodes_in_part_does_not_keep_the_key_in_its_wire_bytes():
+    # a gzip body then bytes that are no gzip: the wire bytes gunzip to the key
+    r = Redactor()
+    key = fake("openai-project-key").encode()
+    sse = b'data: {"k":"' + key + b'"}\n\n'
+    gz = encode_body(sse, "gzip")
+    for chunks in ([gz + b"XYZ"], [gz[:20], gz[20:] + b"XYZ"], [gz, b"XYZ"], [gz + gz + b"\x01junk"]):
+        s, out = _response(r, "gzip", chunks)
+        stored = b"".join(c for _, c in out)
+        d = zlib.decompressobj(31)
+        decoded = d.decompress(stored)
+        assert key not in stored and key not in decoded and decoded.startswith(r.data(sse)), chunks
+        assert s.warning and s.length_changed
+    # what decodes holds no key: the bytes as they came
+    clean = encode_body(b"data: {}\n\n", "gzip") + b"XYZ"
+    s, out = _response(r, "gzip", [clean])
+    assert [c for _, c in out] == [clean] and s.warning
+
+
+def test_a_key_alone_in_a_message_between_messages_of_key_characters_is_masked():
+    # joined per direction, "hello" + key + "abc" is one long token that no rule takes
+    r = Redactor()
+    for kind in ("google-api-key", "openai-key", "aws-access-key-id", "github-token"):
+        key = fake(kind).encode()
+        f = r.frames()
+        out = f.feed(Direction.CLIENT, b"hello", 1) + f.feed(Direction.CLIENT, key, 2)
+        out += f.feed(Direction.CLIENT, b"abc", 3) + f.finish()
+        assert out == [(1, b"hello"), (2, marker(len(key))), (3, b"abc")], kind
