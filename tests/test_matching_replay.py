@@ -202,7 +202,9 @@ def test_misses_are_diagnosed_off_the_event_loop(tmp_path):
     assert all(a.startswith(b"HTTP/1.1 404") for a in answers) and "4 miss(es)" in rp.out
     lag = [arrivals[i] - i * 0.01 for i in arrivals]
     late = max(lag) - min(lag)
-    assert len(arrivals) == 40 and late < 0.03, f"a chunk came {late * 1000:.0f} ms late"
+    # 80 ms: room for a loaded 2-core machine (load average 6 gave 30-60 ms spikes), and
+    # still half of the 160-190 ms a diagnosis on the event loop costs.
+    assert len(arrivals) == 40 and late < 0.08, f"a chunk came {late * 1000:.0f} ms late"
 
 
 def test_cli_summary_counts_out_of_order_and_weak_matches(tmp_path):
