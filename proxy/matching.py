@@ -673,12 +673,15 @@ class Matcher:
 
     # -- public --------------------------------------------------------------------------
 
-    def match(self, req: Request, cls: str | None = None, diagnose: bool = True) -> Match | Miss:
+    def match(self, req: Request, cls: str | None = None, diagnose: bool = True, fq: Print | None = None) -> Match | Miss:
         """The recording for ``req`` (``cls`` "ws" for a WebSocket handshake), or a Miss.
-        With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later."""
+        With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later.
+        ``fq`` is ``req``'s ``fingerprint(..., keep_doc=True)`` when the caller computed it
+        already (outside its lock: it is linear in the body's size)."""
         key = self._key(req, cls)
         bucket = self._bucket(key)
-        fq = fingerprint(req.body, self.config.rules, keep_doc=True)
+        if fq is None:
+            fq = fingerprint(req.body, self.config.rules, keep_doc=True)
         result = self._select(bucket, req, key, fq)
         if isinstance(result, Miss) and diagnose:
             self.diagnose(result)
