@@ -93,15 +93,21 @@ class MatchConfig:
 _NOT_JSON = object()
 
 
+_LONG_DIGITS = re.compile(rb"\d{19,}")  # may be an integer beyond 64 bits
+
+
 def load_json(body: bytes) -> Any:
     """The parsed body, or ``_NOT_JSON``. orjson first (several times faster), json for
-    what orjson refuses (NaN, Infinity)."""
+    what orjson refuses (NaN, Infinity) and for bodies with 19 digits in a row: orjson
+    reads an integer beyond 64 bits as a float, so two ids differing in the last digit
+    would compare equal."""
     if not body:
         return _NOT_JSON
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
+    if not _LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

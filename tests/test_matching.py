@@ -419,3 +419,14 @@ def test_a_request_unlike_every_recording_gets_the_next_in_recorded_order():
     got = m.match(req(b"{}"))  # shares nothing with either: the smaller one is not "closer"
     assert got.seq == 1 and got.weak and not got.out_of_order
     assert m.match(req(b'{"model":"sim-1","input":"again!"}')).seq == 2
+
+
+def test_integers_beyond_64_bits_stay_exact():
+    """orjson reads 123456789012345678901234567890 as a float: two ids differing in the last
+    digit had one canonical form and --match-body served the other's recording."""
+    a = b'{"id": 123456789012345678901234567890, "n": -18446744073709551617}'
+    b = b'{"id": 123456789012345678901234567891, "n": -18446744073709551617}'
+    assert fingerprint(a).exact != fingerprint(b).exact
+    m = Matcher([rec(1, a)], MatchConfig(match_body=True))
+    assert isinstance(m.match(req(b)), Miss)
+    assert isinstance(m.match(req(a)), Match)
