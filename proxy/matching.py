@@ -728,8 +728,10 @@ class Matcher:
             lambda i: _first_client_frame(bucket.items[i]).payload)
         match.exact = exact
         match.weak, match.differences, match.more_differences = weak, diffs, more
-        match.out_of_order = chosen != pool[0]
-        match.expected_seq = bucket.items[pool[0]].seq if match.out_of_order else None
+        # Reservations follow handshake order; a session is out of order when its first frame
+        # moves it off its own (pool[0] may be another connection's reservation).
+        match.out_of_order = chosen != own
+        match.expected_seq = bucket.items[own].seq if match.out_of_order else None
         if chosen != own:
             match.rebound_from = match.interaction.seq
             other = bucket.reserved.pop(chosen, None)

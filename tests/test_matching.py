@@ -430,3 +430,23 @@ def test_integers_beyond_64_bits_stay_exact():
     m = Matcher([rec(1, a)], MatchConfig(match_body=True))
     assert isinstance(m.match(req(b)), Miss)
     assert isinstance(m.match(req(a)), Match)
+
+
+def test_ws_sessions_bound_in_handshake_order_are_not_out_of_order():
+    """The second connection speaking first and binding its own reservation is in order;
+    only a bind that moves a connection off its reservation is out of order."""
+    fa, fb = b'{"type":"x","input":"A"}', b'{"type":"x","input":"B"}'
+    m = Matcher([ws(1, fa), ws(2, fb)])
+    c1, c2 = m.match(_hs(), "ws"), m.match(_hs(), "ws")
+    assert m.bind(c2, fb).seq == 2 and m.bind(c1, fa).seq == 1
+    assert m.report()["out_of_order"] == 0 and m.report()["notes"] == []
+
+
+def test_a_weak_first_frame_is_counted_once():
+    from proxy.replay.engine import Engine
+
+    e = Engine([ws(1, b'{"type":"x","input":"A"}')])
+    c = e.bind(e.handshake(_hs()), b'{"type":"x","input":"Z"}')
+    e.check_frame(e.ws_script(c.interaction), 0, b'{"type":"x","input":"Z"}', True)
+    r = e.report()
+    assert r["weak"] + len(r["weak_frames"]) == 1

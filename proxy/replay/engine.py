@@ -227,7 +227,8 @@ class Engine:
     def check_frame(self, script: "WsScript", turn: int, payload: bytes, is_text: bool) -> FrameCheck:
         """Compare a client frame with the recording; a weak one served is noted for the summary."""
         check = script.check(turn, payload, is_text)
-        if check.ok and check.weak:
+        # the first frame's differences are the session's match (``bind``): counted there
+        if check.ok and check.weak and turn > 0:
             paths = ", ".join(f"`{d.path}`" for d in check.differences if not d.volatile)
             with self._lock:
                 self.weak_frames.append(f"#{script.seq} frame {turn + 1} served although {paths or 'it'} differs")
