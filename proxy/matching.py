@@ -93,15 +93,21 @@ class MatchConfig:
 _NOT_JSON = object()
 
 
+_LONG_DIGITS = re.compile(rb"\d{19,}")  # may be an integer beyond 64 bits
+
+
 def load_json(body: bytes) -> Any:
     """The parsed body, or ``_NOT_JSON``. orjson first (several times faster), json for
-    what orjson refuses (NaN, Infinity)."""
+    what orjson refuses (NaN, Infinity) and for bodies with 19 digits in a row: orjson
+    reads an integer beyond 64 bits as a float, so two ids differing in the last digit
+    would compare equal."""
     if not body:
         return _NOT_JSON
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
+    if not _LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
@@ -673,12 +679,15 @@ class Matcher:
 
     # -- public --------------------------------------------------------------------------
 
-    def match(self, req: Request, cls: str | None = None, diagnose: bool = True) -> Match | Miss:
+    def match(self, req: Request, cls: str | None = None, diagnose: bool = True, fq: Print | None = None) -> Match | Miss:
         """The recording for ``req`` (``cls`` "ws" for a WebSocket handshake), or a Miss.
-        With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later."""
+        With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later.
+        ``fq`` is ``req``'s ``fingerprint(..., keep_doc=True)`` when the caller computed it
+        already (outside its lock: it is linear in the body's size)."""
         key = self._key(req, cls)
         bucket = self._bucket(key)
-        fq = fingerprint(req.body, self.config.rules, keep_doc=True)
+        if fq is None:
+            fq = fingerprint(req.body, self.config.rules, keep_doc=True)
         result = self._select(bucket, req, key, fq)
         if isinstance(result, Miss) and diagnose:
             self.diagnose(result)
@@ -719,8 +728,10 @@ class Matcher:
             lambda i: _first_client_frame(bucket.items[i]).payload)
         match.exact = exact
         match.weak, match.differences, match.more_differences = weak, diffs, more
-        match.out_of_order = chosen != pool[0]
-        match.expected_seq = bucket.items[pool[0]].seq if match.out_of_order else None
+        # Reservations follow handshake order; a session is out of order when its first frame
+        # moves it off its own (pool[0] may be another connection's reservation).
+        match.out_of_order = chosen != own
+        match.expected_seq = bucket.items[own].seq if match.out_of_order else None
         if chosen != own:
             match.rebound_from = match.interaction.seq
             other = bucket.reserved.pop(chosen, None)

@@ -300,3 +300,37 @@ def test_a_decompression_bomb_is_a_miss_not_300_mb(tmp_path):
     assert "decodes to more than 64 MB" in r.json()["error"]["message"]
     assert ok.text == "first question"
     assert peak_kb < 250_000, f"replay server peaked at {peak_kb // 1024} MB"
+
+
+def test_a_large_encoded_body_is_matched_off_the_event_loop(tmp_path):
+    """A zstd body that decodes to 20 MB arrives while a stream plays at recorded pace:
+    decoding, redacting and fingerprinting it on the event loop made a chunk 2.6 s late here.
+    In the worker thread what is left is the JSON parse, one C call holding the GIL (0.3 s)."""
+    import zstandard
+
+    cassette = tmp_path / "big.db"
+    _stream_and_big_bodies(cassette, n=2, size=1000)
+    doc = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": f"note {i}"}]}
+                                      for i in range(200_000)]}
+    body = zstandard.ZstdCompressor().compress(json.dumps(doc).encode())
+    head = (f"POST /v1/messages HTTP/1.1\r\nhost: t\r\ncontent-encoding: zstd\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    with replayer(cassette) as rp:
+        host, port = rp.url.rsplit("/", 1)[1].split(":")
+        sock = socket.create_connection((host, int(port)))
+        arrivals: dict[int, float] = {}
+        with httpx.Client(timeout=20) as c, c.stream("GET", rp.url + "/v1/stream") as r:
+            t0 = time.perf_counter()
+            for data in r.iter_raw():
+                for i in map(int, re.findall(rb"data: (\d+)", data)):
+                    arrivals[i] = time.perf_counter() - t0
+                    if i == 5:
+                        sock.sendall(head + body)
+        sock.settimeout(20)
+        answer = sock.recv(64)
+        sock.close()
+        assert rp.stop() == 0
+    assert answer.startswith(b"HTTP/1.1 ")
+    lag = [arrivals[i] - i * 0.01 for i in arrivals]
+    late = max(lag) - min(lag)
+    assert len(arrivals) == 40 and late < 1.0, f"a chunk came {late * 1000:.0f} ms late"

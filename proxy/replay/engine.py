@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from ..encoding import BodyTooLarge, DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
-from ..matching import CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, compare_frame
+from ..matching import (CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, compare_frame,
+                        fingerprint)
 from ..model import Close, Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
 from ..store.errors import CassetteError
@@ -64,6 +65,14 @@ def http_script(it: Interaction) -> HttpScript:
 
 
 MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most (a 9.6 KB zstd body can expand to 300 MB)
+LARGE_BODY = 256 * 2**10  # a body this large (or encoded: it may expand) is matched in a worker thread
+
+
+def large(req: Request) -> bool:
+    """Whether ``Engine.http`` would take long for ``req``: decoding, redacting and
+    fingerprinting a 50 MB body take seconds, which the event loop must not wait."""
+    enc = (req.body_encoding or "").strip().lower()
+    return len(req.body) > LARGE_BODY or enc not in ("", "identity")
 
 
 def _hand_over_gil() -> None:
@@ -140,11 +149,15 @@ class Engine:
         return Request(req.method, self.redactor.path(req.path), self.redactor.query(req.query), req.headers)
 
     def http(self, req: Request) -> HttpScript | MissReply:
-        """The script for a request, or a miss still to be diagnosed (``diagnose``)."""
+        """The script for a request, or a miss still to be diagnosed (``diagnose``).
+        Decoding, redacting and fingerprinting the body are linear in its size and done
+        before taking the lock: a large body may be handed over in a worker thread
+        (``large``) without holding up other requests."""
         req, problem = self._normalize(req)
+        fq = None if problem else fingerprint(req.body, self.config.rules, keep_doc=True)
         with self._lock:
             try:
-                result = self._too_large(req, problem) if problem else self.matcher.match(req, diagnose=False)
+                result = self._too_large(req, problem) if problem else self.matcher.match(req, diagnose=False, fq=fq)
                 if isinstance(result, Match):
                     return http_script(self._full(result.interaction))
             except CassetteError as e:
@@ -214,7 +227,8 @@ class Engine:
     def check_frame(self, script: "WsScript", turn: int, payload: bytes, is_text: bool) -> FrameCheck:
         """Compare a client frame with the recording; a weak one served is noted for the summary."""
         check = script.check(turn, payload, is_text)
-        if check.ok and check.weak:
+        # the first frame's differences are the session's match (``bind``): counted there
+        if check.ok and check.weak and turn > 0:
             paths = ", ".join(f"`{d.path}`" for d in check.differences if not d.volatile)
             with self._lock:
                 self.weak_frames.append(f"#{script.seq} frame {turn + 1} served although {paths or 'it'} differs")

@@ -10,7 +10,7 @@ import logging
 
 from ..timing import Pacer
 from .asgi import RecordedCut, request_from_scope, send_miss
-from .engine import Engine, HttpScript, MissReply
+from .engine import Engine, HttpScript, MissReply, large
 
 log = logging.getLogger("proxy.replay")
 
@@ -28,7 +28,8 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
     req = request_from_scope(scope, bytes(body))
     if not engine.prepared(req):  # the first request to this path indexes its recordings
         await app.offload(engine.prepare, req)
-    result = engine.http(req)
+    # a large or encoded body is decoded, redacted and fingerprinted off the event loop
+    result = await app.offload(engine.http, req) if large(req) else engine.http(req)
     if isinstance(result, MissReply):
         if app.forwarder is not None:
             log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)
