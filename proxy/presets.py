@@ -94,16 +94,18 @@ _CLAUDE_LINES = (
     r"(?m:^(?:Primary working directory|Working directory|Additional working directories"
     r"|Is directory a git repo|Platform|OS Version|Today's date): .*$)"
     r"|(?m:^Today's date is .*$)"
-    r"|(?m:^gitStatus: (?s:.*))"
     r"|" + HOME_DIR
 )
+# The gitStatus snapshot runs to the end of the text, so it is ignored only in the system
+# prompt, where Claude Code puts it: in a message it would hide the rest of a user's prompt.
+_CLAUDE_SYSTEM = r"(?m:^gitStatus: (?s:.*))|" + _CLAUDE_LINES
 CLAUDE_CODE = Preset(
     "claude-code",
     "Claude Code: anthropic + the <env> lines, date, gitStatus snapshot and home directory "
     "inside system/messages text, X-Claude-Code-Session-Id",
     ignore=ANTHROPIC.ignore + (
-        "system[*].text~" + _CLAUDE_LINES,
-        "system~" + _CLAUDE_LINES,  # system may be a plain string
+        "system[*].text~" + _CLAUDE_SYSTEM,
+        "system~" + _CLAUDE_SYSTEM,  # system may be a plain string
         "messages[*].content~" + _CLAUDE_LINES,
         "messages[*].content[*].text~" + _CLAUDE_LINES,
     ),

@@ -143,6 +143,16 @@ def test_match_body_serves_exact_only_and_a_preset_makes_real_runs_exact():
     assert isinstance(miss, Miss) and "system[1].text" in miss.diff and "French" in miss.diff
 
 
+def test_claude_code_preset_never_hides_a_users_prompt_after_a_gitstatus_line():
+    # gitStatus: runs to the end of the system prompt; in a message it must not swallow the rest
+    def body(tail: str) -> bytes:
+        return json.dumps({"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "gitStatus: clean\n" + tail}]}]}).encode()
+
+    cfg = MatchConfig(match_body=True, presets=("claude-code",))
+    assert isinstance(Matcher([rec(1, body("delete the prod database"))], cfg).match(req(body("say hi"))), Miss)
+
+
 def test_ignore_with_regex_blanks_only_the_matching_part():
     cfg = MatchConfig(match_body=True, ignore_json_paths=("system[*].text~(?m)^Today's date: .*$",))
     a = json.dumps({"system": [{"text": "x\nToday's date: 2026-01-01\ny"}]}).encode()
