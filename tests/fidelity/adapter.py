@@ -1,0 +1,120 @@
+"""The one place the fidelity suite reaches into proxy's internals.
+
+Everything else in tests/fidelity/ talks HTTP and WebSocket to the URLs these return;
+when the package is restructured, only this module changes.
+
+  start_recorder(upstream_url, cassette) -> Running   the mitmproxy recorder, in-process
+  start_recorder_process(...) -> Running              the same, as the `proxy record` command
+  recorder_ca(confdir) -> path                        its CA, for clients speaking TLS to it
+  start_replay(cassette, speed) -> Running            the replay server, in-process
+  Running.stop()                                      stop it (the recorder compacts the cassette)
+  record_addon(cassette) -> (addon, close)            the bare mitmproxy addon, for taddons tests
+  interactions(cassette) -> list                      what a cassette holds, decoded
+
+Each server runs on an event loop of its own in a daemon thread, as the pytest plugin
+runs them, so the client's blocking reads never stall it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.background import BackgroundLoop
+
+
+@dataclass
+class Running:
+    url: str
+    _loop: BackgroundLoop
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+
+def start_recorder(upstream_url: str, cassette: Path, *, upstream_ca: str | None = None,
+                   confdir: str | None = None) -> Running:
+    """``confdir`` holds mitmproxy's CA, for clients that speak TLS to the recorder."""
+    from proxy.record.runner import RecordConfig, RecordingProxy
+
+    proxy = RecordingProxy(RecordConfig(upstream=upstream_url, cassette=str(cassette), port=0,
+                                        upstream_ca=upstream_ca, confdir=confdir))
+    address: list = []
+
+    async def setup() -> None:
+        address.extend(await proxy.start())
+
+    loop = BackgroundLoop("fidelity-recorder", setup, proxy.stop)
+    loop.start()
+    return Running(f"http://{address[0]}:{address[1]}", loop)
+
+
+def start_replay(cassette: Path, speed: float = 1.0) -> Running:
+    from proxy.replay import load_engine
+    from proxy.replay.server import ReplayApp, ReplayServer
+
+    engine = load_engine(cassette)
+    server = ReplayServer(ReplayApp(engine, speed), "127.0.0.1", 0, quiet=True)
+
+    async def teardown() -> None:
+        await server.stop()
+        engine.close()
+
+    loop = BackgroundLoop("fidelity-replay", server.start, teardown)
+    loop.start()
+    return Running(server.url, loop)
+
+
+def recorder_ca(confdir: str) -> str:
+    """The PEM of the recorder's CA in ``confdir`` (created if needed)."""
+    from proxy.record.runner import ca_path
+
+    return ca_path(confdir)
+
+
+def record_addon(cassette: Path):
+    """(addon, close): the record addon writing to ``cassette``; ``close()`` flushes and closes it."""
+    from proxy.record.addon import Recorder
+    from proxy.store import Cassette
+    from proxy.store.writer import CassetteWriter
+
+    writer = CassetteWriter(Cassette.open_or_create(cassette))
+    return Recorder(writer), lambda: writer.close()
+
+
+def interactions(cassette: Path) -> list:
+    from proxy.store import Cassette
+
+    with Cassette.open(cassette) as c:
+        return list(c.interactions())
+
+
+def start_recorder_process(upstream_url: str, cassette: Path, *, upstream_ca: str | None = None,
+                           confdir: str | None = None) -> Running:
+    """The same recorder as ``proxy record`` on the command line, in a process of its own."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "proxy.cli", "record", "--upstream", upstream_url, "--cassette", str(cassette),
+            "--listen", "127.0.0.1:0"]
+    if upstream_ca:
+        args += ["--upstream-ca", upstream_ca]
+    if confdir:
+        args += ["--confdir", confdir]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    line = p.stdout.readline()
+    m = re.search(r"(http://[0-9.]+:\d+)", line)
+    if not m:
+        p.kill()
+        raise RuntimeError(f"proxy record did not start: {line}{p.communicate()[1]}")
+
+    class _Proc:
+        def stop(self) -> None:
+            p.send_signal(signal.SIGINT)
+            p.communicate(timeout=30)
+
+    return Running(m.group(1), _Proc())
