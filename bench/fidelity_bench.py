@@ -1,0 +1,35 @@
+"""Fidelity: the named traffic shapes of tests/fidelity recorded through the recorder and
+replayed with the upstream gone; shapes x runs, differences, timing error.
+
+`make fidelity` is the long run (hundreds of generated shapes); this is the quick row.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from common import pct
+
+
+def run(quick: bool = False) -> list[dict]:
+    from tests.fidelity import catalog
+    from tests.fidelity.harness import run_batch
+
+    shapes = catalog.named()
+    if quick:
+        shapes = [s for s in shapes if not s.heavy][:8]
+    with tempfile.TemporaryDirectory() as d:
+        outcomes = run_batch(shapes, d, concurrency=2, record_stats=False)
+    differing = [o.shape.name for o in outcomes if o.problems]
+    unexpected = [n for n in differing if n not in catalog.KNOWN]
+    errors = [abs(e) * 1000 for o in outcomes if o.shape.name not in catalog.KNOWN for e in o.timing]
+    return [
+        {"bench": f"fidelity: {len(shapes)} named shapes (tests/fidelity), record then replay",
+         "metric": "shapes x runs / differing (known, xfail) / unexpected",
+         "value": f"{len(shapes)} x 2 / {len(differing) - len(unexpected)} / {len(unexpected)}"
+                  + (f" ({', '.join(unexpected)})" if unexpected else ""),
+         "target": "0 unexpected", "ok": not unexpected},
+        {"bench": "fidelity: client-observed timing, replay vs recording",
+         "metric": f"error p50 / p95 / max over {len(errors)} points",
+         "value": f"{pct(errors, 50):.2f} / {pct(errors, 95):.2f} / {max(errors):.2f} ms", "target": "", "ok": None},
+    ]
