@@ -8,7 +8,7 @@ when the package is restructured, only this module changes.
   recorder_ca(confdir) -> path                        its CA, for clients speaking TLS to it
   start_replay(cassette, speed) -> Running            the replay server, in-process
   Running.stop()                                      stop it (the recorder compacts the cassette)
-  record_addon(cassette) -> (addon, close)            the bare mitmproxy addon, for taddons tests
+  record_addon(cassette) -> context of the addon      the bare mitmproxy addon in taddons, for hook tests
   interactions(cassette) -> list                      what a cassette holds, decoded
 
 Each server runs on an event loop of its own in a daemon thread, as the pytest plugin
@@ -17,6 +17,8 @@ runs them, so the client's blocking reads never stall it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +28,14 @@ from proxy.background import BackgroundLoop
 @dataclass
 class Running:
     url: str
-    _loop: BackgroundLoop
-
-    def stop(self) -> None:
-        self._loop.stop()
+    stop: Callable[[], object]
 
 
 def start_recorder(upstream_url: str, cassette: Path, *, upstream_ca: str | None = None,
                    confdir: str | None = None) -> Running:
     """``confdir`` holds mitmproxy's CA, for clients that speak TLS to the recorder."""
-    from proxy.record.runner import RecordConfig, RecordingProxy
+    from proxy.record import RecordConfig
+    from proxy.record.runner import RecordingProxy
 
     proxy = RecordingProxy(RecordConfig(upstream=upstream_url, cassette=str(cassette), port=0,
                                         upstream_ca=upstream_ca, confdir=confdir))
@@ -46,23 +46,16 @@ def start_recorder(upstream_url: str, cassette: Path, *, upstream_ca: str | None
 
     loop = BackgroundLoop("fidelity-recorder", setup, proxy.stop)
     loop.start()
-    return Running(f"http://{address[0]}:{address[1]}", loop)
+    return Running(f"http://{address[0]}:{address[1]}", loop.stop)
 
 
 def start_replay(cassette: Path, speed: float = 1.0) -> Running:
-    from proxy.replay import load_engine
-    from proxy.replay.server import ReplayApp, ReplayServer
+    """What ``proxy replay --cassette CASSETTE --speed SPEED`` runs."""
+    from proxy.serve import ServeConfig, Session
 
-    engine = load_engine(cassette)
-    server = ReplayServer(ReplayApp(engine, speed), "127.0.0.1", 0, quiet=True)
-
-    async def teardown() -> None:
-        await server.stop()
-        engine.close()
-
-    loop = BackgroundLoop("fidelity-replay", server.start, teardown)
-    loop.start()
-    return Running(server.url, loop)
+    session = Session(ServeConfig(cassette=cassette, speed=speed))
+    url = session.start_in_thread()
+    return Running(url, session.stop_thread)
 
 
 def recorder_ca(confdir: str) -> str:
@@ -72,14 +65,21 @@ def recorder_ca(confdir: str) -> str:
     return ca_path(confdir)
 
 
+@contextmanager
 def record_addon(cassette: Path):
-    """(addon, close): the record addon writing to ``cassette``; ``close()`` flushes and closes it."""
-    from proxy.record.addon import Recorder
-    from proxy.store import Cassette
-    from proxy.store.writer import CassetteWriter
+    """The bare record addon in a ``mitmproxy.test.taddons`` context, recording into
+    ``cassette``; closed (committed) on exit. Enter it inside a running event loop."""
+    from mitmproxy.test import taddons
 
-    writer = CassetteWriter(Cassette.open_or_create(cassette))
-    return Recorder(writer), lambda: writer.close()
+    from proxy.record.addon import Recorder
+
+    addon = Recorder()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, proxy_cassette=str(cassette))
+        try:
+            yield addon
+        finally:
+            addon.done()
 
 
 def interactions(cassette: Path) -> list:
@@ -112,9 +112,8 @@ def start_recorder_process(upstream_url: str, cassette: Path, *, upstream_ca: st
         p.kill()
         raise RuntimeError(f"proxy record did not start: {line}{p.communicate()[1]}")
 
-    class _Proc:
-        def stop(self) -> None:
-            p.send_signal(signal.SIGINT)
-            p.communicate(timeout=30)
+    def stop() -> None:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=30)
 
-    return Running(m.group(1), _Proc())
+    return Running(m.group(1), stop)

@@ -15,14 +15,14 @@ LONG_STREAM = replace(S.openai_responses(gap=0.04, n=30), name="long-stream")  #
 
 
 def test_instant_replay_is_caught(fidelity_dir):
-    (o,) = run_batch([LONG_STREAM], fidelity_dir, record_stats=False, rerun=False,
+    (o,) = run_batch([LONG_STREAM], fidelity_dir, record_stats=False, reruns=0,
                      replay=lambda cassette: adapter.start_replay(cassette, speed=0))
     assert o.problems and all(p.startswith("timing of") for p in o.problems), o.report()
 
 
 def test_drift_of_chained_sleeps_is_caught(fidelity_dir):
     """7 % slow, as chained sleeps drift here: the end of a 1.3 s stream is ~90 ms late."""
-    (o,) = run_batch([LONG_STREAM], fidelity_dir, record_stats=False, rerun=False,
+    (o,) = run_batch([LONG_STREAM], fidelity_dir, record_stats=False, reruns=0,
                      replay=lambda cassette: adapter.start_replay(cassette, speed=1 / 1.07))
     assert any(p.startswith("timing of body byte") for p in o.problems), o.report()
     assert not [p for p in o.problems if not p.startswith("timing of")], o.report()

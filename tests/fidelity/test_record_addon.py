@@ -15,7 +15,7 @@ import zstandard
 pytest.importorskip("mitmproxy")
 
 from mitmproxy import http  # noqa: E402
-from mitmproxy.test import taddons, tflow, tutils  # noqa: E402
+from mitmproxy.test import tflow, tutils  # noqa: E402
 from mitmproxy.websocket import WebSocketMessage  # noqa: E402
 from wsproto.frame_protocol import Opcode  # noqa: E402
 
@@ -23,16 +23,13 @@ from . import adapter  # noqa: E402
 
 
 def record(tmp_path, scenario) -> list:
-    """Run ``scenario(addon)`` (a coroutine function) inside a taddons context; return the cassette."""
+    """Run ``scenario(addon)`` (a coroutine function) with the addon in a taddons context;
+    return what the cassette then holds."""
     path = tmp_path / "addon.db"
 
     async def main() -> None:
-        addon, close = adapter.record_addon(path)
-        try:
-            with taddons.context(addon):
-                await scenario(addon)
-        finally:
-            close()
+        with adapter.record_addon(path) as addon:
+            await scenario(addon)
 
     asyncio.run(main())
     return adapter.interactions(path)
