@@ -1,6 +1,6 @@
 """Sockets and addresses shared by the servers: the listening socket (replay server,
-simulator, the recorder's port check), the address it listens on, and the exception an
-ASGI app raises to drop a connection on purpose."""
+simulator, the recorder's port check), the address it listens on, and what an ASGI app
+may ask of the server beyond ASGI: to drop a connection on purpose, to decline deflate."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ class PortInUse(OSError):
 
 class IntendedDrop(Exception):
     """Raised inside an ASGI app to drop the connection on purpose (a recorded cut, a
-    simulated reset). The server adapter closes the connection and logs nothing."""
+    simulated reset), before or after the response started. The server adapter closes
+    the connection, sends nothing more and logs nothing."""
+
+
+# What an app may ask of the server adapter beyond ASGI (proxy.uvicorn_server honours it):
+# a "websocket.accept" message with ``{ACCEPT_DEFLATE: False}`` declines permessage-deflate
+# even when the client offered it, as the recorded upstream did.
+ACCEPT_DEFLATE = "proxy.deflate"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ on uvicorn, on an already bound socket. The only module that imports uvicorn.
 
 uvicorn runs with ``server_header=False, date_header=False`` so the headers a client
 gets are the app's (the recorded ones), h11 for HTTP and the ``websockets`` sans-I/O
-core for WebSocket, one port for both.
+core for WebSocket (``_WebSockets``: a refusal sent as given, deflate declinable), one
+port for both. An ``IntendedDrop`` the app raises drops the connection, before or after
+the response started (``_Drops``).
 
 Stopping: uvicorn's graceful shutdown waits for open requests, then cancels them and
 logs an error with a traceback per request. A replayed stream can run for minutes, so
@@ -16,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 
 import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .background import BackgroundLoop, until_signal
-from .net import IntendedDrop, Listening, bind
+from .net import ACCEPT_DEFLATE, IntendedDrop, Listening, bind
 
 
 GRACE = 0.5  # seconds an open request gets to finish once the server stops
@@ -79,6 +84,98 @@ class _Server(uvicorn.Server):
             handle.cancel()
 
 
+class _Drops:
+    """Serves ``app``; an IntendedDrop it raises drops the connection, at any point.
+
+    uvicorn answers an exception raised before the response started with a 500 (h11),
+    or refuses the handshake with one (websockets). A recording whose client never got
+    a response must not get one on replay, so the connection is closed here, on the
+    transport uvicorn's ``send`` writes to, and the app returns once uvicorn has seen the
+    disconnect (it then sends nothing and logs nothing)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except IntendedDrop:
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is None:  # not uvicorn's own send: let it handle the exception
+                raise
+            transport.close()
+            while (await receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
+                pass
+
+
+class _WebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, changed so a replayed handshake is the recorded one.
+
+    - ``websocket.accept`` with ``{ACCEPT_DEFLATE: False}`` declines permessage-deflate
+      the client offered (uvicorn negotiates it before the app runs).
+    - A refusal (``websocket.http.response.*``) goes out as the app gives it, as h11
+      sends an HTTP response: its status, its headers and nothing else (uvicorn would add
+      Date, Connection and Content-Length), the body chunked when the headers say
+      ``transfer-encoding: chunked``, each body message when it comes (uvicorn would send
+      it whole and unchunked, under a chunked header). Headers with neither framing
+      header get a content-length.
+    """
+
+    _refusal: dict | None = None
+
+    async def send(self, message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept" and message.get(ACCEPT_DEFLATE) is False and not self.handshake_complete:
+            self.conn.extensions = []
+            if "Sec-WebSocket-Extensions" in self.response.headers:
+                del self.response.headers["Sec-WebSocket-Extensions"]
+        elif kind == "websocket.http.response.start" and not self.handshake_complete and self.initial_response is None:
+            if self.disconnected:
+                raise ClientDisconnected()
+            self._start_refusal(message)
+            return
+        elif kind == "websocket.http.response.body" and self._refusal is not None:
+            self._refusal_body(message.get("body", b""), message.get("more_body", False))
+            return
+        await super().send(message)
+
+    def _start_refusal(self, message) -> None:
+        status, headers = message["status"], list(message.get("headers", []))
+        names = {k.lower(): v.lower() for k, v in headers}
+        framing = ("chunked" if b"chunked" in names.get(b"transfer-encoding", b"")
+                   else "length" if b"content-length" in names else None)
+        self.initial_response = (status, [], b"")  # uvicorn then sends no 500 of its own
+        self._refusal = {"status": status, "headers": headers, "framing": framing, "body": b""}
+        if framing is not None:
+            self.transport.write(self._head(status, headers))
+
+    def _refusal_body(self, data: bytes, more: bool) -> None:
+        r = self._refusal
+        if r["framing"] == "chunked":
+            out = (b"%x\r\n%s\r\n" % (len(data), data) if data else b"") + (b"" if more else b"0\r\n\r\n")
+        elif r["framing"] == "length":
+            out = data
+        else:
+            r["body"] += data
+            if more:
+                return
+            out = self._head(r["status"], [*r["headers"], (b"content-length", b"%d" % len(r["body"]))]) + r["body"]
+        self.transport.write(out)
+        if not more:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+            self.close_sent = self.handshake_complete = True
+            self.transport.close()
+
+    @staticmethod
+    def _head(status: int, headers) -> bytes:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        lines = [f"HTTP/1.1 {status} {phrase}".encode()] + [k + b": " + v for k, v in headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 class UvicornServer:
     """``await start()`` returns once it accepts connections; ``await stop()`` ends it;
     ``await run_until_signal()`` serves until SIGINT/SIGTERM. ``start_in_thread()`` runs
@@ -93,12 +190,12 @@ class UvicornServer:
         logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
         self._tracked = _Tracked(app)
         config = uvicorn.Config(
-            self._tracked,
+            _Drops(self._tracked),  # outermost: a stop's CutByStop is a drop too
             ssl_certfile=certfile,
             ssl_keyfile=keyfile,
             lifespan="off",
             http="h11",
-            ws="websockets-sansio",
+            ws=_WebSockets,
             server_header=False,
             date_header=False,
             log_level="error" if quiet else "warning",
