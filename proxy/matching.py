@@ -1061,13 +1061,19 @@ def compare_frame(turn: int, expected: bytes, expected_text: bool, received: byt
 
     JSON frames: by default the JSON ``type`` must be equal; with ``match_body`` the whole
     frame (after ignores); with ``strict_match`` every difference but ids / dates / times.
-    Other frames: equal bytes and the same text/binary kind. The differences are listed
-    either way, so a report can show what a served frame differed in.
+    Other frames: equal bytes. A text frame never matches a binary one, whatever they
+    hold. The differences are listed either way, so a report can show what a served
+    frame differed in.
     """
-    a, b = load_json(expected), load_json(received)
     n = turn + 1
+    if expected_text != received_text:
+        kind = {True: "text", False: "binary"}
+        diff = Difference(f"frame {n}", f"a {kind[expected_text]} frame", f"a {kind[received_text]} frame")
+        return FrameCheck(False, False, True, [diff], False,
+                          f"frame {n}: expected a {kind[expected_text]} frame, got {kind[received_text]}")
+    a, b = load_json(expected), load_json(received)
     if a is _NOT_JSON or b is _NOT_JSON:
-        same = expected == received and expected_text == received_text
+        same = expected == received
         diffs = [] if same else [Difference(f"frame {n}", f"{len(expected)} bytes", f"{len(received)} bytes")]
         reason = "" if same else f"frame {n}: bytes differ from the recording ({len(expected)} vs {len(received)} bytes)"
         return FrameCheck(same, same, not same, diffs, False, reason)

@@ -350,7 +350,7 @@ class Recorder:
         ws = flow.websocket
         by = Direction.CLIENT if ws.closed_by_client else Direction.SERVER if ws.closed_by_client is False else None
         code = ws.close_code
-        abnormal = code in (None, 1006)
+        abnormal = code in (None, 1006, 1015)  # no close frame: dropped, or a TLS failure
         close = Close(None if abnormal else code, self.redactor.text(ws.close_reason or ""), by)
         end = End.UPSTREAM_CUT if abnormal and by is Direction.SERVER else End.COMPLETE
         if abnormal and by is Direction.CLIENT:

@@ -1,13 +1,16 @@
 """ASGI helpers shared by the HTTP and WebSocket players: the request a scope carries,
-whole-body answers (errors, misses, refusals), and the recorded cut."""
+whole-body answers (errors, misses), the recorded cut, and holding a connection the
+recorded client left without an answer."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..headers import scope_headers
 from ..model import Request
 from ..net import IntendedDrop
+from ..timing import Pacer
 from .engine import MissReply
 
 log = logging.getLogger("proxy.replay")
@@ -30,6 +33,21 @@ def request_from_scope(scope, body: bytes = b"") -> Request:
     return req
 
 
+async def hold(receive, pacer: Pacer, until: float, what: str) -> None:
+    """Leave the connection as it is until the client leaves, or ``until`` (recorded
+    seconds from the request's arrival) passes; then drop it (``what`` says why)."""
+    disconnects = ("http.disconnect", "websocket.disconnect")
+
+    async def client_leaves() -> None:
+        while (await receive())["type"] not in disconnects:
+            pass
+
+    try:
+        await asyncio.wait_for(client_leaves(), max(0.0, pacer.due(until) - pacer.now()))
+    except asyncio.TimeoutError:
+        raise RecordedCut(what) from None
+
+
 async def send_error(scope, receive, send, status: int, headers: list, body: bytes) -> None:
     """Answer an HTTP request, or refuse a WebSocket handshake, with a whole body.
 
@@ -50,4 +68,4 @@ async def send_miss(reply: MissReply, scope, receive, send) -> None:
     await send_error(scope, receive, send, reply.status, reply.headers(), reply.body())
 
 
-__all__ = ["IntendedDrop", "RecordedCut", "request_from_scope", "send_error", "send_miss"]
+__all__ = ["IntendedDrop", "RecordedCut", "hold", "request_from_scope", "send_error", "send_miss"]

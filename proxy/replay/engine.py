@@ -13,6 +13,7 @@ asked for) and ``diagnose`` (a miss's nearest recording and diff). ``http`` and
 
 from __future__ import annotations
 
+import enum
 import json
 import threading
 import time
@@ -23,17 +24,32 @@ from ..encoding import BodyTooLarge, DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
 from ..matching import (CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, compare_frame,
                         fingerprint)
-from ..model import Close, Direction, End, Frame, Interaction, Request
+from ..model import Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
 from ..store.errors import CassetteError
 
+
+class Ending(str, enum.Enum):
+    """How a replayed HTTP response ends, after its last chunk."""
+
+    COMPLETE = "complete"  # the body ends as its framing says
+    CUT = "cut"  # the connection drops after the last chunk: the upstream cut it there
+    HOLD = "hold"  # the connection stays as it is until the client leaves (at most until ``until``), then drops
+
+
+# The recorder notes a client leaving a little after it left; a replayed client that leaves
+# when the recorded one did must still find the connection open. Recorded seconds.
+HOLD_GRACE = 1.0
+
+
 @dataclass
 class HttpScript:
-    status: int
+    status: int | None  # None: the recording has no response head, so nothing is sent
     headers: list[tuple[bytes, bytes]]
     ttfb: float
     chunks: list[tuple[float, bytes]]
-    cut: bool  # close abruptly after the last chunk instead of ending the body
+    ending: Ending = Ending.COMPLETE
+    until: float = 0.0  # HOLD: offset after which the connection is dropped
     seq: int | None = None
 
 
@@ -50,16 +66,25 @@ class MissReply:
 
 
 def http_script(it: Interaction) -> HttpScript:
+    """What the client saw, to be seen again. An interaction with no response (the client
+    gave up before the headers, or the recorder died) is held with nothing sent, as a
+    stream the client cancelled is held after its chunks: until the client leaves, or the
+    recorded duration (and a grace, when it was the client that left) passes."""
     resp = it.response
-    assert resp is not None
-    headers = sendable(resp.headers)
-    cut = it.end in (End.UPSTREAM_CUT, End.CLIENT_GONE, End.INCOMPLETE)
+    chunks = [(c.offset, c.data) for c in it.chunks]
+    if resp is not None and it.end in (End.COMPLETE, End.UPSTREAM_ERROR):
+        ending, until = Ending.COMPLETE, 0.0
+    elif resp is not None and it.end is End.UPSTREAM_CUT:
+        ending, until = Ending.CUT, 0.0
+    else:
+        ending, until = Ending.HOLD, held_until(it)
     return HttpScript(
-        status=resp.status,
-        headers=headers,
+        status=resp.status if resp is not None else None,
+        headers=sendable(resp.headers) if resp is not None else [],
         ttfb=it.ttfb or 0.0,
-        chunks=[(c.offset, c.data) for c in it.chunks],
-        cut=cut,
+        chunks=chunks if resp is not None else [],
+        ending=ending,
+        until=until,
         seq=it.seq,
     )
 
@@ -79,6 +104,13 @@ def _hand_over_gil() -> None:
     # Called by a worker thread between recordings: a short sleep releases the GIL so the
     # event loop (playing other streams on time) never waits behind a whole index or diagnosis.
     time.sleep(0.00005)
+
+
+def held_until(it: Interaction) -> float:
+    """The offset until which a held interaction stays open: its recorded end."""
+    last = max([it.ttfb or 0.0, *(c.offset for c in it.chunks), *(f.offset for f in it.frames)])
+    end = max(last, it.duration or 0.0)
+    return end + HOLD_GRACE if it.end is End.CLIENT_GONE else end
 
 
 @dataclass
@@ -258,9 +290,6 @@ class Engine:
 
 # -- WebSocket ----------------------------------------------------------------
 
-CLOSE_MISMATCH = 4000  # a client frame differs from the recorded one
-CLOSE_UNEXPECTED = 4001  # a client frame the recording does not have
-
 
 @dataclass
 class Turn:
@@ -274,26 +303,41 @@ class Turn:
     replies: list[tuple[float, Frame]]
 
 
+@dataclass(frozen=True)
+class WsEnding:
+    """How a replayed session ends once its last recorded client frame is answered.
+
+    ``close``: a close frame (``code`` None: one without a status, which the peer reads
+    as 1005); ``drop``: the connection is dropped without a close frame (the recording
+    ended abnormally: 1006, 1015, or no end at all); ``wait``: the client ended it, so
+    nothing is sent. ``after`` is in recorded seconds from the last anchor (the
+    handshake, or the last client frame); a ``wait`` with an ``after`` drops the
+    connection then, if the client is still there (the recorded client dropped it).
+    """
+
+    kind: str  # close | drop | wait
+    after: float | None = None
+    code: int | None = None
+    reason: str = ""
+
+
+# Close codes no endpoint sends: they name a connection that ended without a close frame.
+ABNORMAL_CODES = frozenset({1006, 1015})
+NO_STATUS = 1005  # the close frame had no status code
+
+
 @dataclass
 class WsScript:
     seq: int | None
     accept_delay: float
     headers: list[tuple[bytes, bytes]]
     subprotocol: str | None
+    deflate: bool  # the recorded handshake negotiated permessage-deflate
     preamble: list[tuple[float, Frame]]  # server frames before any client frame, offsets from the handshake
     turns: list[Turn]
-    close: Close | None
-    close_after: float  # offset of the recorded end, relative to the last anchor (handshake or last client frame)
+    ending: WsEnding
     config: MatchConfig
 
-    @property
-    def server_closes(self) -> bool:
-        return self.close is not None and self.close.by is Direction.SERVER
-
-    @property
-    def abnormal_end(self) -> bool:
-        """The upstream dropped the connection without a close frame."""
-        return self.close is not None and self.close.code is None and self.close.by is not Direction.CLIENT
 
     def check(self, turn: int, payload: bytes, is_text: bool) -> FrameCheck:
         """A client frame compared with the recorded one: ok or why not, and the JSON
@@ -302,10 +346,27 @@ class WsScript:
         return compare_frame(turn, exp.payload, exp.is_text, payload, is_text, self.config)
 
 
+def ws_ending(it: Interaction, anchor: float) -> WsEnding:
+    end = max([it.duration or 0.0, *(f.offset for f in it.frames), anchor])
+    after = max(0.0, end - anchor)
+    close = it.close
+    abnormal = close is None or close.code is None or close.code in ABNORMAL_CODES
+    if close is not None and close.by is Direction.CLIENT:
+        # A client's close frame ends it when the client sends one; a client that dropped
+        # the connection is waited for, as long as the recording lasted.
+        return WsEnding("wait", after + HOLD_GRACE if abnormal else None)
+    if abnormal:
+        return WsEnding("drop", after)
+    if close.code == NO_STATUS:
+        return WsEnding("close", after, None, "")
+    return WsEnding("close", after, close.code, close.reason)
+
+
 def ws_script(it: Interaction, config: MatchConfig) -> WsScript:
     resp = it.response
     headers = sendable(resp.headers if resp else [], WS_HANDSHAKE)
     subprotocol = resp.header("sec-websocket-protocol") if resp else None
+    extensions = (resp.header("sec-websocket-extensions") or "") if resp else ""
     preamble: list[tuple[float, Frame]] = []
     turns: list[Turn] = []
     for f in it.frames:
@@ -316,15 +377,14 @@ def ws_script(it: Interaction, config: MatchConfig) -> WsScript:
         else:
             preamble.append((f.offset, f))
     anchor = turns[-1].expected.offset if turns else 0.0
-    end = it.duration if it.duration is not None else (it.frames[-1].offset if it.frames else anchor)
     return WsScript(
         seq=it.seq,
         accept_delay=it.ttfb or 0.0,
         headers=headers,
         subprotocol=subprotocol,
+        deflate="permessage-deflate" in extensions.lower(),
         preamble=preamble,
         turns=turns,
-        close=it.close,
-        close_after=max(0.0, end - anchor),
+        ending=ws_ending(it, anchor),
         config=config,
     )

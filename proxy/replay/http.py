@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from ..timing import Pacer
-from .asgi import RecordedCut, request_from_scope, send_miss
-from .engine import Engine, HttpScript, MissReply, large
+from .asgi import RecordedCut, hold, request_from_scope, send_miss
+from .engine import Engine, Ending, HttpScript, MissReply, large
 
 log = logging.getLogger("proxy.replay")
 
@@ -38,18 +38,23 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         await app.offload(engine.diagnose, result.miss)  # other streams keep their timing
         await send_miss(result, scope, receive, send)
         return
-    await play(result, pacer, send)
+    await play(result, pacer, receive, send)
 
 
-async def play(script: HttpScript, pacer: Pacer, send) -> None:
-    await pacer.until(script.ttfb)
-    await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
-    for offset, data in script.chunks:
-        await pacer.until(offset)
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-    if script.cut:
+async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
+    if script.status is not None:
+        await pacer.until(script.ttfb)
+        await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
+        for offset, data in script.chunks:
+            await pacer.until(offset)
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    if script.ending is Ending.COMPLETE:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    elif script.ending is Ending.CUT:
         raise RecordedCut(f"recording #{script.seq} was cut here")
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:
+        await hold(receive, pacer, script.until, f"recording #{script.seq} held until its client left; "
+                                                  "this one stayed longer")
 
 
 __all__ = ["serve_http", "play"]

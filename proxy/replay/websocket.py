@@ -1,10 +1,10 @@
-"""WebSocket half of the replay app: moves frames between the ASGI socket and a WsScript.
+"""WebSocket half of the replay app: the adapter between the ASGI socket and ``Turns``.
 
-Two tasks per connection: the receiver checks each client frame against the
-recording and, when it matches, queues the server frames recorded after it with
-absolute due times (arrival + recorded gap / speed); the sender sends queued
-frames in order, each at its due time. Frame order is the queue's order, so
-timing can slip but order never can.
+The turn logic (which frame answers which, pending frames, the end of the session,
+mismatches) lives in ``turns.Turns`` and does no I/O. Here two tasks move events: the
+receiver hands each client frame to it (a mismatch closes the socket at once); the
+sender waits until the next queued action is due and performs it. A handshake the
+recorded client left before it was answered is held the same way an HTTP request is.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..headers import sendable
 from ..matching import Miss
 from ..model import Kind
+from ..net import ACCEPT_DEFLATE
 from ..timing import Pacer
-from ..headers import WHOLE_BODY, sendable
-from .asgi import RecordedCut, request_from_scope, send_error, send_miss
-from .engine import CLOSE_MISMATCH, CLOSE_UNEXPECTED, MissReply, WsScript
+from .asgi import RecordedCut, hold, request_from_scope, send_miss
+from .engine import MissReply, WsScript, held_until
+from .turns import Close, Drop, Fail, Send, Turns
 
 log = logging.getLogger("proxy.replay")
-
-_CLOSE = object()
-_DROP = object()
 
 
 def _reason(text: str) -> str:
@@ -49,19 +48,27 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
         await send_miss(MissReply(result), scope, None, send)
         return
     it = result.interaction
-    if it.kind is Kind.HTTP:
-        await _refuse(it, scope, pacer, send)
-        return
     try:
-        await _session(engine, result, pacer, receive, send)
+        if it.response is None:  # the recorded client left before the upgrade was answered
+            await hold(receive, pacer, held_until(it), f"recording #{it.seq} has no answer to this handshake")
+        elif it.kind is Kind.HTTP:
+            await _refuse(it, pacer, send)
+        else:
+            await _session(engine, result, pacer, receive, send)
     finally:
         engine.settle(result)
 
 
-async def _refuse(it, scope, pacer: Pacer, send) -> None:
-    """The recording is a refused upgrade (e.g. 426): answer the same refusal."""
+async def _refuse(it, pacer: Pacer, send) -> None:
+    """The recording is a refused upgrade (e.g. 426): the same status, headers and body
+    chunks, framed as recorded (the server adapter writes a refusal as given)."""
     await pacer.until(it.ttfb)
-    await send_error(scope, None, send, it.response.status, sendable(it.response.headers, WHOLE_BODY), it.body)
+    await send({"type": "websocket.http.response.start", "status": it.response.status,
+                "headers": sendable(it.response.headers)})
+    for chunk in it.chunks:
+        await pacer.until(chunk.offset)
+        await send({"type": "websocket.http.response.body", "body": chunk.data, "more_body": True})
+    await send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
 
 
 async def _session(engine, match, pacer: Pacer, receive, send) -> None:
@@ -71,94 +78,75 @@ async def _session(engine, match, pacer: Pacer, receive, send) -> None:
     scripted = match.interaction
     script: WsScript = engine.ws_script(scripted)
     await pacer.until(script.accept_delay)
-    accept = {"type": "websocket.accept", "headers": script.headers}
+    accept = {"type": "websocket.accept", "headers": script.headers, ACCEPT_DEFLATE: script.deflate}
     if script.subprotocol:
         accept["subprotocol"] = script.subprotocol
     await send(accept)
+    turns = Turns(script, pacer.after, engine.check_frame)
+    turns.accepted(pacer.start)
+    queued = asyncio.Event()  # set when the queue may have a new head
 
-    queue: asyncio.Queue = asyncio.Queue()
-    generation = 0  # bumped on a rebind: what the reserved script queued and did not send yet is dropped
-    for offset, frame in script.preamble:
-        queue.put_nowait((pacer.due(offset), generation, frame))
-    if not script.turns:
-        _queue_end(script, pacer, pacer.start, queue, generation)
-
-    async def sender():
-        while True:
-            due, gen, item = await queue.get()
-            if gen != generation:
+    async def sender() -> None:
+        while not turns.over:
+            due = turns.next_due()
+            if due is None:
+                await queued.wait()
+                queued.clear()
                 continue
             await pacer.at(due)
-            if gen != generation:
-                continue
-            if item is _CLOSE:
-                await send({"type": "websocket.close", "code": script.close.code, "reason": script.close.reason})
-                return _CLOSE
-            if item is _DROP:
-                return _DROP
-            key = "text" if item.is_text else "bytes"
-            await send({"type": "websocket.send", key: item.text() if item.is_text else item.payload})
+            for action in turns.due(pacer.now()):
+                await _perform(engine, action, send)
 
     sender_task = asyncio.create_task(sender())
     recv_task: asyncio.Task | None = None
-    turn = 0
     try:
         while True:
             recv_task = recv_task or asyncio.create_task(receive())
             done, _ = await asyncio.wait({recv_task, sender_task}, return_when=asyncio.FIRST_COMPLETED)
             if sender_task in done:
-                if sender_task.result() is _DROP:
-                    raise RecordedCut(f"recording #{script.seq} ended without a close frame")
-                return  # recorded server close sent
+                sender_task.result()  # a recorded drop raises RecordedCut here
+                return  # the recorded close was sent
             msg = recv_task.result()
             recv_task = None
             if msg["type"] == "websocket.disconnect":
                 return
-            arrival = pacer.now()
             is_text = msg.get("text") is not None
             payload = msg["text"].encode() if is_text else (msg.get("bytes") or b"")
             # compared as recorded: the recorder scrubbed key-shaped strings from frames
             payload = engine.redactor.data(payload)
-            if turn == 0 and match.tentative:
+            if turns.turn == 0 and match.tentative:
                 # Another connection's bind may have swapped this reservation already.
                 match = engine.bind(match, payload)
                 if match.interaction is not scripted:
                     log.info("websocket %s: the first frame binds #%s (the 101 came from #%s)",
                              match.request, match.seq, scripted.seq)
                     scripted = match.interaction
-                    script = engine.ws_script(scripted)
-                    generation += 1
-            if turn >= len(script.turns):
-                await _fail(engine, send, sender_task, CLOSE_UNEXPECTED,
-                            f"unexpected frame {turn + 1}: recording #{script.seq} has {len(script.turns)} client frame(s)")
+                    turns.rebind(engine.ws_script(scripted))
+            failure = turns.client_frame(pacer.now(), payload, is_text)
+            if failure is not None:
+                await _perform(engine, failure, send)
                 return
-            check = engine.check_frame(script, turn, payload, is_text)
-            if not check.ok:
-                await _fail(engine, send, sender_task, CLOSE_MISMATCH, f"recording #{script.seq}: {check.reason}")
-                return
-            for rel, frame in script.turns[turn].replies:
-                queue.put_nowait((pacer.after(arrival, rel), generation, frame))
-            turn += 1
-            if turn == len(script.turns):
-                _queue_end(script, pacer, arrival, queue, generation)
+            queued.set()
     finally:
         sender_task.cancel()
         if recv_task is not None:
             recv_task.cancel()
 
 
-def _queue_end(script: WsScript, pacer: Pacer, anchor: float, queue: asyncio.Queue, generation: int) -> None:
-    if script.server_closes and script.close.code is not None:
-        queue.put_nowait((pacer.after(anchor, script.close_after), generation, _CLOSE))
-    elif script.abnormal_end:
-        queue.put_nowait((pacer.after(anchor, script.close_after), generation, _DROP))
-
-
-async def _fail(engine, send, sender_task: asyncio.Task, code: int, reason: str) -> None:
-    sender_task.cancel()
-    engine.mismatches.append(f"closed with {code}: {reason}")
-    log.warning("websocket mismatch, closing with %d: %s", code, reason)
-    await send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+async def _perform(engine, action, send) -> None:
+    if isinstance(action, Send):
+        frame = action.frame
+        data = {"text": frame.text()} if frame.is_text else {"bytes": frame.payload}
+        await send({"type": "websocket.send", **data})
+    elif isinstance(action, Close):
+        # code None: a close frame without a status, as recorded (the websockets core sends it so)
+        await send({"type": "websocket.close", "code": action.code, "reason": action.reason})
+    elif isinstance(action, Drop):
+        raise RecordedCut(action.reason)
+    elif isinstance(action, Fail):
+        engine.mismatches.append(f"closed with {action.code}: {action.reason}")
+        log.warning("websocket mismatch, closing with %d: %s", action.code, action.reason)
+        await send({"type": "websocket.close", "code": action.code, "reason": _reason(action.reason)})
 
 
 __all__ = ["serve_websocket"]
