@@ -20,13 +20,6 @@ KNOWN: dict[str, str] = {
     "keylike-words-chunked": REDACTION,
     "token-200k-keylike-length": REDACTION,
     "token-4m-keylike-chunked": REDACTION,
-    "client-cancel-mid-stream": "issue 10: a client-cancelled stream replays as a server-side cut",
-    "client-timeout-before-headers": "issue 10: an interaction with no response replays as a 500 (AssertionError)",
-    "upstream-holds-request": "issue 10: an interaction with no response replays as a 500 (AssertionError)",
-    "ws-client-leaves-during-accept": "issue 10: a handshake the client left replays as a 500",
-    "ws-close-server-none": "issue 10: a close frame without status (1005) replays as a dropped connection",
-    "ws-refused-chunked": "issue 10: a chunked refusal replays with chunked + content-length and an unchunked body",
-    "ws-deflate-client-on-server-off": "issue 10: replay negotiates permessage-deflate the recording declined",
 }
 
 

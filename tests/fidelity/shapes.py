@@ -556,6 +556,9 @@ def gemini_live() -> WsShape:
 
 # -- hypothesis strategies -------------------------------------------------------------
 
+# A client that leaves does so this long into a pause of twice this length: far enough
+# from any byte that both runs see the same bytes before it leaves.
+LEAVE_MARGIN = 0.15
 GAPS = st.one_of(st.just(0.0), st.floats(0.0005, 0.004), st.floats(0.015, 0.08)).map(lambda g: round(g, 4))
 ENCODINGS = ("identity", "gzip", "br", "zstd", "deflate")
 # Bytes that can never form a key-shaped run (no '-'), so generated bodies hit no redaction rule.
@@ -594,14 +597,26 @@ def http_shapes(draw) -> HttpShape:
     framing = draw(st.sampled_from(["chunked", "length"]))
     end = draw(st.sampled_from(["complete"] * 6 + ["eof", "reset"]))
     status = draw(st.sampled_from([200] * 8 + [400, 429, 500, 503]))
+    client = ClientPlan()
+    leaves = draw(st.sampled_from([None] * 8 + ["before-headers", "mid-stream"]))
+    if leaves == "before-headers":  # the client times out while the upstream thinks
+        ttfb = round(ttfb + LEAVE_MARGIN * 2, 4)
+        parts = [Part(round(p.at + LEAVE_MARGIN * 2, 4), p.data) for p in parts]
+        client = ClientPlan(leave_at=round(ttfb - LEAVE_MARGIN, 4))
+    elif leaves == "mid-stream" and len(parts) > 1:  # the client cancels in a long pause of the stream
+        cut = draw(st.integers(1, len(parts) - 1))
+        pause_at = parts[cut - 1].at
+        parts = parts[:cut] + [Part(round(p.at + LEAVE_MARGIN * 2, 4), p.data) for p in parts[cut:]]
+        client = ClientPlan(leave_at=round(pause_at + LEAVE_MARGIN, 4))
     ctype = {"bedrock": "application/vnd.amazon.eventstream", "json": "application/json",
              "gemini-array": "application/json"}.get(kind, "text/event-stream")
     headers = [("content-type", ctype), DATE, ("x-request-id", f"req_{seed}")]
     if enc != "identity":
         headers.append(("content-encoding", enc))
-    return HttpShape(f"gen-{kind}-{enc}-{framing}-{end}", kind.split("-")[0] if kind.startswith("sse") else kind,
+    name = f"gen-{kind}-{enc}-{framing}-{end}" + (f"-client-leaves-{leaves}" if client.leave_at else "")
+    return HttpShape(name, kind.split("-")[0] if kind.startswith("sse") else kind,
                      status=status, reason=REASONS[status], headers=tuple(headers), framing=framing,
-                     ttfb=ttfb, parts=tuple(parts), end=end)
+                     ttfb=ttfb, parts=tuple(parts), end=end, client=client)
 
 
 REASONS = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
@@ -626,20 +641,23 @@ def ws_shapes(draw) -> WsShape:
         client = draw(ws_msgs(1, 3))
         turns.append(WsTurn(client, draw(ws_msgs(0, 5))))
     end = draw(st.sampled_from(WS_ENDS))
-    deflate = draw(st.booleans())
-    # An offer the upstream declines is left out while it is KNOWN (ws-deflate-client-on-server-off).
+    client_deflate = draw(st.booleans())
+    accept_delay = draw(st.sampled_from([0.0, 0.0, 0.05, 0.12]))
+    client = ClientPlan()
+    if draw(st.integers(0, 11)) == 0:  # the client gives up while the upstream holds the 101 back
+        accept_delay, client = LEAVE_MARGIN * 2, ClientPlan(leave_at=LEAVE_MARGIN)
     return WsShape(
-        f"gen-ws-{end.by}-{end.code}", kind="ws", client_deflate=deflate, server_deflate=deflate,
-        accept_delay=draw(st.sampled_from([0.0, 0.0, 0.05, 0.12])),
+        f"gen-ws-{end.by}-{end.code}" + ("-client-leaves" if client.leave_at else ""), kind="ws",
+        client_deflate=client_deflate, server_deflate=draw(st.booleans()), accept_delay=accept_delay,
         headers=(("x-codex-turn-state", "ts-gen"),) if draw(st.booleans()) else (),
-        preamble=draw(ws_msgs(0, 2)), turns=tuple(turns), end=replace(end, gap=draw(GAPS)))
+        preamble=draw(ws_msgs(0, 2)), turns=tuple(turns), end=replace(end, gap=draw(GAPS)), client=client)
 
 
-# Ends whose replay is known to differ are left out here and covered by named shapes
-# marked xfail (see catalog.py); when the fix lands, put them back.
 WS_ENDS = [WsEnd("server", 0.02, 1000, ""), WsEnd("server", 0.02, 1001, "going away"),
-           WsEnd("server", 0.02, 1011, "internal error"), WsEnd("server", 0.02, 4321, "custom reason"),
-           WsEnd("client", 0.02, 1000, ""), WsEnd("client", 0.02, 4000, "client reason")]
+           WsEnd("server", 0.02, None, ""), WsEnd("server", 0.02, 1011, "internal error"),
+           WsEnd("server", 0.02, 4321, "custom reason"), WsEnd("drop", 0.02, None), WsEnd("reset", 0.02, None),
+           WsEnd("client", 0.02, 1000, ""), WsEnd("client", 0.02, 4000, "client reason"),
+           WsEnd("client_drop", 0.02, None)]
 
 
 def shapes() -> st.SearchStrategy[Shape]:

@@ -151,9 +151,7 @@ WS_ENDS = [
     pytest.param(1005, False, 1005, "complete", id="server-close-frame-without-status"),
     pytest.param(1006, False, None, "upstream_cut", id="upstream-dropped"),
     pytest.param(1006, True, None, "client_gone", id="client-dropped"),
-    pytest.param(1015, False, None, "upstream_cut", id="tls-failure",
-                 marks=pytest.mark.xfail(strict=True, reason="issue 10: 1015 is stored as a close code, "
-                                                              "replay cannot send it")),
+    pytest.param(1015, False, None, "upstream_cut", id="tls-failure"),
 ]
 
 
