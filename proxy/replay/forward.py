@@ -14,6 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..headers import RELAY_REQUEST, WS_HANDSHAKE, from_raw, sendable, without
 from ..model import Request
+from ..net import ACCEPT_DEFLATE, IntendedDrop
+from .engine import ABNORMAL_CODES, NO_STATUS
 
 log = logging.getLogger("proxy.replay")
 
@@ -22,72 +24,105 @@ _CONNECTION = frozenset({"connection"})
 
 
 class Forwarder:
+    """Relays misses to ``target`` (the recorder): the client's request headers and no
+    others, and each side's end as it happened (a close frame with its code, or none;
+    a dropped connection as a drop), so the recording is of what the client did."""
+
     def __init__(self, target: str):
         import httpx  # here, not at the top: replay without a relay starts faster (~0.2 s)
 
         self.target = target.rstrip("/")
-        self.client = httpx.AsyncClient(base_url=self.target, timeout=httpx.Timeout(None, connect=10.0))
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self.forwarded = 0
 
     async def http(self, req: Request, raw_body: bytes, send) -> None:
+        import httpx  # see __init__
+
         self.forwarded += 1
-        headers = without(req.headers, RELAY_REQUEST)
-        url = req.path + ("?" + req.query if req.query else "")
-        async with self.client.stream(req.method, url, headers=headers, content=raw_body) as r:
+        url = self.target + req.path + ("?" + req.query if req.query else "")
+        # An httpx.Request, not client.stream(): the client would add its own accept,
+        # accept-encoding and user-agent to what the client sent (and a client that never
+        # asked for compression would get compressed bytes). httpx adds only host and
+        # content-length, which belong to this hop.
+        request = httpx.Request(req.method, url, headers=without(req.headers, RELAY_REQUEST), content=raw_body)
+        r = await self.client.send(request, stream=True)
+        try:
             out = sendable(from_raw(r.headers.raw), _CONNECTION)
             await send({"type": "http.response.start", "status": r.status_code, "headers": out})
             async for chunk in r.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await r.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def websocket(self, scope, req: Request, receive, send) -> None:
         self.forwarded += 1
         url = self.target.replace("http", "ws", 1) + req.path + ("?" + req.query if req.query else "")
         headers = without(req.headers, RELAY_REQUEST)
+        offered = "permessage-deflate" in (req.header("sec-websocket-extensions") or "").lower()
         from websockets.asyncio.client import connect  # see __init__
 
         try:
             upstream = await connect(url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None,
-                                     compression=None, max_size=None, open_timeout=30, ping_interval=None,
-                                     user_agent_header=None)
+                                     compression="deflate" if offered else None, max_size=None, open_timeout=30,
+                                     ping_interval=None, user_agent_header=None)
         except InvalidStatus as e:
+            # A refusal, with the headers it came with (framing and date too: the server
+            # adapter writes a refusal as given). The websockets client reads its body
+            # whole, so a chunked body goes on as one chunk.
             resp = e.response
             await send({"type": "websocket.http.response.start", "status": resp.status_code,
-                        "headers": sendable(resp.headers.raw_items(), WS_HANDSHAKE)})
+                        "headers": sendable(resp.headers.raw_items())})
             await send({"type": "websocket.http.response.body", "body": resp.body or b""})
             return
-        accept = {"type": "websocket.accept", "headers": sendable(upstream.response.headers.raw_items(), WS_HANDSHAKE)}
+        accept = {"type": "websocket.accept", "headers": sendable(upstream.response.headers.raw_items(), WS_HANDSHAKE),
+                  ACCEPT_DEFLATE: bool(upstream.protocol.extensions)}
         if upstream.subprotocol:
             accept["subprotocol"] = upstream.subprotocol
         await send(accept)
-
-        async def down():
-            try:
-                async for msg in upstream:
-                    key = "text" if isinstance(msg, str) else "bytes"
-                    await send({"type": "websocket.send", key: msg})
-            except ConnectionClosed:
-                pass
-            code = upstream.close_code or 1000
-            await send({"type": "websocket.close", "code": code if code != 1006 else 1011,
-                        "reason": upstream.close_reason or ""})
-
-        task = asyncio.create_task(down())
+        down = asyncio.create_task(self._down(upstream, send))
         try:
             while True:
                 recv = asyncio.create_task(receive())
-                done, _ = await asyncio.wait({recv, task}, return_when=asyncio.FIRST_COMPLETED)
-                if task in done:
+                done, _ = await asyncio.wait({recv, down}, return_when=asyncio.FIRST_COMPLETED)
+                if down in done:
                     recv.cancel()
+                    down.result()  # the upstream dropped the connection: IntendedDrop
                     return
                 msg = recv.result()
                 if msg["type"] == "websocket.disconnect":
-                    await upstream.close(msg.get("code") or 1000)
+                    await _client_left(upstream, msg)
                     return
                 await upstream.send(msg["text"] if msg.get("text") is not None else msg.get("bytes") or b"")
         finally:
-            task.cancel()
+            down.cancel()
             await upstream.close()
+
+    @staticmethod
+    async def _down(upstream, send) -> None:
+        """Upstream frames to the client, then the upstream's end: its close frame, or a drop."""
+        try:
+            async for msg in upstream:
+                key = "text" if isinstance(msg, str) else "bytes"
+                await send({"type": "websocket.send", key: msg})
+        except ConnectionClosed:
+            pass
+        rcvd = upstream.protocol.close_rcvd
+        if rcvd is None:
+            raise IntendedDrop("the upstream dropped the WebSocket without a close frame")
+        code = None if rcvd.code == NO_STATUS else rcvd.code
+        await send({"type": "websocket.close", "code": code, "reason": rcvd.reason})
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+async def _client_left(upstream, msg: dict) -> None:
+    """Pass the client's end on: its close frame (with its code, or none), or, when it
+    dropped the connection, a dropped connection (the recorder then stores a drop)."""
+    code = msg.get("code")
+    # uvicorn reports a client's close frame with its reason, a lost connection without one.
+    if "reason" not in msg or code in ABNORMAL_CODES:
+        upstream.transport.abort()
+        return
+    await upstream.close(None if code in (None, NO_STATUS) else code, msg.get("reason") or "")

@@ -7,6 +7,7 @@ when the package is restructured, only this module changes.
   start_recorder_process(...) -> Running              the same, as the `proxy record` command
   recorder_ca(confdir) -> path                        its CA, for clients speaking TLS to it
   start_replay(cassette, speed) -> Running            the replay server, in-process
+  start_new_episodes(upstream_url, cassette)          replay that relays misses to a recorder
   Running.stop()                                      stop it (the recorder compacts the cassette)
   record_addon(cassette) -> context of the addon      the bare mitmproxy addon in taddons, for hook tests
   interactions(cassette) -> list                      what a cassette holds, decoded
@@ -54,6 +55,19 @@ def start_replay(cassette: Path, speed: float = 1.0) -> Running:
     from proxy.serve import ServeConfig, Session
 
     session = Session(ServeConfig(cassette=cassette, speed=speed))
+    url = session.start_in_thread()
+    return Running(url, session.stop_thread)
+
+
+def start_new_episodes(upstream_url: str, cassette: Path) -> Running:
+    """What ``proxy serve --record-mode new_episodes`` runs: replay in front, misses relayed
+    to an in-process recorder appending to ``cassette`` (created empty if missing)."""
+    from proxy.serve import ServeConfig, Session
+    from proxy.store import Cassette
+
+    if not Path(cassette).exists():
+        Cassette.create(cassette).close()
+    session = Session(ServeConfig(cassette=cassette, mode="new_episodes", upstream=upstream_url))
     url = session.start_in_thread()
     return Running(url, session.stop_thread)
 

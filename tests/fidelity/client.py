@@ -112,12 +112,17 @@ class _Socket:
             pass
 
 
-def _request_bytes(method: str, tgt: str, host: str, headers, body: bytes) -> bytes:
-    lines = [f"{method} {tgt} HTTP/1.1", f"host: {host}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"content-length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def request_headers(shape: HttpShape, host: str) -> list[tuple[str, str]]:
+    """Every header the client sends for ``shape``, in order."""
+    out = [("host", host), *shape.request_headers]
+    if shape.request_body or shape.method in ("POST", "PUT", "PATCH"):
+        out.append(("content-length", str(len(shape.request_body))))
+    return out
+
+
+def _request_bytes(shape: HttpShape, tgt: str, host: str) -> bytes:
+    lines = [f"{shape.method} {tgt} HTTP/1.1"] + [f"{k}: {v}" for k, v in request_headers(shape, host)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + shape.request_body
 
 
 class _HttpReader:
@@ -248,8 +253,7 @@ def http_exchange(host: str, port: int, sid: int, shape: HttpShape, tls: ssl.SSL
         obs.error = f"connect: {e}"
         return obs
     try:
-        req = _request_bytes(shape.method, target(sid, shape.path, shape.query), f"{host}:{port}",
-                             shape.request_headers, shape.request_body)
+        req = _request_bytes(shape, target(sid, shape.path, shape.query), f"{host}:{port}")
         t0 = time.perf_counter()
         sock.deadline = t0 + (plan.leave_at if plan.leave_at is not None else shape.duration + plan.wait)
         sock.sock.sendall(req)
