@@ -27,6 +27,7 @@ log = logging.getLogger("proxy.replay")
 
 HEADER = "x-proxy-cassette"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 200  # NAME.db must fit in a file name (255 bytes on most file systems)
 
 
 def _problem(code: str, message: str) -> dict:
@@ -58,11 +59,16 @@ class CassetteDir:
         return f"(available: {', '.join(self.names()) or 'none'})"
 
     async def _resolve(self, scope) -> tuple[Engine | None, dict, dict | None]:
+        """The prefix is cut from the raw path, so what is matched is the path exactly as the
+        client sent it, percent-escapes and all, as in header mode. A name that cannot be a
+        cassette (not [A-Za-z0-9._-], too long for a file name) is a problem, not an error."""
         name = scope_header(scope, HEADER)
-        path = scope.get("path", "")
-        if name is None and path.startswith("/c/"):
-            name, _, rest = path[3:].partition("/")
-            scope = dict(scope, path="/" + rest, raw_path=("/" + rest).encode("latin-1"))
+        raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
+        if name is None and raw.startswith(b"/c/"):
+            raw_name, _, rest = raw[3:].partition(b"/")
+            name = raw_name.decode("latin-1")
+            if _NAME.match(name):  # then the decoded path starts with the same bytes
+                scope = dict(scope, path="/" + scope["path"][4 + len(name):], raw_path=b"/" + rest)
         if not name:
             return None, scope, _problem(
                 "no_cassette_named",
@@ -70,8 +76,9 @@ class CassetteDir:
                 f"{self._available()}")
         if name.endswith(".db"):
             name = name[:-3]
-        if not _NAME.match(name):
-            return None, scope, _problem("bad_cassette_name", f"bad cassette name {name!r}")
+        if not _NAME.match(name) or len(name) > MAX_NAME:
+            shown = name if len(name) <= 60 else name[:60] + f"... ({len(name)} characters)"
+            return None, scope, _problem("bad_cassette_name", f"bad cassette name {shown!r}")
         engine = self.engines.get(name)
         if engine is None:
             if not (self.directory / f"{name}.db").is_file():
@@ -82,7 +89,7 @@ class CassetteDir:
                 opening = self._opening[name] = asyncio.ensure_future(asyncio.to_thread(self._open, name))
             try:
                 engine = await asyncio.shield(opening)
-            except CassetteError as e:
+            except (CassetteError, OSError) as e:
                 return None, scope, _problem("cassette_unusable", str(e))
             finally:
                 if opening.done():
