@@ -23,7 +23,7 @@ import json
 import random
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import brotli
 import zstandard
@@ -668,4 +668,4 @@ def batch(max_size: int = 10, min_size: int = 1) -> st.SearchStrategy[list[Shape
     return st.lists(shapes(), min_size=min_size, max_size=max_size)
 
 
-__all__ = ["ClientPlan", "HttpShape", "Part", "Refusal", "Shape", "WsEnd", "WsMsg", "WsShape", "WsTurn", "field"]
+__all__ = ["ClientPlan", "HttpShape", "Part", "Refusal", "Shape", "WsEnd", "WsMsg", "WsShape", "WsTurn"]

@@ -2,17 +2,15 @@
 
 Recorded with the ``proxy record`` command (a process of its own, its CA in a temporary
 --confdir, the upstream's CA by --upstream-ca). The recording client speaks TLS to the
-recorder offering http/1.1 then h2: mitmproxy
-picks http/1.1 for the client and mirrors the offer upstream, where hypercorn picks h2.
-So the cassette holds HTTP/2 responses (no reason phrase, no framing header), and the
-replay client, on plain HTTP/1.1, must still see what the recording client saw.
+recorder offering http/1.1 then h2: mitmproxy picks http/1.1 for the client and mirrors
+the offer upstream, where hypercorn picks h2. So the cassette holds HTTP/2 responses (no
+reason phrase, no framing header), and the replay client, on plain HTTP/1.1, must still
+see what the recording client saw.
 """
 
 from __future__ import annotations
 
 import ssl
-
-import pytest
 
 from . import adapter
 from . import shapes as S
@@ -20,20 +18,9 @@ from .harness import run_batch
 from .upstream import H2Upstream
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
-    d = tmp_path_factory.mktemp("h2certs")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    return d
-
-
-def test_http2_upstream_replays_as_recorded(certs, fidelity_dir):
-    confdir = str(certs / "mitmproxy")
+def test_http2_upstream_replays_as_recorded(tls_files, fidelity_dir, tmp_path):
+    certs = tls_files  # trustme: ca.pem, cert.pem, key.pem (tests/conftest.py)
+    confdir = str(tmp_path / "mitmproxy")
     tls = ssl.create_default_context(cafile=adapter.recorder_ca(confdir))
     tls.set_alpn_protocols(["http/1.1", "h2"])
     upstreams: list[H2Upstream] = []

@@ -25,6 +25,8 @@ from websockets.frames import Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.server import ServerProtocol
 
+from proxy.background import BackgroundLoop
+
 from .shapes import HttpShape, Part, Shape, WsShape
 
 PREFIX = "/f/"
@@ -92,9 +94,8 @@ class Upstream:
         self.ssl = ssl_context
         self.requests: list[tuple[str, str, list[tuple[str, str]], bytes]] = []  # method, target, headers, body
         self.connections = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: BackgroundLoop | None = None
         self._server: asyncio.Server | None = None
-        self._thread: threading.Thread | None = None
         self.port = 0
 
     @property
@@ -102,39 +103,22 @@ class Upstream:
         return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> "Upstream":
-        ready = threading.Event()
+        async def setup() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl)
+            self.port = self._server.sockets[0].getsockname()[1]
 
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
+        async def teardown() -> None:
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task.get_name().startswith("fid-conn"):
+                    task.cancel()
 
-            async def main() -> None:
-                self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl)
-                self.port = self._server.sockets[0].getsockname()[1]
-                ready.set()
-                try:
-                    await self._server.serve_forever()
-                except asyncio.CancelledError:
-                    pass
-
-            self._loop.run_until_complete(main())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="fidelity-upstream", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._loop = BackgroundLoop("fidelity-upstream", setup, teardown)
+        self._loop.start()
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            async def shut() -> None:
-                self._server.close()
-                for task in asyncio.all_tasks():
-                    if task is not asyncio.current_task() and task.get_name().startswith("fid-conn"):
-                        task.cancel()
-
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
-        if self._thread is not None:
-            self._thread.join(10)
+        self._loop.stop()
 
     # -- one connection ------------------------------------------------------------
 
@@ -323,9 +307,7 @@ class H2Upstream:
         self.certfile, self.keyfile = certfile, keyfile
         self.versions: list[str] = []
         self.port = 0
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._loop: BackgroundLoop | None = None
 
     @property
     def url(self) -> str:
@@ -360,42 +342,33 @@ class H2Upstream:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
+        sock.listen(128)  # connections wait in the backlog until hypercorn accepts them
+        self._sock = sock  # held: hypercorn is given its descriptor, not the object
         self.port = sock.getsockname()[1]
         config = Config()
         config.certfile, config.keyfile = self.certfile, self.keyfile
         config.alpn_protocols = ["h2", "http/1.1"]
-        config.loglevel = "WARNING"
-        config.accesslog = None
-        config.errorlog = None
-        config.include_server_header = False
-        config.include_date_header = False
+        config.accesslog = config.errorlog = None
+        config.include_server_header = config.include_date_header = False
         config.insecure_bind = []
         config.bind = [f"fd://{sock.fileno()}"]
-        ready = threading.Event()
-        self._sock = sock
+        stop = asyncio.Event()
+        task: list[asyncio.Task] = []
 
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
+        async def setup() -> None:
+            task.append(asyncio.create_task(serve(self.app, config, shutdown_trigger=stop.wait)))
 
-            async def main() -> None:
-                self._stop = asyncio.Event()
-                ready.set()
-                await serve(self.app, config, shutdown_trigger=self._stop.wait)
+        async def teardown() -> None:
+            stop.set()
+            await task[0]
 
-            self._loop.run_until_complete(main())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="fidelity-h2-upstream", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._loop = BackgroundLoop("fidelity-h2-upstream", setup, teardown)
+        self._loop.start()
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
+        self._loop.stop()
         try:
             self._sock.close()
-        except OSError:  # hypercorn closed the descriptor it was handed
+        except OSError:  # hypercorn closed the descriptor already
             pass
