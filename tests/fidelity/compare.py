@@ -63,6 +63,11 @@ def _diff(out: list[str], what: str, a, b) -> None:
             out.append(f"{what}: recorded {_short(a)}, replayed {_short(b)}")
 
 
+def is_timing(problem: str) -> bool:
+    """A difference of timing only (of a response, or of a refusal's)."""
+    return problem.startswith(("timing of", "refusal timing of"))
+
+
 def _timing(out: list[str], errors: list[float], what: str, rec: float | None, rep: float | None,
             size: int = 0) -> None:
     """``size``: bytes the recording client had to receive through the proxy before this point."""

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from . import adapter
 from .client import http_exchange, ws_exchange
-from .compare import against_shape, differences
+from .compare import against_shape, differences, is_timing
 from .shapes import Shape, WsShape
 from .upstream import Registry, Upstream
 
@@ -120,7 +120,7 @@ def run_batch(shapes: list[Shape], workdir: Path, *, concurrency: int = 2, recor
     # process descheduled for 100 ms and more): such shapes are recorded and replayed
     # again, alone, up to ``reruns`` times, and the last run decides. A replay that is
     # really off (a gap ignored, a drift) is off every time.
-    late = [i for i, o in enumerate(outcomes) if o.problems and all(p.startswith("timing of") for p in o.problems)]
+    late = [i for i, o in enumerate(outcomes) if o.problems and all(is_timing(p) for p in o.problems)]
     if late and reruns:
         again = run_batch([outcomes[i].shape for i in late], workdir, concurrency=1, record_stats=False,
                           reruns=reruns - 1, tls=tls, **kw)
