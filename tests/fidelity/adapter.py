@@ -11,6 +11,7 @@ when the package is restructured, only this module changes.
   Running.stop()                                      stop it (the recorder compacts the cassette)
   record_addon(cassette) -> context of the addon      the bare mitmproxy addon in taddons, for hook tests
   interactions(cassette) -> list                      what a cassette holds, decoded
+  redacted(data) -> bytes                             data as default redaction stores it
 
 Each server runs on an event loop of its own in a daemon thread, as the pytest plugin
 runs them, so the client's blocking reads never stall it.
@@ -94,6 +95,13 @@ def record_addon(cassette: Path):
             yield addon
         finally:
             addon.done()
+
+
+def redacted(data: bytes) -> bytes:
+    """``data`` as the recorder's default redaction stores it (unchanged when it holds no secret)."""
+    from proxy.redaction import Redactor
+
+    return Redactor().data(data)
 
 
 def interactions(cassette: Path) -> list:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from . import adapter
 from .client import HttpObs, WsObs
 from .shapes import HttpShape, Shape, WsShape
 
@@ -145,10 +146,19 @@ def _ws_end(obs: WsObs) -> str:
     return "dropped" if obs.end in ("eof", "reset") else obs.end
 
 
+def as_stored(shape: Shape, recorded):
+    """A body holding a secret is stored redacted, and replay serves what was stored: the
+    same length, the same chunks (redaction never changes the framing)."""
+    if isinstance(shape, HttpShape) and shape.secret:
+        chunks = [adapter.redacted(c) for c in recorded.chunks] if recorded.chunks is not None else None
+        return replace(recorded, body=adapter.redacted(recorded.body), chunks=chunks)
+    return recorded
+
+
 def differences(shape: Shape, recorded, replayed, errors: list[float]) -> list[str]:
     if isinstance(shape, WsShape):
         return ws_differences(as_upstream_sent(shape, recorded), replayed, errors)
-    return http_differences(recorded, replayed, errors)
+    return http_differences(as_stored(shape, recorded), replayed, errors)
 
 
 def against_shape(shape: Shape, obs) -> list[str]:

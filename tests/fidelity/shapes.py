@@ -29,6 +29,8 @@ import brotli
 import zstandard
 from hypothesis import strategies as st
 
+from . import adapter
+
 Headers = tuple[tuple[str, str], ...]
 
 DATE = ("date", "Tue, 21 Nov 2026 13:10:50 GMT")
@@ -64,6 +66,7 @@ class HttpShape:
     parts: tuple[Part, ...] = ()
     end: str = "complete"  # complete | eof (FIN mid-body) | reset (RST mid-body) | none (no response at all)
     client: ClientPlan = ClientPlan()
+    secret: bool = False  # the body holds a key: replay must serve it redacted, with the same framing
 
     @property
     def body(self) -> bytes:
@@ -416,6 +419,19 @@ def big_token(size: int, keylike: bool, framing: str = "length") -> HttpShape:
                      framing=framing, ttfb=0.02, parts=parts, client=ClientPlan(wait=8.0))
 
 
+def fake_key() -> str:
+    return "sk-" + "proj-" + "Ab3dEf9hIj" * 4  # key-shaped at run time, never in the file
+
+
+def secret(framing: str) -> HttpShape:
+    """A key in the response (the model echoed it): replay serves it redacted, framing intact."""
+    events = [sse("response.output_text.delta", {"delta": f"the key is {fake_key()}, keep it safe"}),
+              *openai_responses_events(3)]
+    parts = paced(events, 0.03, 0.02) if framing == "chunked" else (Part(0.02, b"".join(events)),)
+    return HttpShape(f"secret-in-body-{framing}", "sse", headers=SSE_HEADERS, framing=framing, ttfb=0.02, parts=parts,
+                     secret=True)
+
+
 def big_chunks() -> HttpShape:
     """Writes over 64 KB: mitmproxy hands them on in pieces; the client must see the same pieces."""
     blobs = [sse("response.output_text.delta", {"delta": "x" * size}) for size in (70_000, 150_000, 10)]
@@ -561,14 +577,20 @@ def gemini_live() -> WsShape:
 LEAVE_MARGIN = 0.15
 GAPS = st.one_of(st.just(0.0), st.floats(0.0005, 0.004), st.floats(0.015, 0.08)).map(lambda g: round(g, 4))
 ENCODINGS = ("identity", "gzip", "br", "zstd", "deflate")
-# Bytes that can never form a key-shaped run (no '-'), so generated bodies hit no redaction rule.
-SAFE_TEXT = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .,:{}\"'\n", min_size=1, max_size=300)
+FILLER = st.text("abcdefghijklmnopqrstuvwxyz ", min_size=40, max_size=40)
+# Text as model APIs send it, hyphenated words that look like key prefixes included: bytes
+# that hold no secret must replay unchanged.
+KEYLIKE = st.sampled_from(["task-specific-instructions", "ask-the-user-before-running", "risk-assessment-checklist",
+                           "desk-research-notes-for-the-week", "sk-"])
+TEXT = st.lists(st.one_of(st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .,:{}\"'\n-_", min_size=1,
+                                  max_size=60), KEYLIKE), min_size=1, max_size=8).map("".join).filter(
+    lambda t: adapter.redacted(t.encode()) == t.encode())  # a random run can look like a key: such text is left out
 
 
 @st.composite
 def http_shapes(draw) -> HttpShape:
     kind = draw(st.sampled_from(["sse-openai", "sse-chat", "sse-anthropic", "sse-gemini", "gemini-array",
-                                 "bedrock", "json", "text"]))
+                                 "bedrock", "json", "text", "token"]))
     n = draw(st.integers(1, 12))
     seed = draw(st.integers(0, 999))
     blobs = {"sse-openai": lambda: openai_responses_events(n, seed),
@@ -577,8 +599,13 @@ def http_shapes(draw) -> HttpShape:
              "sse-gemini": lambda: gemini_sse_events(n, seed),
              "gemini-array": lambda: gemini_array_pieces(n, seed),
              "bedrock": lambda: bedrock_events(n, seed),
-             "json": lambda: [json.dumps({"text": draw(SAFE_TEXT)}).encode()],
-             "text": lambda: [draw(SAFE_TEXT).encode() for _ in range(n)]}[kind]()
+             "json": lambda: [json.dumps({"text": draw(TEXT)}).encode()],
+             "text": lambda: [draw(TEXT).encode() for _ in range(n)],
+             # a base64url token such as encrypted_content: 1 KB to 300 KB, an sk- in it or not
+             "token": lambda: [json.dumps({"encrypted_content": token(draw(st.integers(1_000, 300_000)), seed,
+                                                                      draw(st.booleans()))}).encode()]}[kind]()
+    if draw(st.integers(0, 9)) == 0:  # now and then a write over 64 KB
+        blobs.append(draw(FILLER).encode() * (70_000 // 40 + 1))
     enc = draw(st.sampled_from(ENCODINGS))
     if enc != "identity":
         blobs = encode_stream(enc, blobs) if draw(st.booleans()) else [compress_whole(enc, b"".join(blobs))]
@@ -587,8 +614,6 @@ def http_shapes(draw) -> HttpShape:
     if draw(st.booleans()) and len(data) > 1:
         cuts = sorted(set(draw(st.lists(st.integers(1, len(data) - 1), max_size=8))))
         blobs = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
-    if draw(st.integers(0, 9)) == 0:  # now and then a write over 64 KB
-        blobs.append(draw(SAFE_TEXT).encode() * (70_000 // 300 + 1))
     ttfb = draw(GAPS)
     at, parts = ttfb, []
     for b in blobs:
@@ -609,7 +634,7 @@ def http_shapes(draw) -> HttpShape:
         parts = parts[:cut] + [Part(round(p.at + LEAVE_MARGIN * 2, 4), p.data) for p in parts[cut:]]
         client = ClientPlan(leave_at=round(pause_at + LEAVE_MARGIN, 4))
     ctype = {"bedrock": "application/vnd.amazon.eventstream", "json": "application/json",
-             "gemini-array": "application/json"}.get(kind, "text/event-stream")
+             "gemini-array": "application/json", "token": "application/json"}.get(kind, "text/event-stream")
     headers = [("content-type", ctype), DATE, ("x-request-id", f"req_{seed}")]
     if enc != "identity":
         headers.append(("content-encoding", enc))
@@ -622,7 +647,7 @@ def http_shapes(draw) -> HttpShape:
 REASONS = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
            503: "Service Unavailable", 426: "Upgrade Required"}
 
-WS_PAYLOAD = st.one_of(SAFE_TEXT.map(lambda t: (True, t.encode())),
+WS_PAYLOAD = st.one_of(TEXT.map(lambda t: (True, t.encode())),
                        st.binary(min_size=0, max_size=400).map(lambda b: (False, b)))
 
 
