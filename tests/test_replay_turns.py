@@ -160,6 +160,26 @@ def test_a_rebound_session_drops_what_the_reserved_one_had_queued():
         t.rebind(ws_script(_ws(other, None), MatchConfig()))
 
 
+def test_a_frame_whose_secret_the_recorder_masked_still_matches():
+    # the recorder scans a connection's frames as one stream: a key split across two frames
+    # is masked in both, and the client sends the key again on replay
+    frames = [_t(0.1, b"prefix REDA", F.CLIENT), _t(0.2, b"CTED******** suffix", F.CLIENT)]
+    t = _turns(frames=frames, close=Close(1000, "", F.CLIENT))
+    t.accepted(0.0)
+    assert t.client_frame(1.0, b"prefix sk-p", True) is None
+    assert t.client_frame(2.0, b"roj-Ab3dEf9h suffix", True) is None
+    t = _turns(frames=frames, close=Close(1000, "", F.CLIENT))
+    t.accepted(0.0)
+    assert t.client_frame(1.0, b"prefix sk-p", True) is None
+    assert t.client_frame(2.0, b"roj-Ab3dEf9h suffiX", True).code == CLOSE_MISMATCH  # outside the marker
+    t = _turns(frames=[_t(0.1, b"REDACTED***", F.CLIENT), _t(0.2, b"************ tail", F.CLIENT)],
+               close=Close(1000, "", F.CLIENT))
+    t.accepted(0.0)
+    assert t.client_frame(1.0, b"sk-_D02f5Ir", True) is None
+    assert t.client_frame(2.0, b"Ab3dEf9hIjAb tail", True) is None
+    assert t.client_frame(3.0, b"x", True).code == CLOSE_UNEXPECTED
+
+
 def test_instant_replay_has_everything_due_at_once():
     t = Turns(ws_script(_ws(TWO_TURNS, Close(1000, "", F.SERVER)), MatchConfig()), lambda anchor, offset: anchor)
     t.accepted(0.0)

@@ -113,7 +113,8 @@ def test_request_body_is_stored_decoded_with_its_encoding_and_secrets_redacted(t
     one, two = record(tmp_path, scenario)
     assert json.loads(one.request.body) == doc and one.request.body_encoding == "zstd"
     assert one.request.header("authorization") == "REDACTED"
-    assert two.request.body == b"not zstd"  # undecodable: kept as sent
+    # undecodable: not stored as its wire bytes, which no scan for secrets has read (issue 13)
+    assert two.request.body != b"not zstd" and two.request.body_encoding == "zstd"
 
 
 def _ws_flow(close_code: int | None, by_client: bool | None, reason: str = "") -> http.HTTPFlow:
