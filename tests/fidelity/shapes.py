@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import brotli
 import zstandard
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from . import adapter
@@ -577,6 +578,13 @@ def gemini_live() -> WsShape:
 LEAVE_MARGIN = 0.15
 GAPS = st.one_of(st.just(0.0), st.floats(0.0005, 0.004), st.floats(0.015, 0.08)).map(lambda g: round(g, 4))
 ENCODINGS = ("identity", "gzip", "br", "zstd", "deflate")
+def holds_no_secret(pieces: list[bytes]) -> bool:
+    """Neither a piece nor their concatenation (the recorder scans a stream, or a connection's
+    frames, as one) would be changed by redaction: the bytes must replay unchanged."""
+    whole = b"".join(pieces)
+    return adapter.redacted(whole) == whole and all(adapter.redacted(p) == p for p in pieces)
+
+
 FILLER = st.text("abcdefghijklmnopqrstuvwxyz ", min_size=40, max_size=40)
 # Text as model APIs send it, hyphenated words that look like key prefixes included: bytes
 # that hold no secret must replay unchanged.
@@ -606,6 +614,7 @@ def http_shapes(draw) -> HttpShape:
                                                                       draw(st.booleans()))}).encode()]}[kind]()
     if draw(st.integers(0, 9)) == 0:  # now and then a write over 64 KB
         blobs.append(draw(FILLER).encode() * (70_000 // 40 + 1))
+    assume(holds_no_secret(blobs))
     enc = draw(st.sampled_from(ENCODINGS))
     if enc != "identity":
         blobs = encode_stream(enc, blobs) if draw(st.booleans()) else [compress_whole(enc, b"".join(blobs))]
@@ -665,6 +674,8 @@ def ws_shapes(draw) -> WsShape:
     for _ in range(draw(st.integers(0, 4))):
         client = draw(ws_msgs(1, 3))
         turns.append(WsTurn(client, draw(ws_msgs(0, 5))))
+    preamble = draw(ws_msgs(0, 2))
+    assume(holds_no_secret([m.payload for m in preamble] + [m.payload for t in turns for m in t.replies]))
     end = draw(st.sampled_from(WS_ENDS))
     client_deflate = draw(st.booleans())
     accept_delay = draw(st.sampled_from([0.0, 0.0, 0.05, 0.12]))
@@ -675,7 +686,7 @@ def ws_shapes(draw) -> WsShape:
         f"gen-ws-{end.by}-{end.code}" + ("-client-leaves" if client.leave_at else ""), kind="ws",
         client_deflate=client_deflate, server_deflate=draw(st.booleans()), accept_delay=accept_delay,
         headers=(("x-codex-turn-state", "ts-gen"),) if draw(st.booleans()) else (),
-        preamble=draw(ws_msgs(0, 2)), turns=tuple(turns), end=replace(end, gap=draw(GAPS)), client=client)
+        preamble=preamble, turns=tuple(turns), end=replace(end, gap=draw(GAPS)), client=client)
 
 
 WS_ENDS = [WsEnd("server", 0.02, 1000, ""), WsEnd("server", 0.02, 1001, "going away"),
