@@ -29,7 +29,7 @@ from .replay import load_engine, verify
 from .replay.app import ReplayApp
 from .replay.cassettes import CassetteDir
 from .replay.forward import Forwarder
-from .store import CassetteError
+from .store import CassetteError, WriterLock
 from .uvicorn_server import UvicornServer
 
 
@@ -163,6 +163,7 @@ class Session:
         self._recorder = None
         self._forwarder: Forwarder | None = None
         self._fresh: Path | None = None
+        self._lock = None  # the writer's lock on the cassette a fresh recording replaces
         self._background: BackgroundLoop | None = None
         self.failure: CassetteError | None = None  # a damaged cassette or a failed write: exit 2
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -205,10 +206,19 @@ class Session:
         elif self.action in (Action.RECORD, Action.RECORD_FRESH):
             target = c.cassette
             if self.action is Action.RECORD_FRESH:
+                # The cassette this run will replace is held for the whole run: another
+                # writer on it would be thrown away by the replacement at the end.
+                self._lock = WriterLock.acquire(c.cassette)
                 self._fresh = target = c.cassette.with_name(c.cassette.name + ".recording")
                 _remove_db(target)
-            self._recorder = self._recording_proxy(target, c.host, c.port)
-            host, port = await self._recorder.start()
+            try:
+                self._recorder = self._recording_proxy(target, c.host, c.port)
+                host, port = await self._recorder.start()
+            except BaseException:
+                if self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
+                raise
             self.url = f"http://{host}:{port}"
         else:
             self.engine = self._engine()
@@ -313,6 +323,9 @@ class Session:
                 os.replace(self._fresh, self.config.cassette)
             elif clean:  # nothing recorded: the old cassette stays as it was
                 _remove_db(self._fresh)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         return s
 
     # -- for synchronous callers (the pytest plugin) ---------------------------

@@ -44,6 +44,24 @@ def test_second_recorder_is_refused_naming_the_first(upstream, tmp_path):
     assert len(read_all(cassette)) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["c.db"]
 
 
+def test_serve_all_holds_the_cassette_it_will_replace(upstream, tmp_path):
+    # serve --record-mode all records into PATH.recording and replaces PATH at the end:
+    # a recorder appending to PATH meanwhile would be thrown away, so each refuses the other.
+    cassette = tmp_path / "c.db"
+    make(cassette, [http(1), http(2)])
+    serve_all = ("serve", "--cassette", str(cassette), "--record-mode", "all", "--upstream", upstream.url,
+                 "--listen", "127.0.0.1:0")
+    with proxy_proc(*record_args(upstream.url, cassette)) as first:
+        one_line_error(run_cli(*serve_all), str(cassette), f"already being written by pid {first.popen.pid}")
+    assert first.popen.returncode == 0
+    with proxy_proc(*serve_all) as p:
+        one_line_error(run_cli(*record_args(upstream.url, cassette)), str(cassette), "already being written by pid")
+        assert httpx.get(p.url + "/v1/models", headers=AUTH).status_code == 200
+    assert p.popen.returncode == 0, p.err
+    assert [it["path"] for it in read_all(cassette)] == ["/v1/models"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["c.db"]  # the lock went with the run
+
+
 def test_read_only_directory_and_full_disk_are_refused_before_listening(upstream, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -361,15 +361,20 @@ class Recorder:
     # -- reporting -----------------------------------------------------------
 
     async def _done(self, flow: http.HTTPFlow, live: _Live, end: End) -> None:
-        """Wait until the interaction (its end is queued) is committed, count it, report it."""
+        """Count the interaction (its end is queued), wait until it is committed, report it.
+
+        Counted before the wait: a stop that lands while the commit is awaited (the client
+        already has the whole response) still commits the queued end when the writer
+        closes, and the summary and ``serve --record-mode all`` must count it."""
+        self.recorded += 1
         try:
             await _flushed(self.cassette)
         except CassetteError:
             # Not stored: the client must not see a clean end (the runner reports the error).
+            self.recorded -= 1
             if flow.killable:
                 flow.kill()
             return
-        self.recorded += 1
         status = flow.response.status_code if flow.response else "---"
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
         log.debug("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method,

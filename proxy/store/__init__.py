@@ -26,6 +26,7 @@ from .errors import (
 )
 from .cassette import Cassette
 from .migration import migrate
+from .opening import WriterLock
 from .schema import SCHEMA_VERSION
 from .source import SqliteSource
 from .writer import CassetteWriter
@@ -46,5 +47,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "SqliteSource",
     "WritableCassette",
+    "WriterLock",
     "migrate",
 ]
