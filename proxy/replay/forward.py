@@ -35,7 +35,25 @@ class Forwarder:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self.forwarded = 0
 
-    async def http(self, req: Request, raw_body: bytes, send) -> None:
+    async def http(self, req: Request, raw_body: bytes, send, receive=None) -> None:
+        """``receive``: the request's, whose body was read; the relay stops (and so the
+        recorder sees the client leave) when it reports the client gone. uvicorn's ``send``
+        ignores a gone client, so without it the whole upstream stream would be read."""
+        if receive is None:
+            await self._http(req, raw_body, send)
+            return
+        relay = asyncio.create_task(self._http(req, raw_body, send))
+        leaves = asyncio.create_task(_client_leaves(receive))
+        try:
+            await asyncio.wait({relay, leaves}, return_when=asyncio.FIRST_COMPLETED)
+            if relay.done():
+                relay.result()
+        finally:
+            relay.cancel()  # the upstream response is closed unread: the client left
+            leaves.cancel()
+            await asyncio.gather(relay, leaves, return_exceptions=True)
+
+    async def _http(self, req: Request, raw_body: bytes, send) -> None:
         import httpx  # see __init__
 
         self.forwarded += 1
@@ -115,6 +133,11 @@ class Forwarder:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+async def _client_leaves(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _client_left(upstream, msg: dict) -> None:

@@ -33,7 +33,7 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
     if isinstance(result, MissReply):
         if app.forwarder is not None:
             log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)
-            await app.forwarder.http(req, bytes(body), send)
+            await app.forwarder.http(req, bytes(body), send, receive)
             return
         await app.offload(engine.diagnose, result.miss)  # other streams keep their timing
         await send_miss(result, scope, receive, send)

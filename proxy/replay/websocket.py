@@ -122,6 +122,10 @@ async def _session(engine, match, pacer: Pacer, receive, send) -> None:
                              match.request, match.seq, scripted.seq)
                     scripted = match.interaction
                     turns.rebind(engine.ws_script(scripted))
+                    # the sender may be sleeping until a frame of the reserved recording
+                    # that rebind dropped: start it again on the bound recording's queue
+                    sender_task.cancel()
+                    sender_task = asyncio.create_task(sender())
             failure = turns.client_frame(pacer.now(), payload, is_text)
             if failure is not None:
                 await _perform(engine, failure, send)

@@ -13,6 +13,7 @@ client talking to the upstream) get the recorded chunks.
 from __future__ import annotations
 
 import logging
+import time
 
 from . import adapter
 from . import shapes as S
@@ -59,3 +60,20 @@ def test_a_dropped_websocket_client_is_recorded_as_dropped(fidelity_dir):
     assert len(seen[0].messages) == sum(len(t.replies) for t in shape.turns) and seen[0].end == "left"
     (it,) = adapter.interactions(cassette)
     assert it.close.code is None and it.close.by.value == "client" and it.end.value == "client_gone"
+
+
+def test_a_client_that_cancels_a_relayed_stream_is_recorded_as_gone(fidelity_dir):
+    """The relay stops reading the upstream when its client leaves, as the recorder would see
+    the client leave: recorded as client_gone (not a complete stream the client never read)."""
+    shape = S.client_cancels_mid_stream()  # leaves at 0.35 s; the rest of the stream comes at 1.2 s
+
+    def drive_and_stay(url, items):
+        seen = [exchange(url, sid, s) for sid, s in items]
+        time.sleep(shape.duration + 0.3)  # the relay keeps running after the client left, as it does in use
+        return seen
+
+    _, seen, _, cassette = record_then_replay([shape], fidelity_dir, drive_and_stay, recorder=adapter.start_new_episodes)
+    assert seen[0].end == "left"
+    (it,) = adapter.interactions(cassette)
+    assert it.end.value == "client_gone", it.end
+    assert it.chunks and it.chunks[-1].offset < 1.0, [c.offset for c in it.chunks]
