@@ -133,6 +133,30 @@ def test_serve_all_with_nothing_recorded_keeps_the_old_cassette(upstream, tmp_pa
     assert [it["path"] for it in read_all(cassette)] == ["/v1/models"]  # re-recorded: replaced
 
 
+def test_a_damaged_key_index_stops_replay_with_exit_2(tmp_path):
+    # Found by a new user: a flipped byte in the index replay matches by left every blob
+    # intact, so replay served other requests' recordings. The background check now runs
+    # SQLite's integrity_check, which compares indexes with their tables.
+    import sqlite3
+
+    cassette = tmp_path / "c.db"
+    make(cassette, [http(i, f"/v1/p{i}") for i in range(1, 9)])
+    conn = sqlite3.connect(cassette)
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'interactions_by_key'").fetchone()
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    data = bytearray(cassette.read_bytes())
+    page = data[(root - 1) * page_size: root * page_size]
+    at = page.rindex(b"/v1/p5")  # a key in the index's cells, not in the table
+    data[(root - 1) * page_size + at + 5] ^= 0x01  # "/v1/p5" -> "/v1/p4"
+    cassette.write_bytes(bytes(data))
+    p = subprocess.Popen(proxy_cmd("replay", "--cassette", str(cassette), "--listen", "127.0.0.1:0", "--speed", "0"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    out, err = p.communicate(timeout=30)  # no request needed: the background check finds it
+    assert p.returncode == 2, (out, err)
+    assert "damaged" in err and "index" in err, err
+
+
 def test_damage_met_while_replaying_fails_that_request_and_exits_2(tmp_path):
     cassette = tmp_path / "c.db"
     make(cassette, [http(1), http(2, "/v1/other")])

@@ -148,6 +148,15 @@ class CassetteReader:
             # the GIL to the thread that serves, so the check costs replay no latency
             if stop is not None and n % 256 == 0 and stop.wait(0.001):
                 return -1
+        # Last, SQLite's own full check: quick_check (at open, on small files) does not
+        # compare indexes with their tables, and a damaged key index serves the wrong
+        # recordings without a single undecodable blob. sqlite3 releases the GIL meanwhile.
+        try:
+            problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check(3)")]
+        except sqlite3.DatabaseError as e:
+            raise CassetteCorrupt(self.path, f"damaged SQLite file ({e})") from None
+        if problems != ["ok"]:
+            raise CassetteCorrupt(self.path, f"damaged SQLite file ({'; '.join(problems)})")
         return n
 
     def get(self, seq: int) -> Interaction:
