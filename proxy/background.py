@@ -76,8 +76,13 @@ class BackgroundLoop:
                 await self._stop.wait()
                 self.result = await self.teardown()
 
-            loop.run_until_complete(main())
-            loop.close()
+            try:
+                loop.run_until_complete(main())
+            except BaseException as e:  # e.g. SystemExit from a task (mitmproxy's start-up error check)
+                failure.append(e)
+                ready.set()
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=run, name=self.name, daemon=True)
         self._thread.start()

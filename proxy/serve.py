@@ -100,6 +100,12 @@ class Summary:
     out_of_order: int = 0  # served although an earlier recording of the same request was unused
     weak: int = 0  # served although the request's content differs (not only ids / dates / times)
     notes: list = field(default_factory=list)  # one line per such match, and per weak WebSocket frame
+    unused: list = field(default_factory=list)  # model.Interaction, only when the Session collects them
+
+    @property
+    def served(self) -> int:
+        """Recordings that answered a request."""
+        return self.used
 
     def line(self) -> str:
         """What `proxy replay` and `proxy serve` print when they stop (first line)."""
@@ -169,6 +175,10 @@ class Session:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_check = threading.Event()
         self._check: threading.Thread | None = None
+        self._clean = True  # how stop_thread() ends a record mode all run
+        # Listing the recordings never used reads the whole cassette: only for callers
+        # that report them (the API), not for a CLI run over a million interactions.
+        self.collect_unused = False
 
     def _choose(self) -> Action:
         mode = self.config.mode
@@ -305,6 +315,11 @@ class Session:
             s.out_of_order += report["out_of_order"]
             s.weak += report["weak"] + len(report["weak_frames"])
             s.notes += report["notes"] + report["weak_frames"]
+            if self.collect_unused:
+                try:
+                    s.unused += engine.unused()
+                except CassetteError as e:
+                    self.failure = self.failure or e
             engine.close()
         if self._forwarder is not None:
             s.misses = []  # forwarded and recorded, not errors
@@ -331,13 +346,14 @@ class Session:
     # -- for synchronous callers (the pytest plugin) ---------------------------
 
     def start_in_thread(self) -> str:
-        self._background = BackgroundLoop("proxy-serve", self.start, self.stop)
+        self._background = BackgroundLoop("proxy-serve", self.start, lambda: self.stop(self._clean))
         self._background.start()
         return self.url
 
-    def stop_thread(self) -> Summary:
+    def stop_thread(self, clean: bool = True) -> Summary:
         if self._background is None:
             return Summary(self.action)
+        self._clean = clean
         return self._background.stop() or Summary(self.action)
 
 
