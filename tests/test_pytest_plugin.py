@@ -29,6 +29,11 @@ def test_unrecorded_request_fails(model_proxy):
     import httpx
     httpx.post(model_proxy.base_url + "/embeddings", json={"input": "x"})
 
+@pytest.mark.cassette("example", speed=0)
+def test_sdk_raises_on_miss(model_proxy):
+    client = openai.OpenAI(base_url=model_proxy.base_url, api_key=fake_key("test"), max_retries=0)
+    client.embeddings.create(model="sim-1", input="x")
+
 @pytest.mark.cassette("example", speed=0, strict=True)
 def test_strict_unused_fails(model_proxy):
     import httpx
@@ -51,11 +56,15 @@ def test_replay_miss_strict_and_missing(suite, monkeypatch):
     monkeypatch.delenv("PROXY_RECORD_MODE", raising=False)
     suite.makepyfile(test_suite=REPLAY_TESTS)
     r = suite.runpytest_subprocess("-p", "no:cacheprovider")
-    r.assert_outcomes(passed=1, failed=2, errors=1)  # a missing cassette fails the set-up
+    r.assert_outcomes(passed=1, failed=3, errors=1)  # a missing cassette fails the set-up
     out = r.stdout.str()
     assert "request(s) with no recording" in out and "POST /v1/embeddings" in out
     assert "strict: 4 recorded interaction(s)" in out and "#1 POST /v1/responses" in out
-    assert "nothing-here.db: no such cassette file" in out and "--record-mode once" in out
+    assert "nothing-here.db: no such cassette file" in out and "--proxy-record-mode once" in out
+    # The SDK raised on the 404 before the plugin could fail the test: the diagnostic rides on its exception.
+    raised = out.split("test_sdk_raises_on_miss", 1)[1].split("test_strict_unused_fails", 1)[0]
+    assert "openai.NotFoundError" in raised
+    assert "proxy: the client made 1 request(s) with no recording" in raised and "POST /v1/embeddings" in raised
 
 
 RECORD_TESTS = '''
@@ -71,7 +80,7 @@ def test_models(model_proxy):
 
 def test_record_once_then_replay_without_upstream(suite, upstream):
     suite.makepyfile(test_rec=RECORD_TESTS)
-    r = suite.runpytest_subprocess("--record-mode", "once", "--proxy-upstream", upstream.url)
+    r = suite.runpytest_subprocess("--proxy-record-mode", "once", "--proxy-upstream", upstream.url)
     r.assert_outcomes(passed=1)
     cassette = suite.path / "cassettes" / "recorded.db"
     with Cassette.open(cassette) as c:
@@ -92,18 +101,52 @@ def test_env_vars_and_bad_mode(suite, upstream, monkeypatch):
     assert r.ret != 0 and "unknown record mode 'sometimes'" in r.stderr.str() + r.stdout.str()
 
 
-XDIST_TESTS = '''
-import httpx, pytest
+BOTH_TESTS = '''
+import os, httpx, openai, pytest
+from proxy.testing import fake_key
 
-@pytest.mark.cassette("example", speed=0)
-@pytest.mark.parametrize("i", range(4))
-def test_models(model_proxy, i):
-    assert httpx.get(model_proxy.base_url + "/models").status_code == 200
+SIM = os.environ["SIM_URL"]
+
+@pytest.mark.vcr                     # pytest-recording: cassettes/test_both/test_vcr_side.yaml
+def test_vcr_side():
+    assert httpx.get(SIM + "/v1/models").json()["data"][0]["id"] == "sim-1"
+
+@pytest.mark.cassette                # proxy: cassettes/test_both/test_proxy_side.db
+def test_proxy_side(model_proxy):
+    assert httpx.get(model_proxy.base_url + "/models").json()["data"][0]["id"] == "sim-1"
+
+class TestGroup:
+    @pytest.mark.cassette(speed=0)   # cassettes/test_both/TestGroup.test_in_class.db
+    def test_in_class(self, model_proxy):
+        client = openai.OpenAI(base_url=model_proxy.base_url, api_key=fake_key("t"), max_retries=0)
+        with client.responses.create(model="sim-1", input="hi", stream=True) as s:
+            assert [e.type for e in s][-1] == "response.completed"
+
+@pytest.mark.asyncio
+@pytest.mark.cassette(speed=0)
+async def test_async(model_proxy):
+    async with openai.AsyncOpenAI(base_url=model_proxy.base_url, api_key=fake_key("t"), max_retries=0) as client:
+        stream = await client.responses.create(model="sim-1", input="hi", stream=True)
+        assert [e.type async for e in stream][-1] == "response.completed"
 '''
 
 
-def test_xdist_each_worker_its_own_server(suite):
-    suite.makepyfile(test_x=XDIST_TESTS)
-    r = suite.runpytest_subprocess("-n", "2")
+def test_beside_pytest_recording_default_names_async_and_xdist(pytester, upstream, monkeypatch):
+    """pytest-recording is installed (dev extra) and loads in the same run: both plugins'
+    options on one command line, both kinds of cassette side by side under the same default
+    names; then replay with no upstream, async test included, on two xdist workers."""
+    monkeypatch.setenv("SIM_URL", upstream.url)
+    monkeypatch.delenv("PROXY_RECORD_MODE", raising=False)
+    pytester.makepyfile(test_both=BOTH_TESTS)
+    r = pytester.runpytest_subprocess("--record-mode", "once", "--proxy-record-mode", "once",
+                                      "--proxy-upstream", upstream.url)
+    r.assert_outcomes(passed=4)
+    plugins = next(ln for ln in r.stdout.lines if ln.startswith("plugins:"))
+    assert "recording-" in plugins and "asyncio-" in plugins
+    d = pytester.path / "cassettes" / "test_both"
+    assert sorted(p.name for p in d.iterdir()) == ["TestGroup.test_in_class.db", "test_async.db",
+                                                   "test_proxy_side.db", "test_vcr_side.yaml"]
+    upstream.stop_thread()
+    r = pytester.runpytest_subprocess("-n", "2")  # both in mode none: the upstream is gone
     r.assert_outcomes(passed=4)
     assert "2 workers" in r.stdout.str()
