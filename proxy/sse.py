@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from . import events
+from .events import short
+
 
 @dataclass
 class Event:
@@ -74,28 +77,11 @@ def parse(data: bytes) -> list[Event]:
 
 
 def summarize(ev: Event, width: int = 60) -> tuple[str, str]:
-    """(name, short summary) of an event: its type and delta text where there is one."""
-    doc = ev.json()
-    name = ev.event or (doc.get("type") or doc.get("object") if isinstance(doc, dict) else None) or "message"
+    """(name, short summary) of an event: its type and delta text where there is one
+    (OpenAI, Anthropic, Gemini: see ``proxy.events``)."""
     if ev.data == "[DONE]":
-        return name, "[DONE]"
-    text = ""
-    if isinstance(doc, dict):
-        if isinstance(doc.get("delta"), str):
-            text = repr(doc["delta"])
-        elif doc.get("choices"):
-            choice = doc["choices"][0] or {}
-            delta = choice.get("delta") or {}
-            if delta.get("content") is not None:
-                text = repr(delta["content"])
-            elif choice.get("finish_reason"):
-                text = f"finish_reason={choice['finish_reason']}"
-            else:
-                text = json.dumps(delta)
-        elif isinstance(doc.get("response"), dict):
-            text = f"response {doc['response'].get('status', '')}".strip()
-        else:
-            text = ev.data
-    else:
-        text = ev.data
-    return name, text if len(text) <= width else text[: width - 1] + "…"
+        return ev.event or "message", "[DONE]"
+    doc = ev.json()
+    if doc is None:
+        return ev.event or "message", short(ev.data, width)
+    return events.summarize(doc, ev.event, width)
