@@ -334,22 +334,28 @@ def ca(confdir) -> None:
               help="Plain-text dump of everything (with NUMBER: of that interaction), for git diff (textconv).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True), metavar="OUT.html",
               help="Write a self-contained page with the list and a waterfall timeline (whole cassette; no NUMBER).")
-def inspect(path, number, as_json, as_text, html_out) -> None:
+@click.option("--body", "body", is_flag=True,
+              help="Print the response body of interaction NUMBER, decoded from its content encoding.")
+def inspect(path, number, as_json, as_text, html_out, body) -> None:
     """Show what a cassette holds: a table of interactions, or interaction NUMBER in
     detail (headers, request body, the SSE event or WebSocket frame timeline).
+    --json (with NUMBER) and --text hold every body, chunk and frame in full.
 
     \b
       proxy inspect cassettes/example.db
       proxy inspect cassettes/example.db 1
       proxy inspect cassettes/example.db 5 --json
+      proxy inspect cassettes/example.db 3 --body > models.json
       proxy inspect cassettes/example.db --html example.html
       proxy inspect --text cassettes/example.db     # git textconv driver
       proxy inspect --text cassettes/example.db 1   # the same, one interaction
     """
-    if sum(map(bool, (as_json, as_text, html_out))) > 1:
-        raise UserError("choose one of --json, --text, --html")
+    if sum(map(bool, (as_json, as_text, html_out, body))) > 1:
+        raise UserError("choose one of --json, --text, --html, --body")
     if html_out and number is not None:
         raise UserError("--html writes the whole cassette: drop NUMBER, or use --text / --json for one interaction")
+    if body and number is None:
+        raise UserError("--body needs an interaction NUMBER")
     try:
         with Cassette.open(path) as c:
             if number is not None and not 1 <= number <= c.count():
@@ -361,6 +367,10 @@ def inspect(path, number, as_json, as_text, html_out) -> None:
                 click.echo(f"wrote {html_out} ({c.count()} interaction(s))")
             elif number is None:
                 insp.show_list(c, as_json)
+            elif body:
+                problem = insp.show_body(c, number)
+                if problem:
+                    raise UserError(f"{path}: {problem}")
             else:
                 insp.show_one(c, number, as_json)
     except CassetteError as e:

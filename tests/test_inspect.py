@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
 from proxy.store import SCHEMA_VERSION, Cassette
 
+from .browser import Browser
 from .conftest import run_cli
 
 SSE = [
@@ -125,43 +128,289 @@ def test_text_dump_works_as_git_textconv(tmp_path):
     assert not any("#1 http POST" in ln for ln in added)
 
 
-def find_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_html_page_in_headless_chromium(tmp_path):
-    chromium = find_chromium()
-    if chromium is None:
-        if os.environ.get("CI"):
-            raise AssertionError("CI must have chromium (.ci/run installs it)")
-        pytest.skip("chromium not installed (apt-get install chromium chromium-driver)")
+    """The page as a person uses it: a screenshot, a click that expands a row (headers,
+    body, events with offsets), a typed path filter, the status filter, outcome colours."""
     from PIL import Image
 
     page = tmp_path / "c.html"
     r = run_cli("inspect", str(make(tmp_path / "a.db")), "--html", str(page))
     assert r.returncode == 0 and "wrote" in r.stdout
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=60).stdout
-    assert dom.count("<tr>") == 4  # header + 3 interactions, as the browser parsed them
-    assert dom.count('class="tick server"') == 7 and dom.count('class="tick client"') == 1
-    assert dom.count('class="wait"') == 3  # time to headers / accept delay on every row
-    shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *flags, "--window-size=1280,600", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=60)
-    img = Image.open(shot).convert("RGB")
-    assert img.size == (1280, 600)
-    colors = img.getcolors(1280 * 600)
-    amber = sum(n for n, (r_, g_, b_) in colors if r_ > 220 and 160 < g_ < 195 and b_ < 70)
-    purple = sum(n for n, (r_, g_, b_) in colors if 110 < r_ < 150 and g_ < 110 and b_ > 200)
-    assert amber > 500, "the accept-delay bar is not drawn"
-    assert purple > 40, "the client frame tick is not drawn"
+    b = Browser(tmp_path / "profile", 1280, 600)
+    try:
+        b.open(page.as_uri())
+        assert b.eval("document.querySelectorAll('tr.it').length") == 3
+        assert b.eval("[...document.querySelectorAll('tr.it')].map(t => t.className)") == ["it ok", "it ok", "it cut"]
+        assert b.eval("document.querySelectorAll('.tick.server').length") == 7
+        assert b.eval("document.querySelectorAll('.tick.client').length") == 1
+        assert b.eval("document.querySelectorAll('rect.wait').length") == 3  # time to headers / accept delay, every row
+        shot = tmp_path / "shot.png"
+        b.screenshot(shot)
+        img = Image.open(shot).convert("RGB")
+        assert img.size == (1280, 600)
+        colors = img.getcolors(1280 * 600)
+
+        def count(pred):
+            return sum(n for n, rgb in colors if pred(*rgb))
+
+        assert count(lambda r_, g_, b_: r_ > 220 and 160 < g_ < 195 and b_ < 70) > 500, "no accept-delay bar"
+        assert count(lambda r_, g_, b_: 110 < r_ < 150 and g_ < 110 and b_ > 200) > 40, "no client frame tick"
+        assert count(lambda r_, g_, b_: r_ < 60 and 150 < g_ < 190 and 100 < b_ < 140) > 60, "no green (complete) rows"
+        assert count(lambda r_, g_, b_: r_ > 220 and 130 < g_ < 160 and b_ < 60) > 60, "no orange (cut) row"
+
+        assert b.eval("document.getElementById('d0').hidden") is True
+        b.click("tr.it[data-i='0']")
+        assert b.eval("document.getElementById('d0').hidden") is False
+        text = b.eval("document.getElementById('d0').innerText")
+        assert "authorization" in text and "REDACTED" in text and '"input": "hi"' in text  # headers and body
+        assert "50.0 ms" in text and "response.output_text.delta" in text and "'Hel'" in text  # events with offsets
+        b.click("tr.it[data-i='1']")  # the WebSocket session: frames, the binary one by size
+        ws = b.eval("document.getElementById('d1').innerText")
+        assert "accept delay 300.0 ms" in ws and "3 bytes" in ws and "close: code 1000 'bye' by client" in ws
+        b.click("tr.it[data-i='0']")
+        assert b.eval("document.getElementById('d0').hidden") is True
+
+        b.type("#filter-path", "models")
+        assert b.eval("[...document.querySelectorAll('tr.it')].filter(t => !t.hidden).map(t => t.dataset.i)") == ["2"]
+        assert b.eval("document.getElementById('shown').textContent") == "1 of 3 shown"
+        assert b.eval("document.getElementById('w0').style.display") == "none"  # its waterfall row too
+        b.eval("var p = document.getElementById('filter-path'); p.value = ''; p.dispatchEvent(new Event('input'))")
+        b.eval("var s = document.getElementById('filter-status'); s.value = 'cut'; s.dispatchEvent(new Event('change'))")
+        assert b.eval("[...document.querySelectorAll('tr.it')].filter(t => !t.hidden).map(t => t.dataset.i)") == ["2"]
+        b.eval("var s = document.getElementById('filter-status'); s.value = '2xx'; s.dispatchEvent(new Event('change'))")
+        assert b.eval("document.getElementById('shown').textContent") == "2 of 3 shown"
+    finally:
+        b.close()
+    html = page.read_text()
+    assert "<script src" not in html and "<link" not in html and "http-equiv=\"Content-Security-Policy\"" in html
 
 
 def test_conflicting_output_flags(tmp_path):
     r = run_cli("inspect", str(make(tmp_path / "a.db")), "--json", "--text")
     assert r.returncode == 2 and "choose one" in r.stderr
+
+
+# -- hostile content: markup, script, control characters, text in numeric columns --------
+
+XSS = '<script>window.__pwned="script"</script><img src=x onerror="window.__pwned=\'img\'">'
+
+
+def crafted(path):
+    """Every string a cassette holds carries markup, script or terminal escapes; then the
+    numeric columns of the first row are overwritten with text, as a hand-made file can."""
+    with Cassette.create(path, upstream='"><svg onload="window.__pwned=\'meta\'">') as c:
+        c.append(Interaction(
+            Kind.HTTP,
+            Request("POST", "/echo/[/bold][/]x" + XSS, "q=" + XSS,
+                    [("x-h" + XSS, XSS + "\x1b]0;title\x07"), ("content-type", "application/json")],
+                    json.dumps({"text": XSS, "esc": "\x1b[31mred\x1b[0m"}).encode()),
+            Response(500, XSS, [("content-type", "text/html"), ("x-r", "\x1b[2J")]),
+            [Chunk(0.01, XSS.encode() + b"\x1b[31m\x07 plain"), Chunk(0.02, b"\xff\xfe" + XSS.encode())],
+            ttfb=0.005, duration=0.03, end=End.UPSTREAM_CUT, end_detail=XSS, started_at=1000.0))
+        c.append(Interaction(
+            Kind.WEBSOCKET, Request("GET", "/ws/[red]" + XSS), Response(101, "Switching Protocols", []),
+            frames=[Frame(Direction.CLIENT, True, 0.01, json.dumps({"type": XSS, "delta": XSS}).encode()),
+                    Frame(Direction.SERVER, True, 0.02, XSS.encode() + b"\x1b[5m"),
+                    Frame(Direction.SERVER, False, 0.03, XSS.encode())],
+            ttfb=0.001, duration=0.04, end=End.COMPLETE, close=Close(1000, XSS, Direction.SERVER), started_at=1000.1))
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE interactions SET status=?, ttfb=?, duration=?, event_count=?, body_bytes=? WHERE seq=1",
+                     (XSS, "<b>slow</b>", XSS, "<i>many</i>", XSS))
+    conn.close()
+    return path
+
+
+def test_crafted_cassette_runs_no_script_in_the_page(tmp_path):
+    path = crafted(tmp_path / "evil.db")
+    page = tmp_path / "evil.html"
+    r = run_cli("inspect", str(path), "--html", str(page))
+    assert r.returncode == 0, r.stderr
+    b = Browser(tmp_path / "profile")
+    try:
+        b.open(page.as_uri())
+        b.click("tr.it[data-i='0']")
+        b.click("tr.it[data-i='1']")
+        b.type("#filter-path", "echo")
+        assert b.eval("typeof window.__pwned") == "undefined"
+        assert b.eval("document.querySelectorAll('script').length") == 1  # the page's own
+        assert b.eval("document.querySelectorAll('img, svg [onload], [onerror]').length") == 0
+        # The markup is shown as text where it was recorded.
+        assert b.eval("document.querySelector('tr.it td:nth-child(4)').textContent").startswith("/echo/[/bold][/]x<script>")
+        assert b.eval("document.querySelector('tr.it .status').textContent") == "-"  # text in a numeric column
+        assert XSS in b.eval("document.getElementById('d0').innerText")
+        assert b.eval("document.getElementById('shown').textContent") == "1 of 2 shown"
+    finally:
+        b.close()
+
+
+def test_terminal_output_escapes_control_characters_and_markup(tmp_path):
+    path = crafted(tmp_path / "evil.db")
+    for args in ((), ("1",), ("2",), ("--text",), ("1", "--json")):
+        r = run_cli("inspect", *((args[0], str(path)) if args == ("--text",) else (str(path), *args)))
+        assert r.returncode == 0, (args, r.stderr)
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "Traceback" not in r.stderr, args
+    detail_out = run_cli("inspect", str(path), "1").stdout
+    assert "/echo/[/bold][/]x<script>" in detail_out  # rich markup in a path is text, not markup
+    assert "\\e]0;title\\x07" in detail_out and "\\u001b[31mred" in detail_out  # JSON escapes its own
+    assert "\\e[5m" in run_cli("inspect", "--text", str(path)).stdout
+
+
+def test_body_prints_decoded_bytes_and_escapes_them_on_a_terminal(tmp_path):
+    import gzip
+    import pty
+
+    path = tmp_path / "b.db"
+    body = b'{"answer": "\x1b[31mred\x1b[0m and more"}'
+    packed = gzip.compress(body)
+    with Cassette.create(path, upstream="http://sim.test") as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/v1/x"),
+                             Response(200, "OK", [("content-type", "application/json"), ("content-encoding", "gzip")]),
+                             [Chunk(0.01, packed[:10]), Chunk(0.02, packed[10:])], ttfb=0.01, duration=0.02,
+                             end=End.COMPLETE, started_at=1000.0))
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "inspect", str(path), "1", "--body"], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout == body  # a pipe gets the bytes, decoded from gzip
+    main, child = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "proxy.cli", "inspect", str(path), "1", "--body"], stdout=child,
+                         stderr=subprocess.PIPE)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    p.wait(30)
+    os.close(main)
+    assert b"\x1b" not in out and b"\\e[31mred\\e[0m and more" in out
+    view = json.loads(run_cli("inspect", str(path), "1", "--json").stdout)
+    assert view["response"]["body"] == {"size": len(body), "text": body.decode()}  # raw ESC: not JSON, so text
+    assert view["response"]["body_encoding"] == "gzip" and [ch["bytes"] for ch in view["response"]["chunks"]] == [10, len(packed) - 10]
+    assert "".join(ch["data"]["text"] for ch in view["response"]["chunks"]) == body.decode()
+    r = run_cli("inspect", str(make(tmp_path / "a.db")), "2", "--body")
+    assert r.returncode == 2 and "WebSocket session" in r.stderr
+
+
+def test_json_and_text_carry_every_byte_so_git_diff_shows_any_change(tmp_path):
+    """A change after the 70th character of a chunk, or deep inside a frame, is a changed
+    line in `git diff` through the textconv driver; JSON holds the same data in full."""
+    long_delta = "x" * 300
+
+    def cassette(path, marker: str):
+        with Cassette.create(path, upstream="http://sim.test") as c:
+            sse = (f'event: response.output_text.delta\ndata: {{"type":"response.output_text.delta",'
+                   f'"delta":"{long_delta}{marker}"}}\n\n').encode()
+            c.append(Interaction(Kind.HTTP, Request("POST", "/v1/responses", "", [], b'{"input":"hi"}'),
+                                 Response(200, "OK", [("content-type", "text/event-stream")]), [Chunk(0.01, sse)],
+                                 ttfb=0.005, duration=0.02, end=End.COMPLETE, started_at=1000.0))
+            c.append(Interaction(Kind.WEBSOCKET, Request("GET", "/v1/realtime"), Response(101, "Switching Protocols", []),
+                                 frames=[Frame(Direction.SERVER, True, 0.01, (long_delta + marker).encode()),
+                                         Frame(Direction.SERVER, False, 0.02, bytes(range(40)) + marker.encode())],
+                                 ttfb=0.001, duration=0.03, end=End.COMPLETE, started_at=1000.1))
+        return path
+
+    one = json.loads(run_cli("inspect", str(cassette(tmp_path / "j.db", "A")), "1", "--json").stdout)
+    assert one["response"]["chunks"][0]["data"]["text"].endswith(long_delta + 'A"}\n\n')
+    two = json.loads(run_cli("inspect", str(tmp_path / "j.db"), "2", "--json").stdout)
+    assert two["frames"][0]["data"] == {"size": 301, "text": long_delta + "A"}
+    assert two["frames"][1]["data"] == {"size": 41, "base64": base64.b64encode(bytes(range(40)) + b"A").decode()}
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=str(tmp_path), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+    def g(*args):
+        return subprocess.run([git, *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+    g("init", "-q")
+    (repo / ".gitattributes").write_text("*.db diff=proxy-cassette\n")
+    g("config", "diff.proxy-cassette.textconv", f"{sys.executable} -m proxy.cli inspect --text")
+    cassette(repo / "c.db", "A")
+    g("add", ".")
+    g("commit", "-qm", "one")
+    (repo / "c.db").unlink()
+    cassette(repo / "c.db", "B")
+    changed = [ln for ln in g("diff").splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+    assert any(ln.startswith("-") and 'xA"}' in ln for ln in changed), changed  # the chunk, past character 300
+    assert any(ln.startswith("+") and 'xB"}' in ln for ln in changed), changed
+    assert any(ln.startswith("+") and ln.endswith("xB") for ln in changed)  # the text frame
+    assert any(ln.startswith("+") and ln.endswith("&'B|") for ln in changed), changed  # the binary frame, hex dump
+    assert len(changed) == 6, changed
+
+
+def _sse(*events: tuple[str | None, dict], sep: str = "\n") -> bytes:
+    out = ""
+    for name, doc in events:
+        out += (f"event: {name}{sep}" if name else "") + f"data: {json.dumps(doc)}{sep}{sep}"
+    return out.encode()
+
+
+def test_summaries_understand_anthropic_gemini_bedrock_and_audio(tmp_path):
+    from proxy import eventstream
+
+    audio = base64.b64encode(bytes(3200)).decode()
+    anthropic = _sse(
+        ("message_start", {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "tool_use", "name": "get_weather"}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": "{\"city\""}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+    gemini = _sse((None, {"candidates": [{"content": {"parts": [{"text": "Hello"}], "role": "model"}}]}),
+                  (None, {"candidates": [{"content": {"parts": [{"text": "!"}]}, "finishReason": "STOP"}]}), sep="\r\n")
+    inner = base64.b64encode(json.dumps({"type": "content_block_delta", "delta": {"type": "text_delta",
+                                                                                   "text": "wrapped"}}).encode()).decode()
+    bedrock = (eventstream.encode({":event-type": "contentBlockDelta", ":message-type": "event"},
+                                  json.dumps({"delta": {"text": "Bed"}, "contentBlockIndex": 0}).encode())
+               + eventstream.encode({":event-type": "chunk", ":message-type": "event"},
+                                    json.dumps({"bytes": inner}).encode())
+               + eventstream.encode({":event-type": "messageStop", ":message-type": "event"},
+                                    json.dumps({"stopReason": "end_turn"}).encode()))
+    with Cassette.create(tmp_path / "s.db", upstream="http://sim.test") as c:
+        for body, ctype in ((anthropic, "text/event-stream"), (gemini, "text/event-stream"),
+                            (bedrock, "application/vnd.amazon.eventstream")):
+            cut = len(body) // 3  # every stream split mid-event
+            c.append(Interaction(Kind.HTTP, Request("POST", "/v1/x"), Response(200, "OK", [("content-type", ctype)]),
+                                 [Chunk(0.01, body[:cut]), Chunk(0.02, body[cut:])], ttfb=0.005, duration=0.03,
+                                 end=End.COMPLETE, started_at=1000.0))
+        c.append(Interaction(Kind.WEBSOCKET, Request("GET", "/ws/google.ai.generativelanguage.v1beta.GenerativeService"
+                                                     ".BidiGenerateContent"), Response(101, "Switching Protocols", []),
+                             frames=[Frame(Direction.CLIENT, True, 0.01, json.dumps({"setup": {"model": "gemini-live"}}).encode()),
+                                     Frame(Direction.SERVER, True, 0.02, b'{"setupComplete": {}}'),
+                                     Frame(Direction.CLIENT, True, 0.03, json.dumps({"realtimeInput": {"audio": {
+                                         "mimeType": "audio/pcm;rate=16000", "data": audio}}}).encode()),
+                                     Frame(Direction.SERVER, True, 0.04, json.dumps({"serverContent": {"modelTurn": {
+                                         "parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}}).encode()),
+                                     Frame(Direction.SERVER, True, 0.05, b'{"serverContent": {"turnComplete": true}}'),
+                                     Frame(Direction.SERVER, True, 0.06, json.dumps({"type": "response.output_audio.delta",
+                                                                                     "delta": audio}).encode()),
+                                     Frame(Direction.SERVER, False, 0.07, bytes(640))],
+                             ttfb=0.001, duration=0.08, end=End.COMPLETE, started_at=1000.1))
+
+    def summaries(n):
+        view = json.loads(run_cli("inspect", str(tmp_path / "s.db"), str(n), "--json").stdout)
+        return [(e["name"], e["summary"]) for e in view["timeline"] if e["type"] != "chunk"]
+
+    assert summaries(1) == [("message_start", "message msg_1 claude-x"), ("content_block_start", "block 1 tool_use get_weather"),
+                            ("ping", ""), ("content_block_delta", "'Hi'"), ("content_block_delta", "'{\"city\"'"),
+                            ("message_delta", "stop_reason=end_turn"), ("error", "overloaded_error: Overloaded")]
+    assert summaries(2) == [("candidates", "'Hello'"), ("candidates", "'!' finishReason=STOP")]
+    assert summaries(3) == [("contentBlockDelta", "'Bed'"), ("content_block_delta", "'wrapped'"),
+                            ("messageStop", "stopReason=end_turn")]
+    assert summaries(4) == [("setup", "gemini-live"), ("setupComplete", "{}"),
+                            ("realtimeInput", "audio/pcm;rate=16000 3200 bytes"),
+                            ("serverContent", "audio/pcm;rate=24000 3200 bytes"), ("serverContent", "turnComplete"),
+                            ("response.output_audio.delta", "audio 3200 bytes"), ("binary", "640 bytes")]

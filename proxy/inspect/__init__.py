@@ -4,9 +4,9 @@ feeds every renderer."""
 
 from __future__ import annotations
 
-from .console import show_list, show_one
+from .console import show_body, show_list, show_one
 from .html import html_page
 from .text import text_dump
 from .view import detail, listing, timeline
 
-__all__ = ["detail", "html_page", "listing", "show_list", "show_one", "text_dump", "timeline"]
+__all__ = ["detail", "html_page", "listing", "show_body", "show_list", "show_one", "text_dump", "timeline"]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
+from ..model import Kind
 from ..store import Cassette
-from .view import body_text, detail, fmt_ms, listing, listing_head, listing_rows
+from .view import (body_text, data_view, detail, fmt_ms, listing, listing_head, listing_rows, printable,
+                   response_body)
 
 
 def _console():
     from rich.console import Console
 
     # Not a terminal (a pipe, a file): wide enough that nothing is cut.
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False, markup=False, emoji=False)
 
 
 def aligned(columns: list[tuple[str, bool]], rows: list[list[str]], styles=None, widths: list[int] | None = None,
@@ -51,6 +53,13 @@ LIST_COLUMNS = [("#", True), ("kind", False), ("method", False), ("path", False)
                 ("chunks/frames", True), ("bytes", True), ("ttfb/accept", True), ("duration", True), ("end", False)]
 
 
+def _out(console, text: str = "", style: str = "") -> None:
+    """Print recorded text: control characters escaped, nothing read as markup or emoji."""
+    from rich.text import Text
+
+    console.print(Text(printable(text, keep_newlines=True), style=style), soft_wrap=True)
+
+
 FIRST_BLOCK, BLOCK = 100, 5000  # rows printed at once: the first page comes at once
 
 
@@ -60,16 +69,16 @@ def show_list(c: Cassette, as_json: bool) -> None:
         return
     console = _console()
     head = listing_head(c, c.count())
-    console.print(f"[bold]{head['file']}[/bold]  schema {head['schema_version']}  recorded {head['recorded_at']}  "
-                  f"upstream {head['upstream']}  {head['count']} interaction(s)")
+    _out(console, f"{head['file']}  schema {head['schema_version']}  recorded {head['recorded_at']}  "
+                  f"upstream {head['upstream']}  {head['count']} interaction(s)", "bold")
     widths = [len(name) for name, _ in LIST_COLUMNS]
     block: list[list[str]] = []
     first = True
     style = lambda r: "" if r[-1] == "complete" else "red"  # noqa: E731
     for r in listing_rows(c):
-        block.append([str(r["n"]), r["kind"], r["method"] or "", r["path"], str(r["status"] or "-"), str(r["events"]),
-                      str(r["bytes"]), fmt_ms(r["ttfb_ms"]), fmt_ms(r["duration_ms"]),
-                      r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else "")])
+        block.append([str(r["n"]), r["kind"], r["method"], printable(r["path"]), str(r["status"] or "-"),
+                      str(r["events"]), str(r["bytes"]), fmt_ms(r["ttfb_ms"]), fmt_ms(r["duration_ms"]),
+                      printable(r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else ""))])
         if len(block) >= (FIRST_BLOCK if first else BLOCK):
             console.print(aligned(LIST_COLUMNS, block, style, widths, header=first), soft_wrap=True, end="")
             block, first = [], False
@@ -85,26 +94,48 @@ def show_one(c: Cassette, seq: int, as_json: bool) -> None:
     console = _console()
     req, resp = view["request"], view["response"]
     status = f"{resp['status']} {resp['reason']}" if resp else "no response"
-    console.print(f"[bold]#{view['n']} {view['kind']} {req['method']} {req['target']} -> {status}[/bold]  ({view['end']}"
-                  f"{': ' + view['end_detail'] if view['end_detail'] else ''})")
+    end = view["end"] + (": " + view["end_detail"] if view["end_detail"] else "")
+    _out(console, f"#{view['n']} {view['kind']} {req['method']} {req['target']} -> {status}  ({end})", "bold")
     timing = "accept delay" if view["kind"] == "websocket" else "time to headers"
-    console.print(f"{timing} {fmt_ms(view['ttfb_ms'])}, duration {fmt_ms(view['duration_ms'])}")
-    console.print("\n[bold]request headers[/bold]")
+    _out(console, f"{timing} {fmt_ms(view['ttfb_ms'])}, duration {fmt_ms(view['duration_ms'])}")
+    _out(console, "\nrequest headers", "bold")
     for k, v in req["headers"]:
-        console.print(f"  {k}: {v}", markup=False)
-    if req["body"] != {"text": ""}:
+        _out(console, printable(f"  {k}: {v}"))
+    if req["body"]["size"]:
         enc = f" (sent as {req['body_encoding']})" if req["body_encoding"] else ""
-        console.print(f"\n[bold]request body{enc}[/bold]")
-        console.print(body_text(req["body"]), markup=False)
+        _out(console, f"\nrequest body{enc}", "bold")
+        _out(console, body_text(req["body"]))
     if resp:
-        console.print("\n[bold]response headers[/bold]")
+        _out(console, "\nresponse headers", "bold")
         for k, v in resp["headers"]:
-            console.print(f"  {k}: {v}", markup=False)
-    console.print("\n[bold]timeline[/bold]")
+            _out(console, printable(f"  {k}: {v}"))
+    _out(console, "\ntimeline", "bold")
     cols = [("offset", True), ("dir", False), ("type", False), ("event", False), ("summary", False)]
-    rows = [[fmt_ms(e["offset_ms"]), e["dir"], e["type"], e["name"], e["summary"]] for e in view["timeline"]]
+    rows = [[fmt_ms(e["offset_ms"]), e["dir"], e["type"], printable(e["name"]), printable(e["summary"])]
+            for e in view["timeline"]]
     console.print(aligned(cols, rows, lambda r: "magenta" if r[1] == "client" else ""), soft_wrap=True, end="")
     if view["close"]:
         cl = view["close"]
         code = cl["code"] if cl["code"] is not None else "none (abnormal end)"
-        console.print(f"close: code {code} {cl['reason']!r} by {cl['by'] or 'unknown'}")
+        _out(console, f"close: code {code} {cl['reason']!r} by {cl['by'] or 'unknown'}")
+
+
+def show_body(c: Cassette, seq: int) -> str | None:
+    """Write interaction ``seq``'s response body, decoded from its content encoding: the
+    bytes themselves into a pipe or file, text with control characters escaped (binary as
+    a hex dump) on a terminal. Returns why there is no body to show, if there is none."""
+    it = c.get(seq)
+    if it.kind is Kind.WEBSOCKET:
+        return f"interaction {seq} is a WebSocket session; its frames are in --json and --text"
+    if it.response is None:
+        return f"interaction {seq} has no response"
+    body, _, _ = response_body(it)
+    if not sys.stdout.isatty():
+        sys.stdout.flush()
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return None
+    view = data_view(body)
+    text = body_text(view)
+    sys.stdout.write(printable(text, keep_newlines=True) + ("" if text.endswith("\n") else "\n"))
+    return None

@@ -1,34 +1,66 @@
-"""``proxy inspect --text``: a stable dump for ``git diff`` (textconv)."""
+"""``proxy inspect --text``: everything a cassette holds as stable plain text, for
+``git diff`` (textconv): every header, the request body, every response chunk and
+WebSocket frame in full with its offset and size (decoded from its content encoding;
+binary as a hex dump), the close. A change to any byte shows up as a changed line.
+Control characters are escaped; no colours, no terminal width, no wall-clock fields."""
 
 from __future__ import annotations
 
-from ..model import Direction
+import base64
+
 from ..store import Cassette
-from .view import body_text, detail, listing
+from .view import body_text, detail, fmt_ms, hexdump, listing, printable
+
+
+def _data_lines(prefix: str, view: dict) -> list[str]:
+    if "base64" in view:
+        text = hexdump(base64.b64decode(view["base64"]))
+    else:
+        text = body_text(view)
+    lines = text.split("\n")
+    if lines and lines[-1] == "" and len(lines) > 1:
+        lines.pop()  # the chunk ended with a newline: no empty last line
+    return [f"{prefix}  {printable(ln)}".rstrip() for ln in lines]
+
+
+def _kind(view: dict) -> str:
+    return "binary" if "base64" in view else "json" if "json" in view else "text"
 
 
 def text_dump(c: Cassette, seq: int | None = None) -> str:
-    """Plain text, no colours, no terminal width, no wall-clock fields: diffs stay readable.
-    With ``seq``, the header and that one interaction only."""
+    """With ``seq``, the header and that one interaction only."""
     view = listing(c)
-    out = [f"# proxy cassette, schema {view['schema_version']}, upstream {view['upstream']}, "
+    out = [f"# proxy cassette, schema {view['schema_version']}, upstream {printable(view['upstream'])}, "
            f"{view['count']} interaction(s)"]
     for it in c.interactions() if seq is None else [c.get(seq)]:
         d = detail(it)
         req, resp = d["request"], d["response"]
         out.append("")
-        out.append(f"== #{d['n']} {d['kind']} {req['method']} {req['target']} -> "
-                   f"{resp['status'] if resp else '-'} ({d['end']}{': ' + d['end_detail'] if d['end_detail'] else ''})")
-        for k, v in req["headers"]:
-            out.append(f"> {k}: {v}")
-        if req["body"] != {"text": ""}:
-            out += ["> " + ln for ln in body_text(req["body"]).splitlines()]
+        end = d["end"] + (": " + d["end_detail"] if d["end_detail"] else "")
+        out.append(printable(f"== #{d['n']} {d['kind']} {req['method']} {req['target']} -> "
+                             f"{resp['status'] if resp else '-'} ({end})"))
+        out += [printable(f"> {k}: {v}") for k, v in req["headers"]]
+        if req["body"]["size"]:
+            sent = f", sent as {req['body_encoding']}" if req["body_encoding"] else ""
+            out.append(f"> body {req['body']['size']} bytes {_kind(req['body'])}{printable(sent)}")
+            out += _data_lines(">", req["body"])
         if resp:
-            out.append(f"< {resp['status']} {resp['reason']}")
-            out += [f"< {k}: {v}" for k, v in resp["headers"]]
-        for e in d["timeline"]:
-            arrow = ">" if e["dir"] == Direction.CLIENT.value else "<"
-            out.append(f"{arrow} {e['offset_ms']:10.1f} ms  {e['type']:6} {e['name']}  {e['summary']}")
+            out.append(printable(f"< {resp['status']} {resp['reason']}"))
+            out += [printable(f"< {k}: {v}") for k, v in resp["headers"]]
+        timing = "accept delay" if d["kind"] == "websocket" else "time to headers"
+        out.append(f"  {timing} {fmt_ms(d['ttfb_ms']) or '-'}, duration {fmt_ms(d['duration_ms']) or '-'}")
+        if resp and "chunks" in resp:
+            if resp.get("body_encoding"):
+                note = f"decoded from {resp['body_encoding']}" if not resp.get("body_problem") else resp["body_problem"]
+                out.append(printable(f"< body {resp['body']['size']} bytes ({note})"))
+            for i, ch in enumerate(resp["chunks"], 1):
+                dec = f", {ch['data']['size']} decoded" if resp.get("body_encoding") else ""
+                out.append(f"< chunk {i} at {fmt_ms(ch['offset_ms'])}: {ch['bytes']} bytes{dec} {_kind(ch['data'])}")
+                out += _data_lines("<", ch["data"])
+        for f in d.get("frames", []):
+            arrow = ">" if f["dir"] == "client" else "<"
+            out.append(f"{arrow} frame at {fmt_ms(f['offset_ms'])}: {f['dir']} {f['bytes']} bytes {f['type']}")
+            out += _data_lines(arrow, f["data"])
         if d["close"]:
-            out.append(f"  close {d['close']['code']} {d['close']['reason']!r} by {d['close']['by']}")
+            out.append(printable(f"  close {d['close']['code']} {d['close']['reason']!r} by {d['close']['by']}"))
     return "\n".join(out) + "\n"

@@ -1,40 +1,95 @@
 """The view model of ``proxy inspect``: plain dicts with stable keys, so ``--json`` is
 just the view model and every renderer (console, text, html) reads the same thing.
-``listing()`` is the table of interactions, ``detail()`` one interaction with its
-``timeline()``."""
+``listing()`` is the table of interactions, ``detail()`` one interaction in full: its
+bodies decoded from their content encoding, every chunk and frame with its data, and
+a ``timeline()`` of one-line summaries.
+
+A cassette is input from outside: columns that should hold numbers may hold text
+(``number()`` turns those into None), and any string may hold markup or control
+characters, so renderers escape everything they print (``printable()`` for terminals
+and text, ``html.escape`` for the page).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import zlib
 from collections.abc import Iterator
 
+import brotli
+import zstandard
+
+from ..codec import DecodeError, decode_body
+from ..eventstream import CONTENT_TYPE as EVENTSTREAM, EventStreamError, EventStreamParser
+from ..events import short, summarize
 from ..model import Interaction, Kind
-from ..sse import SSEParser, summarize
+from ..sse import SSEParser
+from ..sse import summarize as summarize_sse
 from ..store import Cassette
 
 
-def _ms(v: float | None) -> float | None:
+# -- numbers and text from outside -------------------------------------------
+
+def number(v) -> float | None:
+    """A numeric column's value, or None when it holds anything else (a crafted cassette)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if v == v and abs(v) != float("inf") else None
+
+
+def integer(v) -> int | None:
+    n = number(v)
+    return int(n) if n is not None else None
+
+
+def _ms(v) -> float | None:
+    v = number(v)
     return None if v is None else round(v * 1000, 3)
 
+
+# C0 and C1 controls (tab and newline kept where asked), DEL, line/paragraph separators,
+# and bidirectional overrides, which can make a terminal show text other than what is there.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_NL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match) -> str:
+    c = ord(m.group())
+    return {9: "\\t", 10: "\\n", 13: "\\r", 27: "\\e"}.get(c) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+
+
+def printable(text, keep_newlines: bool = False) -> str:
+    """``text`` with control characters shown as escapes (``\\e``, ``\\x07``, ``\\r``)."""
+    return (_CONTROL if keep_newlines else _CONTROL_NL).sub(_escape, str(text))
+
+
+def fmt_ms(v) -> str:
+    v = number(v)
+    return "" if v is None else f"{v:.1f} ms"
+
+
+# -- the list ----------------------------------------------------------------
 
 def listing_rows(c: Cassette) -> Iterator[dict]:
     """The rows of ``listing()``, streamed from the file (the first come at once, whatever
     the cassette's size)."""
     for r in c.summaries():
+        query = str(r["query"] or "")
         yield {
-            "n": r["seq"],
-            "kind": r["kind"],
-            "method": r["method"],
-            "path": r["path"] + ("?" + r["query"] if r["query"] else ""),
-            "status": r["status"],
-            "events": r["event_count"],
-            "bytes": r["body_bytes"],
+            "n": integer(r["seq"]),
+            "kind": str(r["kind"] or ""),
+            "method": str(r["method"] or ""),
+            "path": str(r["path"] or "") + ("?" + query if query else ""),
+            "status": integer(r["status"]),
+            "events": integer(r["event_count"]),
+            "bytes": integer(r["body_bytes"]),
             "ttfb_ms": _ms(r["ttfb"]),
             "duration_ms": _ms(r["duration"]),
-            "end": r["end"],
-            "end_detail": r["end_detail"] or "",
-            "started_at": r["started_at"],
+            "end": str(r["end"] or ""),
+            "end_detail": str(r["end_detail"] or ""),
+            "started_at": number(r["started_at"]),
         }
 
 
@@ -54,104 +109,223 @@ def listing(c: Cassette) -> dict:
     return {**listing_head(c, len(rows)), "interactions": rows}
 
 
-def _body(data: bytes) -> dict:
-    if not data:
-        return {"text": ""}
+# -- bodies ------------------------------------------------------------------
+
+def data_view(data: bytes, parse_json: bool = False, binary: bool = False) -> dict:
+    """Bytes as the view shows them: ``{"size", "json"}``, ``{"size", "text"}`` or, for
+    bytes that are not UTF-8 (or a binary WebSocket frame), ``{"size", "base64"}``."""
+    out: dict = {"size": len(data)}
+    if binary:
+        out["base64"] = base64.b64encode(data).decode()
+        return out
+    if parse_json and data.strip():
+        try:
+            out["json"] = json.loads(data)
+            return out
+        except ValueError:
+            pass
     try:
-        return {"json": json.loads(data)}
-    except ValueError:
-        pass
-    try:
-        return {"text": data.decode("utf-8")}
+        out["text"] = data.decode("utf-8")
     except UnicodeDecodeError:
-        return {"base64": base64.b64encode(data).decode()}
+        out["base64"] = base64.b64encode(data).decode()
+    return out
 
 
-def _short(text: str, width: int = 70) -> str:
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= width else text[: width - 1] + "…"
+def view_bytes(view: dict) -> bytes:
+    """The bytes a ``data_view`` stands for (JSON re-serialised)."""
+    if "base64" in view:
+        return base64.b64decode(view["base64"])
+    if "json" in view:
+        return json.dumps(view["json"], ensure_ascii=False).encode()
+    return view.get("text", "").encode()
 
 
-def _frame_summary(payload: bytes, is_text: bool) -> tuple[str, str]:
+def decoded(data: bytes, encoding: str | None) -> tuple[bytes, str | None]:
+    """(body without its content encoding, or as stored if it cannot be decoded; the problem)."""
+    if not encoding or encoding.strip().lower() in ("", "identity"):
+        return data, None
+    try:
+        return decode_body(data, encoding), None
+    except DecodeError as e:
+        return data, str(e)
+
+
+def response_body(it: Interaction) -> tuple[bytes, str | None, str | None]:
+    """(the response body decoded, its content encoding, why it could not be decoded)."""
+    enc = it.response.header("content-encoding") if it.response else None
+    body, problem = decoded(it.body, enc)
+    return body, enc, problem
+
+
+class _StreamDecoder:
+    """Content decoding chunk by chunk, so each chunk shows the text it carried."""
+
+    def __init__(self, encoding: str | None):
+        enc = (encoding or "").strip().lower()
+        self.encoding = enc
+        self._raw_deflate = False
+        if enc in ("", "identity"):
+            self._d = None
+        elif enc in ("gzip", "x-gzip"):
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+        elif enc == "deflate":
+            self._d = zlib.decompressobj().decompress
+        elif enc == "zstd":
+            self._d = zstandard.ZstdDecompressor().decompressobj().decompress
+        elif enc == "br":
+            self._d = brotli.Decompressor().process
+        else:
+            raise DecodeError(f"unsupported content-encoding {encoding!r}")
+
+    def feed(self, data: bytes) -> bytes:
+        if self._d is None:
+            return data
+        try:
+            return self._d(data)
+        except zlib.error:
+            if self.encoding == "deflate" and not self._raw_deflate:  # raw deflate, as some servers send it
+                self._raw_deflate = True
+                self._d = zlib.decompressobj(-zlib.MAX_WBITS).decompress
+                return self._d(data)
+            raise
+
+
+def chunks(it: Interaction) -> tuple[list[dict], str | None]:
+    """Every response chunk with its offset, raw size and data (decoded, where the response
+    has a content encoding and it decodes); and why decoding failed, if it did."""
+    enc = it.response.header("content-encoding") if it.response else None
+    try:
+        dec: _StreamDecoder | None = _StreamDecoder(enc)
+    except DecodeError as e:
+        dec, problem = None, str(e)
+    else:
+        problem = None
+    out = []
+    for c in it.chunks:
+        data = c.data
+        if dec is not None:
+            try:
+                data = dec.feed(c.data)
+            except Exception as e:  # zlib.error, ZstdError, brotli.error: show the bytes as stored
+                dec, problem = None, f"cannot decode {enc}: {e}"
+        out.append({"offset_ms": _ms(c.offset), "bytes": len(c.data), "data": data_view(data)})
+    return out, problem
+
+
+# -- the timeline of summaries -----------------------------------------------
+
+def frame_summary(payload: bytes, is_text: bool) -> tuple[str, str]:
     if not is_text:
         return "binary", f"{len(payload)} bytes"
     try:
         doc = json.loads(payload)
     except ValueError:
-        return "text", _short(payload.decode("utf-8", "replace"))
-    if isinstance(doc, dict):
-        name = str(doc.get("type", "json"))
-        if isinstance(doc.get("delta"), str):
-            return name, repr(doc["delta"])
-        resp = doc.get("response")
-        if isinstance(resp, dict) and resp.get("status"):
-            return name, f"response {resp.get('id', '')} {resp['status']}".strip()
-        return name, _short(json.dumps(doc, separators=(",", ":")))
-    return "json", _short(payload.decode())
+        return "text", short(payload.decode("utf-8", "replace"))
+    return summarize(doc)
+
+
+def _eventstream_summary(msg) -> tuple[str, str]:
+    """A Bedrock message, named by ``:event-type`` (or by the provider's own event type
+    when its payload wraps one in ``bytes``)."""
+    try:
+        doc = json.loads(msg.payload)
+    except ValueError:
+        return msg.name, f"{len(msg.payload)} bytes"
+    return summarize(doc, msg.name)
 
 
 def timeline(it: Interaction) -> list[dict]:
     out = []
     if it.kind is Kind.WEBSOCKET:
         for f in it.frames:
-            name, summary = _frame_summary(f.payload, f.is_text)
+            name, summary = frame_summary(f.payload, f.is_text)
             out.append({"offset_ms": _ms(f.offset), "dir": f.direction.value, "type": "text" if f.is_text else "binary",
                         "name": name, "summary": summary, "bytes": len(f.payload)})
         return out
-    ctype = (it.response.header("content-type", "") if it.response else "") or ""
-    if "event-stream" in ctype:
-        parser = SSEParser()
-        for c in it.chunks:
-            events = parser.feed(c.data)
+    ctype = ((it.response.header("content-type", "") if it.response else "") or "").lower()
+    parser = SSEParser() if "event-stream" in ctype else EventStreamParser() if EVENTSTREAM in ctype else None
+    views, _ = chunks(it)
+    for c, v in zip(it.chunks, views):
+        data = view_bytes(v["data"])
+        if parser is not None:
+            try:
+                events = parser.feed(data)
+            except EventStreamError as e:
+                parser, events = None, []
+                out.append({"offset_ms": v["offset_ms"], "dir": "server", "type": "chunk", "name": "(not an event stream)",
+                            "summary": str(e), "bytes": len(c.data)})
+                continue
             if not events:
-                out.append({"offset_ms": _ms(c.offset), "dir": "server", "type": "chunk", "name": "(partial event)",
+                out.append({"offset_ms": v["offset_ms"], "dir": "server", "type": "chunk", "name": "(partial event)",
                             "summary": f"{len(c.data)} bytes, event continues in the next chunk", "bytes": len(c.data)})
             for ev in events:
-                name, summary = summarize(ev, 70)
-                out.append({"offset_ms": _ms(c.offset), "dir": "server", "type": "event", "name": name,
+                name, summary = summarize_sse(ev, 70) if isinstance(parser, SSEParser) else _eventstream_summary(ev)
+                out.append({"offset_ms": v["offset_ms"], "dir": "server", "type": "event", "name": name,
                             "summary": summary, "bytes": len(c.data)})
-        return out
-    for c in it.chunks:
-        out.append({"offset_ms": _ms(c.offset), "dir": "server", "type": "chunk", "name": "chunk",
-                    "summary": _short(c.data.decode("utf-8", "replace")), "bytes": len(c.data)})
+            continue
+        text = v["data"].get("text")
+        out.append({"offset_ms": v["offset_ms"], "dir": "server", "type": "chunk", "name": "chunk",
+                    "summary": short(text) if text is not None else f"{len(data)} bytes, binary", "bytes": len(c.data)})
     return out
 
 
+# -- one interaction ---------------------------------------------------------
+
 def detail(it: Interaction) -> dict:
     resp = it.response
-    return {
-        "n": it.seq,
+    response = None
+    if resp is not None:
+        response = {"status": integer(resp.status), "reason": str(resp.reason or ""),
+                    "headers": [[str(k), str(v)] for k, v in resp.headers]}
+    view = {
+        "n": integer(it.seq),
         "kind": it.kind.value,
         "request": {
-            "method": it.request.method,
-            "target": it.request.target,
-            "headers": [list(h) for h in it.request.headers],
+            "method": str(it.request.method),
+            "target": str(it.request.target),
+            "headers": [[str(k), str(v)] for k, v in it.request.headers],
             "body_encoding": it.request.body_encoding,
-            "body": _body(it.request.body),
+            "body": data_view(it.request.body, parse_json=True),
         },
-        "response": None if resp is None else {"status": resp.status, "reason": resp.reason,
-                                               "headers": [list(h) for h in resp.headers]},
+        "response": response,
         "ttfb_ms": _ms(it.ttfb),
         "accept_delay_ms": _ms(it.accept_delay),
         "duration_ms": _ms(it.duration),
         "end": it.end.value,
-        "end_detail": it.end_detail,
-        "close": None if it.close is None else {"code": it.close.code, "reason": it.close.reason,
+        "end_detail": str(it.end_detail or ""),
+        "close": None if it.close is None else {"code": integer(it.close.code), "reason": str(it.close.reason or ""),
                                                 "by": it.close.by.value if it.close.by else None},
         "timeline": timeline(it),
     }
-
-
+    if it.kind is Kind.WEBSOCKET:
+        view["frames"] = [{"offset_ms": _ms(f.offset), "dir": f.direction.value, "type": "text" if f.is_text else "binary",
+                           "bytes": len(f.payload), "data": data_view(f.payload, binary=not f.is_text)} for f in it.frames]
+    elif resp is not None:
+        body, enc, problem = response_body(it)
+        response["body_encoding"] = enc
+        response["body"] = data_view(body, parse_json=True)
+        if problem:
+            response["body_problem"] = problem
+        response["chunks"], chunk_problem = chunks(it)
+        if chunk_problem and not problem:
+            response["body_problem"] = chunk_problem
+    return view
 
 
 def body_text(body: dict) -> str:
-    """A request body from the view model, as a person reads it."""
+    """A body from the view model, as a person reads it (binary as a hex dump)."""
     if "json" in body:
         return json.dumps(body["json"], indent=2, ensure_ascii=False)
     if "text" in body:
         return body["text"]
-    return f"<{len(base64.b64decode(body['base64']))} bytes, binary>"
+    return hexdump(base64.b64decode(body["base64"]))
 
 
-def fmt_ms(v) -> str:
-    return "" if v is None else f"{v:.1f} ms"
+def hexdump(data: bytes, width: int = 16) -> str:
+    lines = []
+    for i in range(0, len(data), width):
+        row = data[i : i + width]
+        hexes = " ".join(f"{b:02x}" for b in row)
+        text = "".join(chr(b) if 0x20 <= b < 0x7f else "." for b in row)
+        lines.append(f"{i:08x}  {hexes:<{width * 3 - 1}}  |{text}|")
+    return "\n".join(lines)
