@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from . import convert
 from . import inspect as insp
 from .audit import Auditor
 from .jsonpath import PathError
@@ -439,6 +440,59 @@ def audit(paths, patterns) -> None:
                    + (f", {bad} unreadable" if bad else ""), err=True)
     if bad or findings:
         raise click.exceptions.Exit(2 if bad else 1)
+
+
+@cli.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="FILE...")
+@click.option("--cassette", required=True, type=click.Path(dir_okay=False), help="The cassette to write (a new file).")
+@click.option("--format", "fmt", type=click.Choice(convert.FORMATS), default=None,
+              help="vcr (VCR.py YAML or JSON) or har; default: from the file's name and content.")
+@redaction_options
+def import_(sources, cassette, fmt, redact_header, redact_pattern, redact_json_path, no_redact) -> None:
+    """Make a cassette from VCR.py cassettes (the requests, httpx and aiohttp stubs) or
+    HAR 1.2 files (browsers, mitmproxy's HAR export, WebSocket messages included),
+    keeping whatever timing the source has (VCR.py has none). Redacted like a recording.
+
+    \b
+      proxy import tests/cassettes/test_chat/test_stream.yaml --cassette cassettes/chat.db
+      proxy import session.har --cassette cassettes/session.db
+    """
+    options = _redaction(redact_header, redact_pattern, redact_json_path, no_redact)
+    try:
+        done = convert.import_into(list(sources), cassette, fmt, options)
+    except (convert.ConvertError, CassetteError, OSError) as e:
+        raise UserError(str(e)) from None
+    for imp in done:
+        for why in imp.skipped:
+            click.echo(f"proxy: skipped {why}", err=True)
+    n = sum(len(imp.interactions) for imp in done)
+    names = ", ".join(f"{src} ({imp.format})" for src, imp in zip(sources, done))
+    click.echo(f"imported {n} interaction(s) into {cassette} from {names}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--har", "har_out", required=True, type=click.Path(dir_okay=False, allow_dash=True), metavar="OUT.har",
+              help="Write HAR 1.2 (for Chrome DevTools and other HAR viewers); - for stdout.")
+def export(path, har_out) -> None:
+    """Write a cassette as HAR 1.2: bodies decoded, WebSocket frames as Chrome's
+    _webSocketMessages, and what HAR has no field for (chunk boundaries, exact timing,
+    how it ended) in a _proxy extension, so `proxy import` gives the cassette back.
+
+    \b
+      proxy export cassettes/example.db --har example.har
+    """
+    try:
+        with Cassette.open(path) as c:
+            doc = convert.export_har(c)
+    except CassetteError as e:
+        raise UserError(str(e)) from None
+    text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    if har_out == "-":
+        sys.stdout.write(text)
+        return
+    Path(har_out).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {har_out} ({len(doc['log']['entries'])} entries)")
 
 
 def main() -> None:

@@ -1,0 +1,276 @@
+"""HAR 1.2 <-> Interactions.
+
+Reading (browsers' exports, mitmproxy's ``hardump``, our own): an entry is an HTTP
+exchange, or a WebSocket session when it has Chrome's ``_webSocketMessages`` extension
+(``{type: send|receive, time: epoch seconds, opcode: 1 text | 2 binary (base64), data}``)
+or a 101 status. HAR keeps response bodies decoded (``content.text``, base64 when
+``content.encoding`` says so), so ``Content-Encoding`` is dropped and ``Content-Length``
+set to the body. Timing kept: ``startedDateTime``; ``timings.wait`` as the time to
+headers (accept delay for a socket); the body as one chunk at wait + receive; frames at
+their own times. HTTP/2 pseudo-headers (``:authority``...) are dropped. Entries with no
+response (status 0: blocked, failed) are skipped and reported.
+
+Writing: every entry valid HAR 1.2 (the fields Chrome DevTools and other viewers
+require), bodies decoded from their content encoding, WebSocket frames as
+``_webSocketMessages``, and a ``_proxy`` extension with what HAR has no place for
+(chunk boundaries and offsets, the raw body when it was content-encoded, exact timing,
+how the interaction ended, the close), so export -> import gives the cassette back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from ..codec import DecodeError, decode_body
+from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from ..store import Cassette
+from .common import ConvertError, fix_body_headers
+
+_VERSION = "0.1.0"
+
+
+# -- reading -----------------------------------------------------------------
+
+def _epoch(text: str) -> float:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ConvertError(f"bad startedDateTime {text!r}") from None
+
+
+def _ms(value) -> float:
+    """A HAR timing in seconds; -1 (not applicable) and missing count as 0."""
+    return max(0.0, float(value)) / 1000 if isinstance(value, (int, float)) else 0.0
+
+
+def _headers(items) -> list[tuple[str, str]]:
+    out = []
+    for h in items or []:
+        name, value = (h.get("name"), h.get("value")) if isinstance(h, dict) else (h[0], h[1])
+        if str(name).startswith(":"):  # HTTP/2 pseudo-headers: not headers of an HTTP/1.1 replay
+            continue
+        out.append((str(name), str(value)))
+    return out
+
+
+def _text(obj: dict) -> bytes:
+    text = obj.get("text") or ""
+    if obj.get("encoding") == "base64":
+        return base64.b64decode(text)
+    return text.encode("utf-8")
+
+
+def _request(entry: dict, ws: bool) -> Request:
+    raw = entry["request"]
+    parts = urlsplit(raw["url"])
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    headers = _headers(raw.get("headers"))
+    body = _text(raw.get("postData") or {})
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
+    if encoding and body:
+        try:
+            body = decode_body(body, encoding)
+        except DecodeError:
+            pass  # HAR tools store request bodies decoded already
+    return Request(method=str(raw.get("method", "GET")).upper(), path=parts.path or "/", query=parts.query,
+                   headers=headers, body=body, body_encoding=encoding, scheme=scheme, host=parts.hostname or "",
+                   port=parts.port or (443 if scheme == "https" else 80))
+
+
+def _entry(entry: dict) -> Interaction | None:
+    resp_raw = entry.get("response") or {}
+    status = resp_raw.get("status")
+    ext = entry.get("_proxy") or {}
+    if not isinstance(status, int) or status <= 0:
+        if ext.get("end") == End.INCOMPLETE.value:  # our own export of an interaction cut before its response
+            return Interaction(Kind.HTTP, _request(entry, False), None, end=End.INCOMPLETE,
+                               started_at=float(ext.get("startedAt", 0.0)), ttfb=ext.get("ttfb"),
+                               duration=ext.get("duration"))
+        return None
+    messages = entry.get("_webSocketMessages")
+    ws = messages is not None or entry.get("_resourceType") == "websocket" or status == 101
+    req = _request(entry, ws)
+    started = float(ext.get("startedAt", _epoch(entry["startedDateTime"])))
+    timings = entry.get("timings") or {}
+    ttfb = float(ext["ttfb"]) if "ttfb" in ext else _ms(timings.get("wait"))
+    receive = _ms(timings.get("receive"))
+    duration = float(ext["duration"]) if "duration" in ext else (_ms(entry.get("time")) or ttfb + receive)
+    content = resp_raw.get("content") or {}
+    headers = _headers(resp_raw.get("headers"))
+    if "rawBody" in ext:  # our own export of a content-encoded body: the bytes as they were sent
+        body = base64.b64decode(ext["rawBody"])
+    else:
+        body = _text(content)
+        headers = fix_body_headers(headers, body, stored_decoded=True)
+    resp = Response(status, str(resp_raw.get("statusText") or ""), headers)
+    try:
+        end = End(ext.get("end", End.COMPLETE.value))
+    except ValueError:
+        end = End.COMPLETE
+    it = Interaction(Kind.WEBSOCKET if ws and status == 101 else Kind.HTTP, req, resp, ttfb=ttfb, duration=duration,
+                     end=end, end_detail=str(ext.get("endDetail", "")), started_at=started)
+    if it.kind is Kind.WEBSOCKET:
+        for m in messages or []:
+            if m.get("opcode", 1) not in (1, 2):  # control frames: the replay server makes its own
+                continue
+            text = m.get("opcode", 1) == 1
+            data = str(m.get("data", ""))
+            payload = data.encode("utf-8") if text else base64.b64decode(data)
+            t = float(m.get("time", started))
+            offset = max(0.0, t - started if t > 1e9 else t)  # epoch seconds (Chrome, mitmproxy), else relative
+            it.frames.append(Frame(Direction.CLIENT if m.get("type") == "send" else Direction.SERVER, text, offset,
+                                   payload))
+        close = ext.get("close")
+        if close:
+            it.close = Close(close.get("code"), close.get("reason", ""),
+                             Direction(close["by"]) if close.get("by") else None)
+        if "duration" not in ext and it.frames:
+            it.duration = max(duration, it.frames[-1].offset)
+    elif "chunks" in ext:  # chunk boundaries and offsets as recorded
+        pos = 0
+        for offset, size in ext["chunks"]:
+            it.chunks.append(Chunk(float(offset), body[pos : pos + size]))
+            pos += size
+        if pos != len(body):
+            raise ConvertError("_proxy.chunks do not add up to the body")
+    elif body:
+        it.chunks.append(Chunk(ttfb + receive, body))
+    return it
+
+
+def read_har(path: str | Path) -> tuple[list[Interaction], list[str]]:
+    """(interactions in the file's order, why entries were skipped)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        entries = doc["log"]["entries"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConvertError(f"{path}: not a HAR file ({e!r})") from None
+    out, skipped = [], []
+    for i, entry in enumerate(entries, 1):
+        try:
+            it = _entry(entry)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, ConvertError):
+                raise ConvertError(f"{path}: entry {i}: {e}") from None
+            raise ConvertError(f"{path}: entry {i} is malformed ({e!r})") from None
+        if it is None:
+            url = (entry.get("request") or {}).get("url", "?")
+            error = (entry.get("response") or {}).get("_error") or "no response"
+            skipped.append(f"entry {i} {url}: {error}")
+        else:
+            out.append(it)
+    return out, skipped
+
+
+# -- writing -----------------------------------------------------------------
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _name_values(pairs) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in pairs]
+
+
+def _content(data: bytes, mime: str) -> dict:
+    out = {"size": len(data), "mimeType": mime}
+    try:
+        out["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out["text"], out["encoding"] = base64.b64encode(data).decode(), "base64"
+    return out
+
+
+def _url(it: Interaction, default_origin: str) -> str:
+    r = it.request
+    scheme = r.scheme or "http"
+    if it.kind is Kind.WEBSOCKET:
+        scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    if r.host:
+        default_port = 443 if scheme in ("https", "wss") else 80
+        origin = f"{scheme}://{r.host}" + (f":{r.port}" if r.port and r.port != default_port else "")
+    else:
+        origin = default_origin
+    return origin + r.target
+
+
+def _export(it: Interaction, default_origin: str) -> dict:
+    req, resp = it.request, it.response
+    ttfb, duration = it.ttfb or 0.0, it.duration or 0.0
+    ext: dict = {"seq": it.seq, "startedAt": it.started_at, "ttfb": ttfb, "duration": duration, "end": it.end.value}
+    if it.end_detail:
+        ext["endDetail"] = it.end_detail
+    mime = req.header("content-type") or ""
+    entry: dict = {
+        "startedDateTime": _iso(it.started_at),
+        "time": round(duration * 1000, 3),
+        "request": {
+            "method": req.method,
+            "url": _url(it, default_origin),
+            "httpVersion": "HTTP/1.1",
+            "cookies": [],
+            "headers": _name_values(req.headers),
+            "queryString": _name_values(parse_qsl(req.query, keep_blank_values=True)),
+            "headersSize": -1,
+            "bodySize": len(req.body),
+        },
+        "cache": {},
+        "timings": {"blocked": -1, "dns": -1, "connect": -1, "ssl": -1, "send": 0,
+                    "wait": round(ttfb * 1000, 3), "receive": round(max(0.0, duration - ttfb) * 1000, 3)},
+    }
+    if req.body:
+        post = _content(req.body, mime)
+        entry["request"]["postData"] = {"mimeType": mime, "text": post["text"], **({"encoding": "base64"}
+                                                                                    if "encoding" in post else {})}
+    headers = resp.headers if resp else []
+    ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
+    response = {"status": resp.status if resp else 0, "statusText": resp.reason if resp else "",
+                "httpVersion": "HTTP/1.1", "cookies": [], "headers": _name_values(headers),
+                "content": {"size": 0, "mimeType": ctype},
+                "redirectURL": next((v for k, v in headers if k.lower() == "location"), ""),
+                "headersSize": -1, "bodySize": -1}
+    if it.kind is Kind.WEBSOCKET:
+        entry["_resourceType"] = "websocket"
+        entry["_webSocketMessages"] = [
+            {"type": "send" if f.direction is Direction.CLIENT else "receive", "time": it.started_at + f.offset,
+             "opcode": 1 if f.is_text else 2,
+             "data": f.payload.decode("utf-8", "replace") if f.is_text else base64.b64encode(f.payload).decode()}
+            for f in it.frames]
+        if it.close is not None:
+            ext["close"] = {"code": it.close.code, "reason": it.close.reason,
+                            "by": it.close.by.value if it.close.by else None}
+    else:
+        entry["_resourceType"] = "fetch"
+        raw = it.body
+        encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
+        body, compression = raw, None
+        if encoding:  # HAR holds the body decoded; the bytes as sent go in _proxy
+            ext["rawBody"] = base64.b64encode(raw).decode()
+            try:
+                body = decode_body(raw, encoding)
+                compression = len(body) - len(raw)
+            except DecodeError:
+                pass
+        response["content"] = _content(body, ctype)
+        if compression is not None:
+            response["content"]["compression"] = compression
+        response["bodySize"] = len(raw)
+        ext["chunks"] = [[c.offset, len(c.data)] for c in it.chunks]
+    entry["response"] = response
+    entry["_proxy"] = ext
+    return entry
+
+
+def export_har(c: Cassette) -> dict:
+    """The cassette as a HAR 1.2 document (a dict; ``json.dump`` it)."""
+    upstream = str(dict(c.meta).get("upstream") or "")
+    origin = upstream if upstream.startswith(("http://", "https://")) else "http://localhost"
+    entries = [_export(it, origin.rstrip("/")) for it in c.interactions()]
+    return {"log": {"version": "1.2", "creator": {"name": "proxy", "version": _VERSION,
+                                                  "comment": f"exported from {c.path}"},
+                    "pages": [], "entries": entries}}
