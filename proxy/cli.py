@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -143,12 +144,47 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+class LiveLine:
+    """One line on a terminal, rewritten as each interaction is recorded: how many, how
+    many bytes, the last one. Silent when stdout is not a terminal (CI logs, pipes)."""
+
+    def __init__(self, what: str = "recorded", stream=None):
+        self.stream = stream or sys.stdout
+        self.enabled = self.stream.isatty()
+        self.what = what
+        self.count = 0
+        self.bytes = 0
+        self.shown = False
+
+    def __call__(self, ev: dict) -> None:
+        self.count += 1
+        self.bytes += ev["bytes"]
+        if not self.enabled:
+            return
+        size = ev["bytes"] if ev["kind"] == "http" else f"{ev['frames']} frames"
+        last = insp.printable(f"{ev['method']} {ev['path']} {ev['status'] or '---'}"
+                              f"{'' if ev['end'] == 'complete' else ' ' + ev['end']}")
+        total = f"{self.bytes / 1024:.1f} KB" if self.bytes >= 1024 else f"{self.bytes} B"
+        line = f"{self.what} {self.count} · {total} · last {last} ({size}{' B' if ev['kind'] == 'http' else ''})"
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        self.stream.write("\r\x1b[K" + line[:width])
+        self.stream.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        """Leave the line in place, so the summary prints below it."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> None:
     """What `proxy replay` and `proxy serve` run: a Session until SIGINT/SIGTERM, then its summary."""
     _configure_logging()
+    live = LiveLine("recorded")
 
     async def main():
-        session = Session(config)
+        session = Session(config, live)
         await session.start()
         return session, await session.run_until_signal(lambda: _say(banner(session)))
 
@@ -160,6 +196,8 @@ def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> Non
         raise UserError(f"{_NEEDS_MITMPROXY} ({e})") from None
     except (PortInUse, ServeError, CassetteError, RecordError) as e:
         raise UserError(str(e)) from None
+    finally:
+        live.end()
     if session.failure is not None:  # a damaged cassette, or a write that failed
         raise UserError(str(session.failure))
     if summary_json:
@@ -220,10 +258,14 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
     cfg = RecordConfig(upstream, cassette, host, port, upstream_ca, insecure, mode, confdir,
                        _redaction(redact_header, redact_pattern, redact_json_path, no_redact))
     target = upstream if mode == "reverse" else "(forward proxy: set HTTPS_PROXY)"
+    live = LiveLine("recorded")
     try:
-        n, cut = asyncio.run(run_record(cfg, lambda h, p: _say(f"recording to {cassette} via http://{h}:{p} -> {target}")))
+        n, cut = asyncio.run(run_record(cfg, lambda h, p: _say(f"recording to {cassette} via http://{h}:{p} -> {target}"),
+                                        live))
     except (RecordError, CassetteError) as e:
         raise UserError(str(e)) from None
+    finally:
+        live.end()
     click.echo(f"recorded {n} interaction(s) to {cassette}" + (f" ({cut} cut short by the stop)" if cut else ""))
 
 

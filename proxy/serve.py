@@ -151,8 +151,9 @@ class Session:
     """One cassette (or a directory of them, replay only) in one record mode.
     ``await start()`` returns the base URL."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, on_recorded=None):
         self.config = config
+        self.on_recorded = on_recorded  # called per interaction the recorder commits (proxy serve's live line)
         if config.cassette is not None:
             self.config.cassette = Path(config.cassette)
         self.config.mode = RecordMode.parse(config.mode)
@@ -199,7 +200,8 @@ class Session:
 
         c = self.config
         return RecordingProxy(RecordConfig(upstream=c.upstream, cassette=str(cassette), host=host, port=port,
-                                           upstream_ca=c.upstream_ca, insecure=c.insecure, redaction=c.redaction))
+                                           upstream_ca=c.upstream_ca, insecure=c.insecure, redaction=c.redaction),
+                              self.on_recorded)
 
     async def start(self) -> str:
         c = self.config

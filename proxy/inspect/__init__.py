@@ -7,6 +7,6 @@ from __future__ import annotations
 from .console import show_body, show_list, show_one
 from .html import html_page
 from .text import text_dump
-from .view import detail, listing, timeline
+from .view import detail, listing, printable, timeline
 
-__all__ = ["detail", "html_page", "listing", "show_body", "show_list", "show_one", "text_dump", "timeline"]
+__all__ = ["detail", "html_page", "listing", "printable", "show_body", "show_list", "show_one", "text_dump", "timeline"]

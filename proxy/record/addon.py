@@ -104,6 +104,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.cassette: CassetteWriter | None = None
+        self.on_recorded = None  # called with a dict per committed interaction (proxy record's live line)
         self.path: str | None = None
         self.redactor = Redactor()
         self.live: dict[str, _Live] = {}
@@ -375,6 +376,11 @@ class Recorder:
             if flow.killable:
                 flow.kill()
             return
+        if self.on_recorded is not None:
+            self.on_recorded({"n": self.recorded, "kind": live.kind.value, "method": flow.request.method,
+                              "path": flow.request.path.split("?", 1)[0], "end": end.value,
+                              "status": flow.response.status_code if flow.response else None,
+                              "bytes": live.body_bytes, "frames": live.frames_seen})
         status = flow.response.status_code if flow.response else "---"
         what = f"{live.frames_seen} frames" if live.kind is Kind.WEBSOCKET else f"{live.body_bytes} bytes"
         log.debug("recorded #%d %s %s %s %s (%s, %s)", self.recorded, live.kind.value, flow.request.method,

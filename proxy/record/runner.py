@@ -54,8 +54,9 @@ class RecordingProxy:
     listening (host, port); ``await stop()`` shuts it down and returns how many
     interactions were recorded. The cassette file is opened (or created) on start."""
 
-    def __init__(self, config: RecordConfig):
+    def __init__(self, config: RecordConfig, on_recorded: Callable[[dict], None] | None = None):
         self.config = config
+        self.on_recorded = on_recorded  # see Recorder.on_recorded
         self.recorder: Recorder | None = None
         self.master = None
         self._task: asyncio.Task | None = None
@@ -72,6 +73,7 @@ class RecordingProxy:
         check_port_free(config.host, config.port)
         self.recorder = Recorder()
         self.recorder.report_errors = False  # stop() raises it: one line where it is run
+        self.recorder.on_recorded = self.on_recorded
         ready = asyncio.get_running_loop().create_future()
 
         def on_listening(host: str, port: int) -> None:
@@ -129,10 +131,11 @@ class RecordingProxy:
         return self.recorder.cut_by_stop if self.recorder is not None else 0
 
 
-async def record(config: RecordConfig, on_listening: Callable[[str, int], None]) -> tuple[int, int]:
+async def record(config: RecordConfig, on_listening: Callable[[str, int], None],
+                 on_recorded: Callable[[dict], None] | None = None) -> tuple[int, int]:
     """Run until SIGINT/SIGTERM; returns how many interactions were recorded, and how many
-    of those the stop cut short."""
-    proxy = RecordingProxy(config)
+    of those the stop cut short. ``on_recorded`` is called as each one is committed."""
+    proxy = RecordingProxy(config, on_recorded)
     host, port = await proxy.start()
     await until_signal(proxy.wait, proxy.request_stop, lambda: on_listening(host, port))
     recorded = await proxy.stop()
