@@ -97,7 +97,9 @@ def test_json_is_stable_and_complete(tmp_path):
     assert json.loads(run_cli("inspect", str(path), "1", "--json").stdout)["request"]["body"]["json"]["input"] == "hi"
 
 
-def test_text_dump_works_as_git_textconv(tmp_path):
+def textconv_diff(tmp_path, before, after) -> str:
+    """`git diff` of a cassette written by ``before(path)`` and then by ``after(path)``, through
+    `proxy inspect --text` registered as the textconv driver (as README says)."""
     git = shutil.which("git")
     if git is None:
         pytest.skip("git not installed")
@@ -109,17 +111,19 @@ def test_text_dump_works_as_git_textconv(tmp_path):
     def g(*args):
         return subprocess.run([git, *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
 
-    import sys
-
     g("init", "-q")
     (repo / ".gitattributes").write_text("*.db diff=proxy-cassette\n")
     g("config", "diff.proxy-cassette.textconv", f"{sys.executable} -m proxy.cli inspect --text")
-    make(repo / "c.db")
+    before(repo / "c.db")
     g("add", ".")
     g("commit", "-qm", "one")
     (repo / "c.db").unlink()
-    make(repo / "c.db", extra=True)
-    diff = g("diff")
+    after(repo / "c.db")
+    return g("diff")
+
+
+def test_text_dump_works_as_git_textconv(tmp_path):
+    diff = textconv_diff(tmp_path, make, lambda p: make(p, extra=True))
     assert "Binary files" not in diff
     added = [ln for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
     assert any("== #4 http GET /v1/extra -> 404" in ln for ln in added), diff
@@ -248,14 +252,15 @@ def test_crafted_cassette_runs_no_script_in_the_page(tmp_path):
 
 def test_terminal_output_escapes_control_characters_and_markup(tmp_path):
     path = crafted(tmp_path / "evil.db")
-    for args in ((), ("1",), ("2",), ("--text",), ("1", "--json")):
-        r = run_cli("inspect", *((args[0], str(path)) if args == ("--text",) else (str(path), *args)))
+    out = {}
+    for args in ((str(path),), (str(path), "1"), (str(path), "2"), ("--text", str(path))):
+        r = run_cli("inspect", *args)
         assert r.returncode == 0, (args, r.stderr)
         assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "Traceback" not in r.stderr, args
-    detail_out = run_cli("inspect", str(path), "1").stdout
-    assert "/echo/[/bold][/]x<script>" in detail_out  # rich markup in a path is text, not markup
-    assert "\\e]0;title\\x07" in detail_out and "\\u001b[31mred" in detail_out  # JSON escapes its own
-    assert "\\e[5m" in run_cli("inspect", "--text", str(path)).stdout
+        out[args[-1] if args[0] != "--text" else "text"] = r.stdout
+    assert "/echo/[/bold][/]x<script>" in out["1"]  # rich markup in a path is text, not markup
+    assert "\\e]0;title\\x07" in out["1"] and "\\u001b[31mred" in out["1"]  # JSON escapes its own
+    assert "/ws/[red]<script>" in out["2"] and "\\e[5m" in out["text"]
 
 
 def test_body_prints_decoded_bytes_and_escapes_them_on_a_terminal(tmp_path):
@@ -321,26 +326,8 @@ def test_json_and_text_carry_every_byte_so_git_diff_shows_any_change(tmp_path):
     assert two["frames"][0]["data"] == {"size": 301, "text": long_delta + "A"}
     assert two["frames"][1]["data"] == {"size": 41, "base64": base64.b64encode(bytes(range(40)) + b"A").decode()}
 
-    git = shutil.which("git")
-    if git is None:
-        pytest.skip("git not installed")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=str(tmp_path), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-
-    def g(*args):
-        return subprocess.run([git, *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
-
-    g("init", "-q")
-    (repo / ".gitattributes").write_text("*.db diff=proxy-cassette\n")
-    g("config", "diff.proxy-cassette.textconv", f"{sys.executable} -m proxy.cli inspect --text")
-    cassette(repo / "c.db", "A")
-    g("add", ".")
-    g("commit", "-qm", "one")
-    (repo / "c.db").unlink()
-    cassette(repo / "c.db", "B")
-    changed = [ln for ln in g("diff").splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+    diff = textconv_diff(tmp_path, lambda p: cassette(p, "A"), lambda p: cassette(p, "B"))
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
     assert any(ln.startswith("-") and 'xA"}' in ln for ln in changed), changed  # the chunk, past character 300
     assert any(ln.startswith("+") and 'xB"}' in ln for ln in changed), changed
     assert any(ln.startswith("+") and ln.endswith("xB") for ln in changed)  # the text frame
