@@ -26,12 +26,11 @@ mitmproxy installed in record mode none.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from .api import ModelProxy
+from .api import ModelProxy, use_cassette
 from .serve import RecordMode, ServeError
 from .store import CassetteError
 
@@ -80,15 +79,14 @@ def model_proxy(request):
     kwargs = dict(marker.kwargs) if marker else {}
     name = marker.args[0] if marker and marker.args else kwargs.pop("name", None)
     path = cassette_path(request, name)
-    mode = request.config.getoption("proxy_record_mode") or os.environ.get("PROXY_RECORD_MODE") or "none"
-    upstream = request.config.getoption("proxy_upstream") or os.environ.get("PROXY_UPSTREAM")
-    try:
-        mp = ModelProxy(path, mode, upstream, speed=float(kwargs.get("speed", 1.0)),
-                        match_body=bool(kwargs.get("match_body", False)),
-                        ignore_json_paths=kwargs.get("ignore_json_paths", ()),
-                        match_headers=kwargs.get("match_headers", ()),
-                        strict_match=bool(kwargs.get("strict_match", False)), presets=kwargs.get("presets", ()),
-                        strict=bool(kwargs.get("strict", False)), check=False)
+    try:  # options first, then PROXY_RECORD_MODE / PROXY_UPSTREAM
+        mp = use_cassette(path, request.config.getoption("proxy_record_mode"),
+                          request.config.getoption("proxy_upstream"), speed=float(kwargs.get("speed", 1.0)),
+                          match_body=bool(kwargs.get("match_body", False)),
+                          ignore_json_paths=kwargs.get("ignore_json_paths", ()),
+                          match_headers=kwargs.get("match_headers", ()),
+                          strict_match=bool(kwargs.get("strict_match", False)), presets=kwargs.get("presets", ()),
+                          strict=bool(kwargs.get("strict", False)), check=False)
     except ValueError as e:  # an unknown record mode, a bad JSON path or an unknown preset
         raise pytest.UsageError(f"cassette marker: {e}") from None
     except ServeError as e:
