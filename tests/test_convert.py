@@ -300,13 +300,14 @@ def test_export_har_is_read_by_mitmproxy_and_imports_back_to_the_same_cassette(t
     packed = gzip.compress(body)
     with Cassette.open(EXAMPLE) as c:
         its = list(c.interactions())
-    with Cassette.create(src, upstream="http://127.0.0.1:43403") as c:
+    origin = f"http://{its[0].request.host}:{its[0].request.port}"  # where example.db was recorded
+    with Cassette.create(src, upstream=origin) as c:
         for it in its:
             c.append(it)
         from proxy.model import Chunk, End, Interaction, Kind, Request, Response
 
-        c.append(Interaction(Kind.HTTP, Request("GET", "/gz", "", [("host", "127.0.0.1:43403")], scheme="http",
-                                                host="127.0.0.1", port=43403),
+        c.append(Interaction(Kind.HTTP, Request("GET", "/gz", "", [("host", origin[7:])], scheme="http",
+                                                host=its[0].request.host, port=its[0].request.port),
                              Response(200, "OK", [("content-type", "application/json"), ("content-encoding", "gzip")]),
                              [Chunk(0.01, packed[:20]), Chunk(0.03, packed[20:])], ttfb=0.005, duration=0.03,
                              end=End.UPSTREAM_CUT, end_detail="upstream cut after 99 bytes", started_at=its[-1].started_at + 1))
@@ -326,9 +327,8 @@ def test_export_har_is_read_by_mitmproxy_and_imports_back_to_the_same_cassette(t
     from mitmproxy.io import har as mitm_har
 
     flows = [mitm_har.request_to_flow(e) for e in doc["log"]["entries"]]
-    assert [f.request.url for f in flows][:3] == ["http://127.0.0.1:43403/v1/responses",
-                                                  "http://127.0.0.1:43403/v1/chat/completions",
-                                                  "http://127.0.0.1:43403/v1/models"]
+    assert [f.request.url for f in flows][:3] == [origin + "/v1/responses", origin + "/v1/chat/completions",
+                                                  origin + "/v1/models"]
     assert [f.response.status_code for f in flows] == [200, 200, 200, 429, 101, 200]
     assert flows[0].response.get_text() == its[0].body.decode()
     assert json.loads(flows[5].response.content) == PACKED  # re-encoded by mitmproxy, decoded again

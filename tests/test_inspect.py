@@ -199,9 +199,10 @@ def test_conflicting_output_flags(tmp_path):
 XSS = '<script>window.__pwned="script"</script><img src=x onerror="window.__pwned=\'img\'">'
 
 
-def crafted(path):
-    """Every string a cassette holds carries markup, script or terminal escapes; then the
-    numeric columns of the first row are overwritten with text, as a hand-made file can."""
+def crafted(path, numbers_as_text: bool = False):
+    """Every string a cassette holds carries markup, script or terminal escapes; with
+    ``numbers_as_text`` the numeric columns of the first row hold text too, as a hand-made
+    file can."""
     with Cassette.create(path, upstream='"><svg onload="window.__pwned=\'meta\'">') as c:
         c.append(Interaction(
             Kind.HTTP,
@@ -217,13 +218,14 @@ def crafted(path):
                     Frame(Direction.SERVER, True, 0.02, XSS.encode() + b"\x1b[5m"),
                     Frame(Direction.SERVER, False, 0.03, XSS.encode())],
             ttfb=0.001, duration=0.04, end=End.COMPLETE, close=Close(1000, XSS, Direction.SERVER), started_at=1000.1))
-    import sqlite3
+    if numbers_as_text:
+        import sqlite3
 
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("UPDATE interactions SET status=?, ttfb=?, duration=?, event_count=?, body_bytes=? WHERE seq=1",
-                     (XSS, "<b>slow</b>", XSS, "<i>many</i>", XSS))
-    conn.close()
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("UPDATE interactions SET status=?, ttfb=?, duration=?, event_count=?, body_bytes=? WHERE seq=1",
+                         (XSS, "<b>slow</b>", XSS, "<i>many</i>", XSS))
+        conn.close()
     return path
 
 
@@ -243,11 +245,16 @@ def test_crafted_cassette_runs_no_script_in_the_page(tmp_path):
         assert b.eval("document.querySelectorAll('img, svg [onload], [onerror]').length") == 0
         # The markup is shown as text where it was recorded.
         assert b.eval("document.querySelector('tr.it td:nth-child(4)').textContent").startswith("/echo/[/bold][/]x<script>")
-        assert b.eval("document.querySelector('tr.it .status').textContent") == "-"  # text in a numeric column
         assert XSS in b.eval("document.getElementById('d0').innerText")
         assert b.eval("document.getElementById('shown').textContent") == "1 of 2 shown"
     finally:
         b.close()
+    # Text in numeric columns never reaches a page: the store refuses the file, in one line.
+    evil = crafted(tmp_path / "numbers.db", numbers_as_text=True)
+    for args in (("--html", str(tmp_path / "numbers.html")), (), ("1",), ("--text",)):
+        r = run_cli("inspect", str(evil), *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "damaged row" in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "numbers.html").exists()
 
 
 def test_terminal_output_escapes_control_characters_and_markup(tmp_path):

@@ -4,9 +4,8 @@ a click on a row expands its headers, bodies and events with their offsets, and 
 waterfall timeline.
 
 Everything from the cassette is escaped (``_e``), numbers go through ``view.integer`` /
-``view.number`` (a crafted cassette may hold text in numeric columns), and a Content
-Security Policy allows only the page's own script, by its hash: even markup that got
-through could not run.
+``view.number``, and a Content Security Policy allows only the page's own script, by its
+hash: even markup that got through could not run.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ just the view model and every renderer (console, text, html) reads the same thin
 bodies decoded from their content encoding, every chunk and frame with its data, and
 a ``timeline()`` of one-line summaries.
 
-A cassette is input from outside: columns that should hold numbers may hold text
-(``number()`` turns those into None), and any string may hold markup or control
-characters, so renderers escape everything they print (``printable()`` for terminals
-and text, ``html.escape`` for the page).
+A cassette is input from outside: any string may hold markup or control characters,
+so renderers escape everything they print (``printable()`` for terminals and text,
+``html.escape`` for the page). The store refuses a row whose numeric columns hold
+anything else; ``number()`` still keeps a renderer from formatting a non-number (or a
+NaN) as one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..store import Cassette
 # -- numbers and text from outside -------------------------------------------
 
 def number(v) -> float | None:
-    """A numeric column's value, or None when it holds anything else (a crafted cassette)."""
+    """A numeric value, or None for anything else (and for NaN or infinity)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return v if v == v and abs(v) != float("inf") else None
