@@ -4,7 +4,7 @@ imported interaction (the recorder's rules)."""
 
 from __future__ import annotations
 
-from ..codec import DecodeError, decode_body
+from ..encoding import DecodeError, decode_body
 from ..model import Headers, Interaction
 from ..redaction import Redactor
 

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from ..codec import DecodeError, decode_body
+from ..encoding import DecodeError, decode_body
 from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
 from ..store import Cassette
 from .common import ConvertError, fix_body_headers

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..codec import DecodeError, decode_body
+from ..encoding import DecodeError, decode_body
 from ..model import Chunk, End, Interaction, Kind, Request, Response
 from .common import ConvertError, fix_body_headers
 

@@ -16,13 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-import zlib
 from collections.abc import Iterator
 
-import brotli
-import zstandard
-
-from ..codec import DecodeError, decode_body
+from ..encoding import DecodeError, Decoder, decode_body
 from ..eventstream import CONTENT_TYPE as EVENTSTREAM, EventStreamError, EventStreamParser
 from ..events import short, summarize
 from ..model import Interaction, Kind
@@ -158,45 +154,12 @@ def response_body(it: Interaction) -> tuple[bytes, str | None, str | None]:
     return body, enc, problem
 
 
-class _StreamDecoder:
-    """Content decoding chunk by chunk, so each chunk shows the text it carried."""
-
-    def __init__(self, encoding: str | None):
-        enc = (encoding or "").strip().lower()
-        self.encoding = enc
-        self._raw_deflate = False
-        if enc in ("", "identity"):
-            self._d = None
-        elif enc in ("gzip", "x-gzip"):
-            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
-        elif enc == "deflate":
-            self._d = zlib.decompressobj().decompress
-        elif enc == "zstd":
-            self._d = zstandard.ZstdDecompressor().decompressobj().decompress
-        elif enc == "br":
-            self._d = brotli.Decompressor().process
-        else:
-            raise DecodeError(f"unsupported content-encoding {encoding!r}")
-
-    def feed(self, data: bytes) -> bytes:
-        if self._d is None:
-            return data
-        try:
-            return self._d(data)
-        except zlib.error:
-            if self.encoding == "deflate" and not self._raw_deflate:  # raw deflate, as some servers send it
-                self._raw_deflate = True
-                self._d = zlib.decompressobj(-zlib.MAX_WBITS).decompress
-                return self._d(data)
-            raise
-
-
 def chunks(it: Interaction) -> tuple[list[dict], str | None]:
     """Every response chunk with its offset, raw size and data (decoded, where the response
     has a content encoding and it decodes); and why decoding failed, if it did."""
     enc = it.response.header("content-encoding") if it.response else None
     try:
-        dec: _StreamDecoder | None = _StreamDecoder(enc)
+        dec: Decoder | None = Decoder(enc)
     except DecodeError as e:
         dec, problem = None, str(e)
     else:
@@ -207,8 +170,8 @@ def chunks(it: Interaction) -> tuple[list[dict], str | None]:
         if dec is not None:
             try:
                 data = dec.feed(c.data)
-            except Exception as e:  # zlib.error, ZstdError, brotli.error: show the bytes as stored
-                dec, problem = None, f"cannot decode {enc}: {e}"
+            except DecodeError as e:  # show the bytes as stored from here on
+                dec, problem = None, str(e)
         out.append({"offset_ms": _ms(c.offset), "bytes": len(c.data), "data": data_view(data)})
     return out, problem
 
