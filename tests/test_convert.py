@@ -345,3 +345,35 @@ def test_export_har_is_read_by_mitmproxy_and_imports_back_to_the_same_cassette(t
             assert [(f.direction, f.is_text, f.payload) for f in x.frames] == [
                 (f.direction, f.is_text, f.payload) for f in y.frames]
             assert [f.offset for f in x.frames] == pytest.approx([f.offset for f in y.frames], abs=1e-5)
+
+
+def test_imports_are_redacted_like_recordings(tmp_path):
+    """A key in a header, the query, a request body, a gzip response body and a WebSocket
+    frame: none reaches the cassette (`proxy audit` reads it fully decoded), and the
+    re-encoded body still replays with a true content-length."""
+    key = fake_key("import")
+    body = json.dumps({"echo": key, "ok": True}).encode()
+    packed = gzip.compress(body)
+    (tmp_path / "k.yaml").write_text(
+        "interactions:\n- request:\n"
+        f"    body: '{{\"input\": \"{key}\"}}'\n"
+        f"    headers:\n      x-api-key: ['{key}']\n      content-type: [application/json]\n"
+        f"    method: POST\n    uri: https://api.example.test/v1/echo?key={key}\n"
+        "  response:\n    status: {code: 200, message: OK}\n"
+        f"    headers:\n      content-encoding: [gzip]\n      content-length: ['{len(packed)}']\n"
+        "      content-type: [application/json]\n"
+        f"    body:\n      string: !!binary |\n        {base64.b64encode(packed).decode()}\nversion: 1\n")
+    har = _chrome_har(1_790_000_000.0)
+    har["log"]["entries"][2]["_webSocketMessages"][1]["data"] = json.dumps({"type": "auth", "token": key})
+    (tmp_path / "k.har").write_text(json.dumps(har))
+    db = tmp_path / "k.db"
+    r = run_cli("import", str(tmp_path / "k.yaml"), str(tmp_path / "k.har"), "--cassette", str(db))
+    assert r.returncode == 0 and "imported 3 interaction(s)" in r.stdout, r.stderr
+    audit = run_cli("audit", str(db))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    with Cassette.open(db) as c:
+        echo = c.get(1)
+        assert echo.request.header("x-api-key") == "REDACTED" and key not in echo.request.target
+    with proxy.replaying(db, speed=0) as p:
+        r = httpx.post(p.base_url + "/echo?key=REDACTED", json={"input": "x"})
+        assert r.json()["ok"] is True and key not in r.text  # gzip re-encoded, its content-length true

@@ -5,7 +5,7 @@ imported interaction (the recorder's rules)."""
 from __future__ import annotations
 
 from ..encoding import DecodeError, decode_body
-from ..model import Headers, Interaction
+from ..model import Chunk, Headers, Interaction
 from ..redaction import Redactor
 
 
@@ -41,14 +41,30 @@ def fix_body_headers(headers: Headers, body: bytes, stored_decoded: bool) -> Hea
 
 
 def redact(it: Interaction, r: Redactor) -> Interaction:
-    """What the recorder scrubs, scrubbed the same way: headers, query, bodies, chunks, frames."""
-    it.request.headers = r.headers(it.request.headers)
-    it.request.query = r.query(it.request.query)
-    it.request.body = r.body(it.request.body)
+    """What the recorder scrubs, scrubbed the same way (``proxy.redaction``): path, query
+    and headers; the request body (held decoded); the response body through the same
+    stream redactor as a recording, content encoding included, so a compressed body with
+    a secret is re-encoded and its content-length follows; WebSocket frames per session;
+    end details and close reasons."""
+    req = it.request
+    req.path, req.query = r.path(req.path), r.query(req.query)
+    req.headers = r.headers(req.headers)
+    req.body = r.body(req.body)
+    it.end_detail = r.text(it.end_detail)
     if it.response is not None:
         it.response.headers = r.headers(it.response.headers)
-    for c in it.chunks:
-        c.data = r.data(c.data)
-    for f in it.frames:
-        f.payload = r.data(f.payload)
+    if it.chunks:
+        body = r.response_body(it.response.header("content-encoding") if it.response else None)
+        released = [out for c in it.chunks for out in body.feed(c.data, c.offset)] + body.finish()
+        it.chunks = [Chunk(offset, clean) for offset, clean in released]
+        if body.length_changed and it.response is not None and it.response.header("content-length") is not None:
+            size = str(sum(len(c.data) for c in it.chunks))
+            it.response.headers = [(k, size if k.lower() == "content-length" else v) for k, v in it.response.headers]
+    if it.frames:
+        frames = r.frames()
+        released = [out for f in it.frames for out in frames.feed(f.direction, f.payload, f)] + frames.finish()
+        for f, clean in released:
+            f.payload = clean
+    if it.close is not None:
+        it.close.reason = r.text(it.close.reason)
     return it
