@@ -44,7 +44,7 @@ import zstandard
 from .encoding import DEFAULT_LIMIT, DecodeError, Decoder
 from .model import Interaction, Kind
 from .redaction import REDACTED, Detector, Redactor, base64_runs
-from .store import Cassette, CassetteError, CassetteMissing, NotACassette
+from .store import Cassette, CassetteError, CassetteMissing, NotACassette, OldSchema, migrate
 
 DEPTH = 2  # base64 inside base64 inside a body; deeper is not looked at
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
@@ -108,6 +108,10 @@ class Auditor:
                 raw.append(("wal", Path(str(copy) + "-wal").read_bytes()))
             found: list[tuple[int | None, tuple]] = []
             try:
+                try:
+                    Cassette.open(copy).close()
+                except OldSchema:  # an older cassette is audited too: migrate the copy, never the file
+                    migrate(copy)
                 with Cassette.open(copy) as c:
                     for key, value in sorted(c.meta.items()):
                         found += [(None, f) for f in self.scan_text(str(value), f"meta.{key}")]

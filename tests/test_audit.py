@@ -184,12 +184,16 @@ def test_a_file_that_is_no_cassette_is_an_error(tmp_path):
         AUDITOR.file(tmp_path / "missing.db")
 
 
-def test_an_old_cassette_is_reported_with_its_own_path_not_the_audits_copy(tmp_path):
-    old = tmp_path / "old.db"
-    old.write_bytes((ROOT / "tests" / "data" / "example-v1.db").read_bytes())
-    with pytest.raises(CassetteError) as e:
-        AUDITOR.file(old)
-    assert f"proxy migrate {old}" in str(e.value) and "proxy-audit-" not in str(e.value)
+def test_an_old_cassette_is_audited_through_a_migrated_copy_and_left_unchanged(tmp_path):
+    # committed cassettes of an older schema must be auditable (a pre-commit hook runs on
+    # them) without migrating the user's file: the audit migrates its own copy
+    for version in (1, 2):
+        old = tmp_path / f"old-v{version}.db"
+        before = (ROOT / "tests" / "data" / f"example-v{version}.db").read_bytes()
+        old.write_bytes(before)
+        assert AUDITOR.file(old) == []
+        assert old.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(old.name)) == [old.name]
 
 
 def test_finding_is_one_line_of_data():

@@ -402,8 +402,9 @@ def encoded(enc: str, streamed: bool, framing: str = "chunked") -> HttpShape:
 
 
 def keylike_words(framing: str) -> HttpShape:
-    text = ("Follow the task-specific-instructions and ask-the-user-before-running anything; "
-            "the risk-assessment-checklist-for-deploys applies.")
+    # words that hold "sk-" (split in the source so that no key-shaped literal sits in a file)
+    text = ("Follow the task-" "specific-instructions and ask-" "the-user-before-running anything; "
+            "the risk-" "assessment-checklist-for-deploys applies.")
     doc = {"type": "message", "content": [{"type": "output_text", "text": text}]}
     body = json.dumps(doc).encode()
     parts = (Part(0.01, body),) if framing == "length" else paced(split_even(body, 2), 0.02, 0.01)
@@ -588,8 +589,8 @@ def holds_no_secret(pieces: list[bytes]) -> bool:
 FILLER = st.text("abcdefghijklmnopqrstuvwxyz ", min_size=40, max_size=40)
 # Text as model APIs send it, hyphenated words that look like key prefixes included: bytes
 # that hold no secret must replay unchanged.
-KEYLIKE = st.sampled_from(["task-specific-instructions", "ask-the-user-before-running", "risk-assessment-checklist",
-                           "desk-research-notes-for-the-week", "sk-"])
+KEYLIKE = st.sampled_from(["task-" "specific-instructions", "ask-" "the-user-before-running", "risk-" "assessment-checklist",
+                           "desk-" "research-notes-for-the-week", "sk-"])
 TEXT = st.lists(st.one_of(st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .,:{}\"'\n-_", min_size=1,
                                   max_size=60), KEYLIKE), min_size=1, max_size=8).map("".join).filter(
     lambda t: adapter.redacted(t.encode()) == t.encode())  # a random run can look like a key: such text is left out
