@@ -30,6 +30,11 @@ RELAY_REQUEST = HOP_BY_HOP | (WS_HANDSHAKE - {"date"}) | {"host", "te", "sec-web
 
 RawHeaders = list[tuple[bytes, bytes]]
 
+# Set by the forward-mode front (proxy/record/front.py) on every request it hands the
+# replay server: where the client sent it, ``scheme://host:port``. The replay server
+# takes it off the request before matching.
+ORIGIN_HEADER = "x-proxy-origin"
+
 
 def to_raw(headers: Iterable[tuple[str, str]]) -> RawHeaders:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]

@@ -4,7 +4,8 @@ or a Miss that says why there is none.
 Rules
 1. The key (``request_key``: class http/ws, METHOD, path, query with its pairs sorted)
    selects the candidates, in recorded order; headers named with ``match_headers`` must
-   be equal too. A recording serves once.
+   be equal too, and with ``match_origin`` (forward-mode replay of a cassette recorded in
+   forward mode) the origin, ``scheme://host[:port]``. A recording serves once.
 2. Among the unused candidates the request's body decides, so concurrent requests that
    arrive in another order than recorded still get their own recording:
    a. an *exact* match: the canonical body (JSON with sorted keys, after the configured
@@ -39,6 +40,7 @@ import difflib
 import heapq
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -75,6 +77,7 @@ class MatchConfig:
     strict_match: bool = False  # weak matches become misses
     presets: tuple[str, ...] = ()
     window: int = WINDOW
+    match_origin: bool = False  # scheme://host[:port] too (forward-mode replay of a forward-mode cassette)
     rules: tuple[Ignore, ...] = field(default=(), init=False, repr=False, compare=False)
     header_names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -628,6 +631,8 @@ class _Bucket:
         self.hashes = [p.exact for p in prints]
         names = config.header_names
         self.headers = [_header_values(it.request.headers, names) for it in self.items] if names else None
+        self.origins = [it.request.origin for it in self.items] if config.match_origin else None
+        self.per_origin = Counter(self.origins or ())
         self.reserved: dict[int, Match] = {}  # WebSocket reservations not bound yet
         self.frame_prints: dict[int, Print | None] = {}
 
@@ -715,8 +720,13 @@ class Matcher:
             return match
         del bucket.reserved[own]
         status = _status(bucket.items[own])
-        pool = [i for i in bucket.reserved if _status(bucket.items[i]) == status]
-        pool += [i for i, _ in zip(bucket.unused(lambda i: _status(bucket.items[i]) == status),
+        origin = bucket.origins[own] if bucket.origins is not None else None
+
+        def alike(i: int) -> bool:  # the same answer to the handshake, from the same origin
+            return _status(bucket.items[i]) == status and (origin is None or bucket.origins[i] == origin)
+
+        pool = [i for i in bucket.reserved if alike(i)]
+        pool += [i for i, _ in zip(bucket.unused(alike),
                                    range(self.config.window))]
         pool.append(own)
         pool = sorted(i for i in set(pool) if self._frame_print(bucket, i) is not None)
@@ -814,7 +824,18 @@ class Matcher:
         return bucket
 
     def _select(self, bucket: _Bucket, req: Request, key: Key, fq: Print) -> Match | Miss:
-        target = _target(req)
+        target = _target(req, self.config.match_origin)
+        ok = None
+        if bucket.origins:  # before anything else: recordings of another origin are not candidates
+            origin = req.origin
+            ok = lambda i: bucket.origins[i] == origin  # noqa: E731
+            if next(bucket.unused(ok), None) is None:
+                if bucket.per_origin[origin]:
+                    return self._miss(target, "all_used", f"{target}: all {bucket.per_origin[origin]} recording(s) "
+                                      "of this request were already used (the client made more requests than were "
+                                      "recorded)", key, req, fq)
+                return self._miss(target, "no_recording", f"{target}: no recording for {origin}", key, req, fq,
+                                  "origin")
         if bucket.first_unused() is None:
             if bucket.items:
                 return self._miss(target, "all_used", f"{target}: all {len(bucket.items)} recording(s) of this "
@@ -822,10 +843,10 @@ class Matcher:
                                   key, req, fq)
             return self._miss(target, "no_recording", f"{target}: no recording of this method, path and query",
                               key, req, fq)
-        ok = None
         if bucket.headers is not None:
             want = _header_values(req.headers, self.config.header_names)
-            ok = lambda i: bucket.headers[i] == want  # noqa: E731
+            by_origin = ok
+            ok = lambda i: bucket.headers[i] == want and (by_origin is None or by_origin(i))  # noqa: E731
             if next(bucket.unused(ok), None) is None:
                 return self._miss(target, "no_recording", f"{target}: no unused recording with these "
                                   f"headers ({', '.join(self.config.header_names)})", key, req, fq, "headers")
@@ -940,6 +961,8 @@ class Matcher:
             miss.diagnosed = True
             return miss
         key_diffs = _key_differences(best.request, req)
+        if self.config.match_origin and best.request.origin != req.origin:
+            key_diffs.insert(0, Difference("origin", best.request.origin, req.origin))
         if miss._why == "headers":
             names = self.config.header_names
             key_diffs += [Difference(f"header {n}", _short(a), _short(b)) for n, a, b in
@@ -948,7 +971,7 @@ class Matcher:
         miss.nearest = _label(best)
         miss.differences = key_diffs + diffs
         miss.diff = _diff_text(best, req, miss.differences, more)
-        if miss.reason == "no_recording" and miss._why != "headers":
+        if miss.reason == "no_recording" and miss._why not in ("headers", "origin"):
             why = "no recording with this body" if miss._why == "body" else "no recording matches"
             miss.message = f"{miss.request}: {why}; nearest is {miss.nearest}"
         miss.diagnosed = True
@@ -984,11 +1007,11 @@ def _status(it: Interaction) -> int | None:
     return it.response.status if it.response else None
 
 
-def _target(req: Request) -> str:
+def _target(req: Request, origin: bool = False) -> str:
     target = req.target
     if len(target) > 200:
         target = target[:199] + "…"
-    return f"{req.method.upper()} {target}"
+    return f"{req.method.upper()} {req.origin if origin else ''}{target}"
 
 
 def _diff_with(recorded: bytes, fq: Print, rules) -> tuple[list[Difference], bool]:
@@ -1020,7 +1043,7 @@ def _key_differences(recorded: Request, received: Request) -> list[Difference]:
 
 
 def _diff_text(best: Interaction, req: Request, diffs: Sequence[Difference], more: bool) -> str:
-    lines = [f"--- recorded {_label(best)}", f"+++ received {_target(req)}"]
+    lines = [f"--- recorded {_label(best)}", f"+++ received {_target(req, any(d.path == 'origin' for d in diffs))}"]
     for d in diffs:
         if d.path.startswith("query "):
             k = d.path[6:]

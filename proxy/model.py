@@ -68,6 +68,11 @@ class Request:
     def target(self) -> str:
         return self.path + ("?" + self.query if self.query else "")
 
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]`` the request was sent to (forward mode), see ``origin()``."""
+        return origin(self.scheme, self.host, self.port)
+
     def query_pairs(self) -> list[tuple[str, str]]:
         return parse_qsl(self.query, keep_blank_values=True)
 
@@ -119,6 +124,20 @@ class Interaction:
     @property
     def accept_delay(self) -> float | None:
         return self.ttfb if self.kind is Kind.WEBSOCKET else None
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def origin(scheme: str, host: str, port: int) -> str:
+    """The one spelling of where a request went: lower-case scheme and host, IPv6 in
+    brackets, the port only when it is not the scheme's default (or unknown, 0)."""
+    scheme, host = scheme.lower(), host.lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    if port and port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}"
 
 
 def header_value(headers: Headers, name: str, default: str | None = None) -> str | None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
-from ..headers import scope_headers
-from ..model import Request
+from ..headers import ORIGIN_HEADER, scope_headers
+from ..model import DEFAULT_PORTS, Request, header_value
 from ..net import IntendedDrop
 from ..timing import Pacer
 from .engine import MissReply
@@ -21,14 +22,22 @@ class RecordedCut(IntendedDrop):
 
 
 def request_from_scope(scope, body: bytes = b"") -> Request:
+    """The request as the client sent it. Through the forward-mode front, its origin
+    (``ORIGIN_HEADER``, which the front added) becomes scheme, host and port."""
     raw_path = scope.get("raw_path") or scope["path"].encode()
+    headers = scope_headers(scope)
     req = Request(
         method=scope.get("method", "GET"),
         path=raw_path.decode("latin-1").split("?", 1)[0],
         query=scope.get("query_string", b"").decode("latin-1"),
-        headers=scope_headers(scope),
+        headers=[(k, v) for k, v in headers if k.lower() != ORIGIN_HEADER],
         body=body,
     )
+    origin = header_value(headers, ORIGIN_HEADER)
+    if origin:
+        url = urlsplit(origin)
+        req.scheme, req.host = url.scheme, url.hostname or ""
+        req.port = url.port or DEFAULT_PORTS.get(url.scheme, 0)
     req.body_encoding = req.header("content-encoding")
     return req
 

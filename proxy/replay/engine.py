@@ -163,6 +163,9 @@ class Engine:
             headers=headers,
             body=body,
             body_encoding=req.body_encoding,
+            scheme=req.scheme,
+            host=req.host,
+            port=req.port,
         ), problem
 
     def prepared(self, req: Request, cls: str | None = None) -> bool:
