@@ -1,7 +1,9 @@
-"""Recording: the mitmproxy addon (``addon``), the addon that reports the bound address
-(``ready``) and the in-process runner (``runner``). The only package importing mitmproxy:
-import its modules explicitly; importing this package imports nothing heavy, so the
-configuration below is usable where mitmproxy is not installed."""
+"""Everything that runs mitmproxy (the ``record`` extra): the record addon (``addon``),
+``connect_to``, the forward-mode front of the replay server (``front``), the addon that
+reports the bound address (``ready``) and the in-process runner (``runner``). The only
+package importing mitmproxy. Import its modules explicitly: importing this package
+imports nothing heavy, so the configuration below is usable where mitmproxy is not
+installed."""
 
 from __future__ import annotations
 
@@ -39,4 +41,5 @@ class RecordConfig:
     insecure: bool = False
     mode: str = "reverse"  # reverse | forward
     confdir: str | None = None
+    connect_to: tuple[str, ...] = ()  # HOST:PORT:HOST2:PORT2 (curl's --connect-to)
     redaction: RedactionOptions = field(default_factory=RedactionOptions)

@@ -53,6 +53,7 @@ from mitmproxy import ctx, exceptions, http, version
 
 from proxy.jsonpath import PathError
 from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from proxy.record.front import REPLAYED
 from proxy.redaction import Redactor
 from proxy.store import Cassette, CassetteError, CassetteWriter
 
@@ -207,7 +208,7 @@ class Recorder:
             self._loop.call_soon_threadsafe(ctx.master.shutdown)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if self.cassette is None:
+        if self.cassette is None or flow.metadata.get(REPLAYED):
             return
         if self.write_error is not None:
             flow.kill()  # it could not be recorded

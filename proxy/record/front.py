@@ -1,0 +1,75 @@
+"""The forward-mode front: mitmproxy as an HTTPS proxy in front of the replay server.
+
+Clients that cannot change their base URL set ``HTTPS_PROXY`` (and trust mitmproxy's
+CA, ``proxy ca``). mitmproxy does the proxy side: ``CONNECT``, TLS with a certificate for
+the host the client asked for, HTTP/1.1 or HTTP/2 to the client (ALPN), plain-HTTP proxy
+requests, WebSocket. This addon sends every request on to the replay server on loopback,
+in plain HTTP/1.1, with where the client sent it in ``x-proxy-origin``; the replay
+server answers it as it answers any request (one replay path, one engine), and
+mitmproxy streams each chunk on as it arrives, so the recorded timing holds.
+
+Nothing leaves the machine: every flow is re-targeted before mitmproxy connects
+anywhere (``connection_strategy=lazy``, ``upstream_cert=false``), and ``server_connect``
+refuses any other connection (a raw TCP tunnel for something that is not HTTP, say).
+The one exception is record mode new_episodes: the replay server relays a request it
+has no recording of back through this proxy with ``RELAY_HEADER: <token>``; that
+request goes to its real host and the record addon records it.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from proxy.headers import ORIGIN_HEADER
+from proxy.model import origin
+
+RELAY_HEADER = "x-proxy-relay"
+REPLAYED = "proxy_replayed"  # flow.metadata key: answered by the replay server, not to be recorded
+
+
+class Retarget:
+    """Re-targets every flow to the replay server at ``address`` (host, port), except
+    the replay server's own relays (``relay_token``, record mode new_episodes)."""
+
+    def __init__(self, address: tuple[str, int], relay_token: str | None = None):
+        self.address = (address[0], address[1])
+        self.relay_token = relay_token
+        self.relay_clients: set[str] = set()  # client connections of the replay server's relay
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        r = flow.request
+        token = r.headers.pop(RELAY_HEADER, None)
+        if self.relay_token is not None and token == self.relay_token:
+            self.relay_clients.add(flow.client_conn.id)
+            return  # to the real host, recorded
+        flow.metadata[REPLAYED] = True
+        # Set, not added: a client's own x-proxy-origin never decides what matches.
+        r.headers[ORIGIN_HEADER] = origin(r.scheme, r.host, r.port)
+        r.scheme = "http"
+        r.host, r.port = self.address
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Unless told to stream, mitmproxy holds a whole response back (an SSE stream
+        # would arrive in one piece at its end).
+        if flow.response is not None and flow.response.status_code != 101:
+            flow.response.stream = True
+
+    def tls_start_client(self, tls_start) -> None:
+        # A real API (and mitmproxy's upstream, when it has one) picks HTTP/2 whenever the
+        # client offers it; mitmproxy without an upstream follows the client's order, and
+        # httpx lists http/1.1 first. Prefer h2 as the server would. (Runs after mitmproxy's
+        # tlsconfig, which made the connection; None means "not forced", unlike the TLS of
+        # a secure web proxy itself.)
+        app = tls_start.ssl_conn.get_app_data() if tls_start.ssl_conn is not None else None
+        if (isinstance(app, dict) and app.get("client_alpn") is None and app.get("http2")
+                and b"h2" in (tls_start.conn.alpn_offers or ())):
+            app["client_alpn"] = b"h2"
+
+    def server_connect(self, data) -> None:
+        if data.client.id in self.relay_clients:
+            return
+        if data.server.address is None or tuple(data.server.address[:2]) != self.address:
+            data.server.error = "forward-mode replay connects to nothing but its replay server"
+
+    def client_disconnected(self, client) -> None:
+        self.relay_clients.discard(client.id)
