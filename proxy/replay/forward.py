@@ -3,12 +3,20 @@
 The replay server stays in front; a miss is passed through, byte for byte and chunk by
 chunk as it arrives, to ``proxy record``'s listener, which forwards it upstream and
 appends it to the cassette. Recording logic lives in one place (the mitmproxy addon).
+
+Base-URL mode relays to the recorder as a reverse proxy (``target``). Forward mode
+relays through the forward-mode front as an HTTPS proxy (``via``: its URL, the CA to
+trust, the header that marks a relay) to the request's own origin. Neither ever uses
+the proxies of the environment: a suite that exported HTTPS_PROXY for its clients
+must not send the relay into the front again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -23,17 +31,40 @@ log = logging.getLogger("proxy.replay")
 _CONNECTION = frozenset({"connection"})
 
 
+@dataclass(frozen=True)
+class Via:
+    """Relay through the forward-mode front: its URL, its CA (PEM file), the marking header."""
+
+    proxy: str
+    ca: str
+    header: tuple[str, str]
+
+
 class Forwarder:
     """Relays misses to ``target`` (the recorder): the client's request headers and no
     others, and each side's end as it happened (a close frame with its code, or none;
     a dropped connection as a drop), so the recording is of what the client did."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str | None = None, via: Via | None = None):
         import httpx  # here, not at the top: replay without a relay starts faster (~0.2 s)
 
-        self.target = target.rstrip("/")
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        assert (target is None) != (via is None)
+        self.target = target.rstrip("/") if target else None
+        self.via = via
+        self._ssl = ssl.create_default_context(cafile=via.ca) if via else None
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), trust_env=False,
+                                        proxy=via.proxy if via else None, verify=self._ssl or True)
         self.forwarded = 0
+
+    def _url(self, req: Request, websocket: bool = False) -> str:
+        base = req.origin if self.via else self.target
+        if websocket:
+            base = base.replace("http", "ws", 1)
+        return base + req.target
+
+    def _headers(self, req: Request) -> list[tuple[str, str]]:
+        headers = without(req.headers, RELAY_REQUEST)
+        return [*headers, self.via.header] if self.via else headers
 
     async def http(self, req: Request, raw_body: bytes, send, receive=None) -> None:
         """``receive``: the request's, whose body was read; the relay stops (and so the
@@ -57,12 +88,12 @@ class Forwarder:
         import httpx  # see __init__
 
         self.forwarded += 1
-        url = self.target + req.path + ("?" + req.query if req.query else "")
+        url = self._url(req)
         # An httpx.Request, not client.stream(): the client would add its own accept,
         # accept-encoding and user-agent to what the client sent (and a client that never
         # asked for compression would get compressed bytes). httpx adds only host and
         # content-length, which belong to this hop.
-        request = httpx.Request(req.method, url, headers=without(req.headers, RELAY_REQUEST), content=raw_body)
+        request = httpx.Request(req.method, url, headers=self._headers(req), content=raw_body)
         r = await self.client.send(request, stream=True)
         try:
             out = sendable(from_raw(r.headers.raw), _CONNECTION)
@@ -75,15 +106,17 @@ class Forwarder:
 
     async def websocket(self, scope, req: Request, receive, send) -> None:
         self.forwarded += 1
-        url = self.target.replace("http", "ws", 1) + req.path + ("?" + req.query if req.query else "")
-        headers = without(req.headers, RELAY_REQUEST)
+        url = self._url(req, websocket=True)
+        headers = self._headers(req)
+        tls = {"ssl": self._ssl} if url.startswith("wss:") else {}
         offered = "permessage-deflate" in (req.header("sec-websocket-extensions") or "").lower()
         from websockets.asyncio.client import connect  # see __init__
 
         try:
             upstream = await connect(url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None,
                                      compression="deflate" if offered else None, max_size=None, open_timeout=30,
-                                     ping_interval=None, user_agent_header=None)
+                                     ping_interval=None, user_agent_header=None,
+                                     proxy=self.via.proxy if self.via else None, **tls)
         except InvalidStatus as e:
             # A refusal, with the headers it came with (framing and date too: the server
             # adapter writes a refusal as given). The websockets client reads its body
