@@ -29,7 +29,7 @@ from .serve import RecordMode, ServeConfig, ServeError, Session
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
 
-_NEEDS_MITMPROXY = "recording needs mitmproxy: pip install 'proxy[record]'"
+_NEEDS_MITMPROXY = "recording and forward mode need mitmproxy: pip install 'proxy[record]'"
 
 
 class UserError(click.ClickException):
@@ -101,6 +101,26 @@ def _redaction(redact_header, redact_pattern, redact_json_path, no_redact) -> Re
     except Exception as e:  # re.error, PathError
         raise UserError(f"bad redaction option: {e}") from None
     return options
+
+
+def proxy_mode_option(what: str):
+    def deco(f):
+        f = click.option("--confdir", type=click.Path(file_okay=False), default=None,
+                         help="mitmproxy's directory for its CA (forward mode); default ~/.mitmproxy.")(f)
+        return click.option("--mode", "proxy_mode", type=click.Choice(["reverse", "forward"]), default="reverse",
+                            show_default=True, help=f"reverse: clients use this as base URL. forward: an HTTPS proxy "
+                                                    f"{what} for clients that set HTTPS_PROXY (trusting `proxy ca`).")(f)
+    return deco
+
+
+def connect_to_option(f):
+    return click.option("--connect-to", multiple=True, metavar="HOST:PORT:HOST2:PORT2",
+                        help="When recording, connect to HOST2:PORT2 for requests to HOST:PORT, keeping the name "
+                             "for TLS and the cassette (as curl's --connect-to; repeatable).")(f)
+
+
+def _forward_banner(session: Session) -> str:
+    return f"(forward proxy: HTTPS_PROXY={session.url}, CA {session.ca})"
 
 
 def match_options(f):
@@ -229,10 +249,11 @@ def cli() -> None:
               help="reverse: clients use this as base URL. forward: clients set HTTPS_PROXY.")
 @click.option("--confdir", type=click.Path(file_okay=False), default=None,
               help="mitmproxy's directory for its CA (forward mode); default ~/.mitmproxy.")
+@connect_to_option
 @redaction_options
 @click.option("-v", "--verbose", is_flag=True, help="Log every recorded interaction.")
-def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, confdir, redact_header, redact_pattern,
-           redact_json_path, no_redact, verbose) -> None:
+def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, confdir, connect_to, redact_header,
+           redact_pattern, redact_json_path, no_redact, verbose) -> None:
     """Forward traffic to UPSTREAM and record it into a cassette.
 
     Point your client's base URL at the printed address. Streams pass through
@@ -255,7 +276,7 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
     host, port = _listen(listen)
     _check_exposure(host, expose)
     _configure_logging(verbose)
-    cfg = RecordConfig(upstream, cassette, host, port, upstream_ca, insecure, mode, confdir,
+    cfg = RecordConfig(upstream, cassette, host, port, upstream_ca, insecure, mode, confdir, tuple(connect_to),
                        _redaction(redact_header, redact_pattern, redact_json_path, no_redact))
     target = upstream if mode == "reverse" else "(forward proxy: set HTTPS_PROXY)"
     live = LiveLine("recorded")
@@ -277,10 +298,12 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
 @listen_option(8080)
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="1 = recorded pace, 2 = twice as fast, 0 = no waiting at all.")
+@proxy_mode_option("that answers from the cassette")
 @match_options
 @replay_redaction_options
-def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_json_path, match_header, strict_match,
-           presets, summary_json, redact_header, redact_pattern, redact_json_path, no_redact) -> None:
+def replay(cassette, cassette_dir, listen, expose, speed, proxy_mode, confdir, match_body, ignore_json_path,
+           match_header, strict_match, presets, summary_json, redact_header, redact_pattern, redact_json_path,
+           no_redact) -> None:
     """Serve a cassette: the recorded bytes, chunk boundaries and timing, no upstream.
 
     Method + path + query select the recordings; among the unused ones the closest
@@ -295,6 +318,11 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
       proxy replay --cassette cassettes/agent.db --speed 0 --preset claude-code --strict-match
       proxy replay --cassette-dir cassettes --speed 0
       curl http://127.0.0.1:8080/c/chat/v1/models      # cassettes/chat.db
+
+    \b
+    Forward mode, for clients that cannot change their base URL (needs mitmproxy):
+      proxy replay --mode forward --cassette cassettes/agent.db
+      HTTPS_PROXY=http://127.0.0.1:8080 SSL_CERT_FILE=$(proxy ca) my-agent
     """
     if bool(cassette) == bool(cassette_dir):
         raise UserError("give exactly one of --cassette PATH or --cassette-dir DIR")
@@ -305,11 +333,12 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
     config = ServeConfig(Path(cassette) if cassette else None, RecordMode.NONE, None, host, port, speed,
                          _match_config(match_body, ignore_json_path, match_header, strict_match, presets),
                          _redaction(redact_header, redact_pattern, redact_json_path, no_redact),
-                         cassette_dir=Path(cassette_dir) if cassette_dir else None)
+                         cassette_dir=Path(cassette_dir) if cassette_dir else None, proxy_mode=proxy_mode,
+                         confdir=confdir)
 
     def banner(session: Session) -> str:
         what = cassette or f"{len(session.app.cassettes.names())} cassette(s) in {cassette_dir}"
-        return f"replaying {what} on {session.url}"
+        return f"replaying {what} on {session.url}" + (" " + _forward_banner(session) if session.forward else "")
 
     _run_session(config, banner, summary_json)
 
@@ -325,11 +354,13 @@ def replay(cassette, cassette_dir, listen, expose, speed, match_body, ignore_jso
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Replay pace.")
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), help="Also trust this CA for the upstream.")
 @click.option("--insecure", is_flag=True, help="Do not verify the upstream's certificate.")
+@proxy_mode_option("that replays and records")
+@connect_to_option
 @match_options
 @redaction_options
-def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, insecure, match_body, ignore_json_path,
-          match_header, strict_match, presets, summary_json, redact_header, redact_pattern, redact_json_path,
-          no_redact) -> None:
+def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, insecure, proxy_mode, confdir,
+          connect_to, match_body, ignore_json_path, match_header, strict_match, presets, summary_json, redact_header,
+          redact_pattern, redact_json_path, no_redact) -> None:
     """Serve one cassette in a VCR record mode: replay, record, or both.
 
     `proxy replay` is record mode none; `proxy record` is like all but appends.
@@ -340,14 +371,17 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
       proxy serve --cassette cassettes/chat.db                      # none: CI
       proxy serve --cassette cassettes/chat.db --record-mode once --upstream https://api.openai.com
       PROXY_RECORD_MODE=new_episodes PROXY_UPSTREAM=https://api.openai.com proxy serve --cassette c.db
+      proxy serve --mode forward --cassette c.db --record-mode once    # HTTPS proxy; no --upstream
     """
     host, port = _listen(listen)
     _check_exposure(host, expose)
     config = ServeConfig(Path(cassette), RecordMode.parse(record_mode), upstream, host, port, speed,
                          _match_config(match_body, ignore_json_path, match_header, strict_match, presets),
-                         _redaction(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure)
+                         _redaction(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure,
+                         proxy_mode=proxy_mode, confdir=confdir, connect_to=tuple(connect_to))
     _run_session(config, lambda session: f"serving {cassette} on {session.url} "
-                                         f"(record mode {record_mode}: {session.action.value})", summary_json)
+                                         f"(record mode {record_mode}: {session.action.value})"
+                                         + (" " + _forward_banner(session) if session.forward else ""), summary_json)
 
 
 @cli.command()

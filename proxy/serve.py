@@ -10,6 +10,11 @@ and the pytest plugin run.
 `proxy record` is `all` without the replacement (it appends); `proxy replay` is `none`
 (and may serve a directory of cassettes). A Session starts the right pieces (replay
 server, recorder, or both), stops them and sums up what happened.
+
+Proxy modes: ``reverse`` (the default) serves a base URL. ``forward`` is an HTTPS proxy
+for clients that cannot change their base URL (``Session.env`` is what such a client
+needs): mitmproxy in front of the same replay server (``proxy.record.front``; needs the
+``record`` extra), or, when recording, the recorder in forward mode.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .redaction import Redactor
 from .replay import load_engine, verify
 from .replay.app import ReplayApp
 from .replay.cassettes import CassetteDir
-from .replay.forward import Forwarder
+from .replay.forward import Forwarder, Via
 from .store import CassetteError, WriterLock
 from .uvicorn_server import UvicornServer
 
@@ -84,6 +89,19 @@ class ServeConfig:
     upstream_ca: str | None = None
     insecure: bool = False
     cassette_dir: Path | None = None  # replay only: every DIR/NAME.db, the request names one
+    proxy_mode: str = "reverse"  # reverse: a base URL; forward: an HTTPS proxy (HTTPS_PROXY)
+    confdir: str | None = None  # forward: mitmproxy's directory for its CA (default ~/.mitmproxy)
+    connect_to: tuple[str, ...] = ()  # when recording: HOST:PORT:HOST2:PORT2 (curl's --connect-to)
+
+
+PROXY_MODES = ("reverse", "forward")
+
+
+def proxy_env(url: str, ca: str) -> dict[str, str]:
+    """The environment a subprocess client needs to go through the forward-mode proxy at
+    ``url`` and trust its CA: Python (httpx, requests, the SDKs), curl, Node 22.21+/24+."""
+    return {"HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
+            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca, "NODE_USE_ENV_PROXY": "1"}
 
 
 @dataclass
@@ -161,6 +179,10 @@ class Session:
             raise ServeError("give exactly one of a cassette or a cassette directory")
         if config.cassette_dir is not None and self.config.mode is not RecordMode.NONE:
             raise ServeError("a cassette directory is served in record mode none only")
+        if config.proxy_mode not in PROXY_MODES:
+            raise ServeError(f"unknown proxy mode {config.proxy_mode!r}; choose one of {', '.join(PROXY_MODES)}")
+        if config.cassette_dir is not None and self.forward:
+            raise ServeError("forward mode serves one cassette, not a cassette directory")
         self.action = self._choose()
         self.redactor: Redactor = config.redaction.redactor()
         self.url: str | None = None
@@ -180,13 +202,26 @@ class Session:
         # Listing the recordings never used reads the whole cassette: only for callers
         # that report them (the API), not for a CLI run over a million interactions.
         self.collect_unused = False
+        self._front = None  # forward mode: mitmproxy in front of the replay server
+        self.ca: str | None = None  # forward mode: the CA file clients must trust
+
+    @property
+    def forward(self) -> bool:
+        return self.config.proxy_mode == "forward"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Forward mode: the environment a subprocess client needs (HTTPS_PROXY, the CA, ...)."""
+        if not self.forward or self.url is None or self.ca is None:
+            raise ServeError("env is for a started session in forward mode (proxy_mode='forward')")
+        return proxy_env(self.url, self.ca)
 
     def _choose(self) -> Action:
         mode = self.config.mode
         exists = self.config.cassette is None or self.config.cassette.exists()
         if mode is RecordMode.NONE or (mode is RecordMode.ONCE and exists):
             return Action.REPLAY
-        if not self.config.upstream:
+        if not self.config.upstream and not self.forward:  # forward: the client names the host
             raise ServeError(f"record mode {mode.value} needs an upstream URL (--upstream / PROXY_UPSTREAM)")
         if mode is RecordMode.ALL:
             return Action.RECORD_FRESH
@@ -194,14 +229,17 @@ class Session:
             return Action.REPLAY_AND_RECORD
         return Action.RECORD
 
+    def _record_config(self, cassette: Path, host: str, port: int) -> RecordConfig:
+        c = self.config
+        return RecordConfig(upstream=c.upstream, cassette=str(cassette), host=host, port=port,
+                            upstream_ca=c.upstream_ca, insecure=c.insecure, mode=c.proxy_mode, confdir=c.confdir,
+                            connect_to=c.connect_to, redaction=c.redaction)
+
     def _recording_proxy(self, cassette: Path, host: str, port: int):
         # Imported here: mitmproxy is an optional dependency, needed only to record.
         from .record.runner import RecordingProxy
 
-        c = self.config
-        return RecordingProxy(RecordConfig(upstream=c.upstream, cassette=str(cassette), host=host, port=port,
-                                           upstream_ca=c.upstream_ca, insecure=c.insecure, redaction=c.redaction),
-                              self.on_recorded)
+        return RecordingProxy(self._record_config(cassette, host, port), self.on_recorded)
 
     async def start(self) -> str:
         c = self.config
@@ -212,9 +250,12 @@ class Session:
             else:
                 self.engine = self._engine()
                 self.app = ReplayApp(self.engine, c.speed)
-            self._server = UvicornServer(self.app, c.host, c.port)
-            await self._server.start()
-            self.url = self._server.url
+            if self.forward:
+                await self._start_forward()
+            else:
+                self._server = UvicornServer(self.app, c.host, c.port)
+                await self._server.start()
+                self.url = self._server.url
         elif self.action in (Action.RECORD, Action.RECORD_FRESH):
             target = c.cassette
             if self.action is Action.RECORD_FRESH:
@@ -232,6 +273,12 @@ class Session:
                     self._lock = None
                 raise
             self.url = f"http://{host}:{port}"
+            if self.forward:
+                self.ca = self._ca()
+        elif self.forward:
+            self.engine = self._engine()
+            self.app = ReplayApp(self.engine, c.speed)
+            await self._start_forward(record=self._record_config(c.cassette, "127.0.0.1", 0))
         else:
             self.engine = self._engine()
             self._recorder = self._recording_proxy(c.cassette, "127.0.0.1", 0)
@@ -247,7 +294,7 @@ class Session:
         """The cassette's engine (opened in constant time), and its full check started
         beside serving: damage stops the session (``failure``; the CLI exits 2)."""
         c = self.config
-        engine = load_engine(c.cassette, c.match, self.redactor)
+        engine = load_engine(c.cassette, c.match, self.redactor, forward=self.forward)
         engine.on_failure = self._failed
         self._check = threading.Thread(target=self._check_cassette, args=(engine, c.cassette),
                                        name="proxy-check", daemon=True)
@@ -271,8 +318,34 @@ class Session:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.request_stop)
 
+    def _ca(self) -> str:
+        from .record.runner import ca_path
+
+        return ca_path(self.config.confdir or "~/.mitmproxy")
+
+    async def _start_forward(self, record: RecordConfig | None = None) -> None:
+        """The replay server on loopback behind mitmproxy as an HTTPS proxy on the
+        configured address; with ``record`` (new_episodes) misses are relayed back through
+        the same mitmproxy, which records them."""
+        from .record.runner import ForwardFront
+
+        c = self.config
+        self.ca = self._ca()
+        self._server = UvicornServer(self.app, "127.0.0.1", 0)  # bound now, serving from start()
+        front = ForwardFront((self._server.address.host, self._server.address.port), c.host, c.port, c.confdir,
+                             record, self.on_recorded)
+        await front.start()
+        self._front = front
+        if record is not None:
+            self._recorder = front
+            self._forwarder = self.app.forwarder = Forwarder(via=Via(front.url, self.ca, front.relay_header))
+        await self._server.start()
+        self.url = front.url
+
     async def wait(self) -> None:
-        if self._server is not None:
+        if self._front is not None:
+            await self._front.wait()
+        elif self._server is not None:
             await self._server.wait()
         elif self._recorder is not None:
             await self._recorder.wait()
@@ -282,6 +355,8 @@ class Session:
             self._server.request_stop()
         if self._recorder is not None:
             self._recorder.request_stop()
+        if self._front is not None:
+            self._front.request_stop()
 
     async def run_until_signal(self, announce=None) -> Summary:
         """Serve until SIGINT/SIGTERM, then stop cleanly. ``announce()`` runs once the
@@ -327,11 +402,13 @@ class Session:
             s.misses = []  # forwarded and recorded, not errors
         if self._recorder is not None:
             try:
-                s.recorded = await self._recorder.stop()
+                s.recorded = await self._recorder.stop()  # the forward-mode front too, when it records
                 s.recorded_cut = self._recorder.cut_by_stop
             except CassetteError as e:  # a write failed: the old cassette (mode all) stays
                 self.failure = self.failure or e
                 clean = False
+        elif self._front is not None:
+            await self._front.stop()
         if self._fresh is not None:
             if clean and s.recorded:
                 # os.replace is atomic: at every instant the path holds the old cassette or

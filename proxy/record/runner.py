@@ -177,8 +177,8 @@ class ForwardFront(RecordingProxy):
     one process runs one mitmproxy, never a front and a recorder side by side."""
 
     def __init__(self, target: tuple[str, int], host: str = "127.0.0.1", port: int = 0, confdir: str | None = None,
-                 record: RecordConfig | None = None):
-        super().__init__(record)  # type: ignore[arg-type]
+                 record: RecordConfig | None = None, on_recorded: Callable[[dict], None] | None = None):
+        super().__init__(record, on_recorded)  # type: ignore[arg-type]
         self.target, self.host, self.port, self.confdir = target, host, port, confdir
         self.relay_header: tuple[str, str] | None = None
 
