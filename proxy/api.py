@@ -20,6 +20,9 @@ they raise ``CassetteMismatch`` at the end of a block that raised nothing; when 
 raised, they are added to that exception as a note, so the reason for an SDK's
 ``NotFoundError`` is in the traceback.
 
+``proxy_mode="forward"`` serves the cassette as an HTTPS proxy instead of a base URL, for a
+client in a subprocess that keeps its URLs: ``env`` is the environment it needs.
+
 Everything runs over ``serve.Session``, the same code as ``proxy replay`` and ``proxy serve``.
 """
 
@@ -49,14 +52,14 @@ class ModelProxy:
                  upstream: str | None = None, *, speed: float = 1.0, match_body: bool = False,
                  ignore_json_paths=(), match_headers=(), strict_match: bool = False, presets=(),
                  strict: bool = False, check: bool = True, redaction: RedactionOptions | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, proxy_mode: str = "reverse"):
         self.cassette = Path(cassette)
         self.mode = RecordMode.parse(mode)
         self.strict = strict
         self.check = check
         match = MatchConfig(match_body, tuple(ignore_json_paths), tuple(match_headers), strict_match, tuple(presets))
         config = ServeConfig(self.cassette, self.mode, upstream, host, port, speed, match,
-                             redaction or RedactionOptions())
+                             redaction or RedactionOptions(), proxy_mode=proxy_mode)
         self.session = Session(config)  # raises ServeError: e.g. a record mode without upstream
         self.session.collect_unused = True  # the summary lists them
         self.url: str | None = None
@@ -76,6 +79,14 @@ class ModelProxy:
     def ws_base_url(self) -> str:
         """ws://127.0.0.1:PORT/v1"""
         return self._started().replace("http://", "ws://", 1) + "/v1"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``proxy_mode="forward"``: the environment a subprocess client needs to go through
+        this HTTPS proxy (HTTPS_PROXY, HTTP_PROXY, SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
+        NODE_EXTRA_CA_CERTS, NODE_USE_ENV_PROXY=1, and curl's names)."""
+        self._started()
+        return self.session.env
 
     def _started(self) -> str:
         if self.url is None:

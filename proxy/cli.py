@@ -388,8 +388,8 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
 @click.option("--confdir", type=click.Path(file_okay=False), default="~/.mitmproxy", show_default=True,
               help="Where mitmproxy keeps its CA.")
 def ca(confdir) -> None:
-    """Print the path of the CA certificate that forward-mode recording uses (created
-    if needed). Clients must trust it to record HTTPS through `proxy record --mode forward`.
+    """Print the path of the CA certificate of forward mode (created if needed). Clients
+    must trust it to go through `proxy record --mode forward` or `proxy replay --mode forward`.
 
     \b
       export SSL_CERT_FILE=$(proxy ca)      # or REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS

@@ -8,6 +8,10 @@
     @pytest.mark.cassette                          # tests/cassettes/test_module/test_name.db
     async def test_async(model_proxy): ...         # (pytest-recording's naming, with .db)
 
+    @pytest.mark.cassette("agent", proxy_mode="forward")  # an HTTPS proxy, for clients in a subprocess
+    def test_agent(model_proxy):
+        subprocess.run(["my-agent"], env={**os.environ, **model_proxy.env}, check=True)
+
 Options: ``--proxy-record-mode none|once|new_episodes|all`` (env ``PROXY_RECORD_MODE``,
 default none) and ``--proxy-upstream URL`` (env ``PROXY_UPSTREAM``) to record. Every
 option is prefixed ``--proxy-``, so the plugin loads beside pytest-recording (whose
@@ -48,8 +52,9 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers",
         "cassette(name=None, strict=False, speed=1.0, match_body=False, ignore_json_paths=(), match_headers=(), "
-        "strict_match=False, presets=()): "
-        "serve cassettes/NAME.db (beside the test file; default cassettes/MODULE/TEST.db) to the model_proxy fixture",
+        "strict_match=False, presets=(), proxy_mode='reverse'): "
+        "serve cassettes/NAME.db (beside the test file; default cassettes/MODULE/TEST.db) to the model_proxy fixture; "
+        "proxy_mode='forward' serves it as an HTTPS proxy (model_proxy.env)",
     )
 
 
@@ -86,7 +91,8 @@ def model_proxy(request):
                           ignore_json_paths=kwargs.get("ignore_json_paths", ()),
                           match_headers=kwargs.get("match_headers", ()),
                           strict_match=bool(kwargs.get("strict_match", False)), presets=kwargs.get("presets", ()),
-                          strict=bool(kwargs.get("strict", False)), check=False)
+                          strict=bool(kwargs.get("strict", False)), check=False,
+                          proxy_mode=str(kwargs.get("proxy_mode", "reverse")))
     except ValueError as e:  # an unknown record mode, a bad JSON path or an unknown preset
         raise pytest.UsageError(f"cassette marker: {e}") from None
     except ServeError as e:

@@ -99,9 +99,11 @@ PROXY_MODES = ("reverse", "forward")
 
 def proxy_env(url: str, ca: str) -> dict[str, str]:
     """The environment a subprocess client needs to go through the forward-mode proxy at
-    ``url`` and trust its CA: Python (httpx, requests, the SDKs), curl, Node 22.21+/24+."""
+    ``url`` and trust its CA: Python (httpx, requests, the SDKs), curl (which reads only
+    the lower-case http_proxy, and CURL_CA_BUNDLE), Node 22.21+/24+ (fetch)."""
     return {"HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
-            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca, "NODE_USE_ENV_PROXY": "1"}
+            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca,
+            "NODE_USE_ENV_PROXY": "1"}
 
 
 @dataclass
