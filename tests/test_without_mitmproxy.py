@@ -39,3 +39,12 @@ def test_record_without_mitmproxy_says_what_to_install(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, "proxy", "record", "--upstream", "http://127.0.0.1:9",
                         "--cassette", str(tmp_path / "c.db")], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "pip install 'proxy[record]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_forward_replay_without_mitmproxy_says_what_to_install():
+    code = BLOCK + "import sys; from proxy.cli import main; sys.argv = sys.argv[1:]; main()"
+    r = subprocess.run([sys.executable, "-c", code, "proxy", "replay", "--mode", "forward", "--cassette",
+                        str(ROOT / "cassettes" / "example.db"), "--listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "forward mode need mitmproxy: pip install 'proxy[record]'" in r.stderr

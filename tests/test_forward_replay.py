@@ -1,0 +1,401 @@
+"""Forward-mode replay end to end: clients that keep their URLs and only set HTTPS_PROXY.
+
+Two simulated APIs under names the clients use as-is: ``https://api.test.local`` (a
+trustme certificate) and ``http://tools.test.local``. Nothing resolves those names but
+the recorder (``--connect-to``): every client reaches them only through the proxy. Real
+clients (the openai SDK in a subprocess with only its base URL's host changed, httpx
+with HTTP/2, curl, node fetch, a websockets client) record through ``proxy record --mode
+forward``; the APIs stop; ``proxy replay --mode forward`` then gives each client the
+same stream again, with the recorded timing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from proxy.sse import parse
+from proxy.store import Cassette
+from proxy.testing import fake_key, simulator
+
+from .conftest import ROOT, proxy_proc, run_cli
+
+pytest.importorskip("mitmproxy")
+trustme = pytest.importorskip("trustme")
+
+pytest_plugins = ["pytester"]
+
+KEY = fake_key("forward")
+AUTH = {"authorization": f"Bearer {KEY}"}
+API, TOOLS = "https://api.test.local", "http://tools.test.local"
+GAP = {"x-sim-gap-ms": "20"}  # 20 ms between events: chunk boundaries survive any TCP read
+ACCEPT_MS = 300
+
+SDK = """
+import json, sys, openai
+client = openai.OpenAI(base_url="https://api.test.local/v1", api_key=sys.argv[1])  # only the host changed
+with client.responses.create(model="sim-1", input="from the openai sdk", stream=True,
+                             extra_headers={"x-sim-gap-ms": "20"}) as stream:
+    print(json.dumps([e.model_dump(mode="json") for e in stream]))
+"""
+
+NODE = """
+const [major, minor] = process.versions.node.split(".").map(Number);
+if (!(major >= 24 || (major === 22 && minor >= 21))) {
+  // Before 22.21 / 24, Node ignores NODE_USE_ENV_PROXY; its bundled undici has the same
+  // EnvHttpProxyAgent (HTTPS_PROXY, NO_PROXY), reachable with --expose-internals.
+  const undici = require("internal/deps/undici/undici");
+  undici.setGlobalDispatcher(new undici.EnvHttpProxyAgent());
+}
+(async () => {
+  const r = await fetch("https://api.test.local/v1/responses", {
+    method: "POST",
+    headers: {"content-type": "application/json", "x-sim-gap-ms": "20", authorization: "Bearer " + process.argv[2]},
+    body: JSON.stringify({model: "sim-1", input: "from node fetch", stream: true}),
+  });
+  const chunks = [];
+  for await (const c of r.body) chunks.push(Buffer.from(c).toString("base64"));
+  console.log(JSON.stringify({status: r.status, chunks}));
+})().catch((e) => { console.error(e, e.cause); process.exit(1); });
+"""
+
+
+def node_cmd() -> list[str]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    major, minor = (int(x) for x in subprocess.run([node, "--version"], capture_output=True, text=True)
+                    .stdout.strip().lstrip("v").split(".")[:2])
+    old = not (major >= 24 or (major == 22 and minor >= 21))
+    return [node, *(["--expose-internals"] if old else []), "-e", NODE]
+
+
+# -- clients: each returns what it received --------------------------------------------
+
+
+def sdk_client(env: dict) -> list[dict]:
+    r = subprocess.run([sys.executable, "-c", SDK, KEY], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **env}, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def httpx_client(env: dict, body: dict, http2: bool = True):
+    """(http version, status, headers, [(arrival s, chunk)]) through the proxy named by env."""
+    verify = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    with httpx.Client(proxy=env["HTTPS_PROXY"], verify=verify, http2=http2, timeout=30) as c:
+        t0 = time.perf_counter()
+        with c.stream("POST", API + "/v1/responses", json=body, headers={**AUTH, **GAP}) as r:
+            chunks = [(time.perf_counter() - t0, b) for b in r.iter_raw()]
+        return r.http_version, r.status_code, r.headers, chunks
+
+
+def curl_client(env: dict) -> tuple[str, bytes]:
+    """(HTTP version and status, body): curl configured by the environment alone."""
+    curl = shutil.which("curl") or pytest.skip("curl is not installed")
+    body = json.dumps({"model": "sim-1", "stream": True, "messages": [{"role": "user", "content": "from curl"}]})
+    r = subprocess.run([curl, "-sS", "-N", "-w", "\n%{http_version} %{http_code}", API + "/v1/chat/completions",
+                        "-H", "content-type: application/json", "-H", f"authorization: Bearer {KEY}",
+                        "-H", "x-sim-gap-ms: 20", "-d", body],
+                       capture_output=True, timeout=30, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    out, _, status = r.stdout.rpartition(b"\n")
+    return status.decode(), out
+
+
+def node_client(env: dict) -> dict:
+    r = subprocess.run([*node_cmd(), KEY], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def ws_client(env: dict) -> tuple[float, list[str], dict]:
+    """(seconds until the 101, frames received until response.completed, 101 headers)."""
+    ctx = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    t0 = time.perf_counter()
+    with connect("wss://api.test.local/v1/responses", proxy=env["HTTPS_PROXY"], ssl=ctx,
+                 additional_headers={**AUTH, "x-sim-accept-ms": str(ACCEPT_MS)}) as ws:
+        opened = time.perf_counter() - t0
+        ws.send(json.dumps({"type": "response.create", "model": "sim-1", "input": "over a socket"}))
+        frames = []
+        while not frames or json.loads(frames[-1])["type"] != "response.completed":
+            frames.append(ws.recv(timeout=10))
+        return opened, frames, dict(ws.response.headers)
+
+
+def models(env: dict, base: str) -> httpx.Response:
+    verify = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    with httpx.Client(proxy=env["HTTPS_PROXY"], verify=verify) as c:
+        return c.get(base + "/v1/models", headers=AUTH)
+
+
+def clients(env: dict) -> dict:
+    return {
+        "tools": models(env, TOOLS),  # recorded before api's: matching by origin, not by order
+        "api": models(env, API),
+        "sdk": sdk_client(env),
+        "httpx": httpx_client(env, {"model": "sim-1", "input": "from httpx", "stream": True}),
+        "curl": curl_client(env),
+        "node": node_client(env),
+        "ws": ws_client(env),
+    }
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory):
+    """A private CA and a certificate for api.test.local (the simulated API's)."""
+    d = tmp_path_factory.mktemp("names")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    cert = ca.issue_cert("api.test.local", "tools.test.local")
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def confdir(tmp_path_factory):
+    """mitmproxy's directory with its CA: what `proxy ca --confdir` prints."""
+    d = tmp_path_factory.mktemp("mitm")
+    r = run_cli("ca", "--confdir", str(d))
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def env_for(url: str, confdir) -> dict:
+    from proxy.serve import proxy_env
+
+    return proxy_env(url, str(confdir / "mitmproxy-ca-cert.pem"))
+
+
+def serve_apis(names):
+    api = simulator.serve(certfile=str(names / "cert.pem"), keyfile=str(names / "key.pem"))
+    tools = simulator.serve()
+    routes = ("--connect-to", f"api.test.local:443:127.0.0.1:{api.address.port}",
+              "--connect-to", f"tools.test.local:80:127.0.0.1:{tools.address.port}")
+    return api, tools, routes
+
+
+@pytest.fixture(scope="module")
+def recorded(names, confdir, tmp_path_factory):
+    """Every client once through `proxy record --mode forward`; then the APIs stop."""
+    cassette = tmp_path_factory.mktemp("fwd") / "agent.db"
+    api, tools, routes = serve_apis(names)
+    try:
+        with proxy_proc("record", "--mode", "forward", "--cassette", str(cassette), "--listen", "127.0.0.1:0",
+                        "--confdir", str(confdir), "--upstream-ca", str(names / "ca.pem"), *routes) as p:
+            got = clients(env_for(p.url, confdir))
+        assert p.popen.returncode == 0, p.err
+    finally:
+        api.stop_thread()
+        tools.stop_thread()
+    got["cassette"] = cassette
+    return got
+
+
+@pytest.fixture(scope="module")
+def replay(recorded, confdir):
+    """`proxy replay --mode forward` at recorded pace; the APIs are gone."""
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(recorded["cassette"]), "--listen", "127.0.0.1:0",
+                    "--confdir", str(confdir), "--match-body") as p:
+        assert "HTTPS_PROXY=" + p.url in p.first_line
+        p.env = env_for(p.url, confdir)
+        yield p
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+def test_the_cassette_keeps_scheme_and_host(recorded):
+    with Cassette.open(recorded["cassette"]) as c:
+        assert c.meta["mode"] == "forward"
+        origins = {(it.request.scheme, it.request.host, it.request.port) for it in c.interactions()}
+    assert origins == {("https", "api.test.local", 443), ("http", "tools.test.local", 80)}
+
+
+def test_openai_sdk_gets_the_same_events(recorded, replay):
+    events = sdk_client(replay.env)
+    assert events == recorded["sdk"] and events[-1]["type"] == "response.completed"
+
+
+def test_httpx_http2_same_chunks_at_the_recorded_pace(recorded, replay):
+    version, status, headers, chunks = httpx_client(replay.env, {"model": "sim-1", "input": "from httpx",
+                                                                  "stream": True})
+    r_version, r_status, r_headers, r_chunks = recorded["httpx"]
+    assert version == "HTTP/2" and status == r_status == 200
+    assert headers["x-request-id"] == r_headers["x-request-id"]
+    assert [b for _, b in chunks] == [b for _, b in r_chunks]  # same bytes, same boundaries
+    with Cassette.open(recorded["cassette"]) as c:
+        (it,) = [i for i in c.interactions() if b"from httpx" in i.request.body]
+    late = [t - chunks[0][0] - (c.offset - it.chunks[0].offset) for (t, _), c in zip(chunks, it.chunks)]
+    assert max(abs(x) for x in late) < 0.1, late  # paced, not instant: 12 events 20 ms apart
+
+
+def test_curl_same_stream_over_http2(recorded, replay):
+    status, body = curl_client(replay.env)
+    assert status == "2 200" and body == recorded["curl"][1]
+    assert parse(body)[-1].data == "[DONE]"
+
+
+def test_node_fetch_same_chunks(recorded, replay):
+    got = node_client(replay.env)
+    assert got == recorded["node"] and got["status"] == 200
+    assert b"response.completed" in base64.b64decode(got["chunks"][-1])
+
+
+def test_websocket_session_with_its_accept_delay(recorded, replay):
+    opened, frames, headers = ws_client(replay.env)
+    r_opened, r_frames, r_headers = recorded["ws"]
+    assert frames == r_frames
+    assert headers["x-codex-turn-state"] == r_headers["x-codex-turn-state"]
+    assert ACCEPT_MS / 1000 * 0.95 <= opened < r_opened + 0.25, (opened, r_opened)
+
+
+def test_two_hosts_same_path_each_its_own(recorded, replay):
+    api, tools = models(replay.env, API), models(replay.env, TOOLS)  # the other order than recorded
+    assert api.status_code == tools.status_code == 200
+    assert api.headers["x-request-id"] == recorded["api"].headers["x-request-id"]
+    assert tools.headers["x-request-id"] == recorded["tools"].headers["x-request-id"]
+
+
+def test_unrecorded_host_or_path_is_a_miss_and_nothing_leaves(replay):
+    outside = socket.socket()
+    outside.bind(("127.0.0.1", 0))
+    outside.listen(8)
+    port = outside.getsockname()[1]
+    try:
+        r = models(replay.env, "https://unknown.test.local")
+        assert r.status_code == 404 and r.headers["x-proxy-miss"] == "no_recording"
+        err = r.json()["error"]
+        assert err["request"] == "GET https://unknown.test.local/v1/models"
+        assert "-origin: https://api.test.local" in err["diff"] or "-origin: http://tools.test.local" in err["diff"]
+        assert models(replay.env, API + "/v2").status_code == 404  # a recorded host, an unrecorded path
+        for base in (f"http://127.0.0.1:{port}", f"https://127.0.0.1:{port}"):
+            assert models(replay.env, base).status_code == 404
+        # A tunnel that is neither TLS nor HTTP would be relayed as raw TCP: it is refused instead.
+        host, _, proxy_port = replay.url.rpartition(":")
+        with socket.create_connection(("127.0.0.1", int(proxy_port)), timeout=5) as s:
+            s.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert s.recv(1024).startswith(b"HTTP/1.1 200")
+            s.sendall(b"\x00\x01 not tls, not http\r\n\r\n")
+            s.settimeout(2)
+            try:
+                s.recv(1024)
+            except (TimeoutError, ConnectionError):
+                pass
+        ready, _, _ = select.select([outside], [], [], 0.3)
+        assert not ready, "the forward proxy connected to an address it has no recording for"
+    finally:
+        outside.close()
+
+
+def test_serve_forward_in_every_record_mode(names, confdir, tmp_path):
+    """all records (no --upstream: the client names the host); new_episodes replays what it
+    has and relays the rest, HTTP and WebSocket, back through the same proxy into the
+    cassette; once finds the cassette and replays everything with the APIs gone."""
+    c = tmp_path / "serve.db"
+    api, tools, routes = serve_apis(names)
+    common = ("--mode", "forward", "--cassette", str(c), "--listen", "127.0.0.1:0", "--confdir", str(confdir),
+              "--upstream-ca", str(names / "ca.pem"), "--speed", "0", *routes)
+    try:
+        with proxy_proc("serve", *common, "--record-mode", "all") as p:
+            assert "record-fresh" in p.first_line and "HTTPS_PROXY=" in p.first_line
+            first = models(env_for(p.url, confdir), API)
+        assert p.popen.returncode == 0 and "recorded 1 new interaction(s)" in p.out, p.err
+        with proxy_proc("serve", *common, "--record-mode", "new_episodes") as p:
+            env = env_for(p.url, confdir)
+            again = models(env, API)  # replayed
+            relayed = models(env, TOOLS)  # relayed to tools.test.local and recorded
+            opened, frames, _ = ws_client(env)
+        assert p.popen.returncode == 0 and "served 1 of 1" in p.out and "recorded 2 new" in p.out, p.out + p.err
+        assert again.headers["x-request-id"] == first.headers["x-request-id"]
+        assert len(api.app.requests) == 2 and len(tools.app.requests) == 1  # api: the first GET, the socket
+        assert opened >= ACCEPT_MS / 1000 * 0.95
+    finally:
+        api.stop_thread()
+        tools.stop_thread()
+    with proxy_proc("serve", *common, "--record-mode", "once") as p:
+        env = env_for(p.url, confdir)
+        assert models(env, TOOLS).headers["x-request-id"] == relayed.headers["x-request-id"]
+        assert models(env, API).headers["x-request-id"] == first.headers["x-request-id"]
+        assert ws_client(env)[1] == frames
+    with Cassette.open(c) as cas:
+        assert [(it.kind.value, it.request.host) for it in cas.interactions()] == [
+            ("http", "api.test.local"), ("http", "tools.test.local"), ("websocket", "api.test.local")]
+        assert all(h[0].lower() != "x-proxy-relay" for it in cas.interactions() for h in it.request.headers)
+
+
+def test_the_relay_of_new_episodes_ignores_proxy_variables(upstream, tmp_path, monkeypatch):
+    # A suite that exports the forward proxy's environment must not send the base-URL
+    # relay (replay server -> recorder on loopback) to that proxy.
+    c = tmp_path / "env.db"
+    with proxy_proc("serve", "--cassette", str(c), "--record-mode", "once", "--upstream", upstream.url,
+                    "--listen", "127.0.0.1:0") as p:
+        httpx.get(p.url + "/v1/models", headers=AUTH)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with proxy_proc("serve", "--cassette", str(c), "--record-mode", "new_episodes", "--upstream", upstream.url,
+                    "--listen", "127.0.0.1:0") as p:
+        with httpx.Client(trust_env=False) as client:
+            r = client.post(p.url + "/v1/responses", json={"model": "sim-1", "input": "relayed"}, headers=AUTH)
+            assert r.status_code == 200 and r.json()["status"] == "completed"
+            with connect(p.url.replace("http", "ws", 1) + "/v1/responses", proxy=None) as ws:
+                ws.send(json.dumps({"type": "response.create", "model": "sim-1", "generate": False}))
+                assert json.loads(ws.recv(timeout=5))["type"] == "response.created"
+
+
+PLUGIN_TESTS = '''
+import json, os, shutil, subprocess, pytest
+
+def curl(env, url):
+    r = subprocess.run([shutil.which("curl"), "-sS", url], env={**os.environ, **env}, capture_output=True, timeout=30)
+    return json.loads(r.stdout)
+
+@pytest.mark.cassette("agent", proxy_mode="forward", speed=0)
+def test_forward(model_proxy):
+    env = model_proxy.env
+    assert {"HTTPS_PROXY", "HTTP_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} <= set(env)
+    assert env["NODE_USE_ENV_PROXY"] == "1" and env["HTTPS_PROXY"] == model_proxy.url
+    assert open(env["SSL_CERT_FILE"]).read().startswith("-----BEGIN CERTIFICATE-----")
+    assert curl(env, "https://api.test.local/v1/models")["data"]
+
+@pytest.mark.cassette("agent", proxy_mode="forward", speed=0)
+def test_forward_miss_fails(model_proxy):
+    assert curl(model_proxy.env, "https://nowhere.test.local/v1/models")["error"]["code"] == "no_recording"
+
+@pytest.mark.cassette("agent", speed=0)
+def test_env_is_for_forward_mode(model_proxy):
+    with pytest.raises(Exception, match="forward"):
+        model_proxy.env
+'''
+
+
+def test_pytest_plugin_forward_mode(recorded, pytester, monkeypatch, tmp_path):
+    shutil.which("curl") or pytest.skip("curl is not installed")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the plugin's CA goes to ~/.mitmproxy
+    monkeypatch.delenv("PROXY_RECORD_MODE", raising=False)
+    (pytester.path / "cassettes").mkdir()
+    shutil.copy(recorded["cassette"], pytester.path / "cassettes" / "agent.db")
+    pytester.makepyfile(test_fwd=PLUGIN_TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=2, failed=1)
+    out = r.stdout.str()
+    assert "test_forward_miss_fails" in out and "GET https://nowhere.test.local/v1/models" in out
+    assert (tmp_path / ".mitmproxy" / "mitmproxy-ca-cert.pem").exists()
