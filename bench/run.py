@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 MODULES = ["startup_bench", "replay_bench", "record_bench", "ws_bench", "inspect_bench", "vs_bench", "store_bench",
-           "match_bench", "fidelity_bench"]
+           "match_bench", "fidelity_bench", "forward_bench"]
 
 
 def machine() -> str:
