@@ -1,6 +1,6 @@
 """The dependency rules of docs/architecture.md, checked on the source with ``ast``.
 
-- only proxy/record/ imports mitmproxy;
+- only proxy/record/ imports mitmproxy (the recorder and the forward-mode front);
 - only proxy/store/ imports sqlite3 or sqlite_utils;
 - only proxy/uvicorn_server.py imports uvicorn, and only it and proxy/net.py import socket;
   network clients (httpx, websockets) only in the relay (proxy/replay/forward.py) and the test tooling;
@@ -158,6 +158,7 @@ def test_the_scanner_sees_imports(tmp_path):
     assert ("proxy.replay.websocket", True) in _imports("proxy.replay.app")
     assert ("proxy.record.runner", False) in _imports("proxy.serve")
     assert "mitmproxy" in _third_party("proxy.record.addon")
+    assert "mitmproxy" in _third_party("proxy.record.front")
     assert len(MODULES) > 30
 
 
