@@ -70,18 +70,23 @@ def sse_cassette(path: Path, n_events: int, gap_ms=(0.0, 0.0), streams: int = 1,
     return offsets_all
 
 
-async def read_stream(url: str, sizes: list[int]) -> list[float]:
+async def read_stream(url: str, sizes: list[int], opened=None, host: str = "x") -> list[float]:
     """POST, read the raw chunked body; return each event's arrival (loop clock = monotonic).
 
     Arrival of event i = the moment the read containing its last byte returned, so
     coalesced TCP reads are handled. asyncio, not threads: many streams in one thread
-    measure the server, not GIL hand-offs between reader threads.
+    measure the server, not GIL hand-offs between reader threads. ``opened``: a
+    (reader, writer) already connected (a tunnel through a forward proxy, say), with
+    ``host`` for the Host header.
     """
     import asyncio
 
-    host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\naccept: text/event-stream\r\n\r\n{}")
+    if opened is None:
+        addr, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
+        opened = await asyncio.open_connection(addr, int(port))
+    reader, writer = opened
+    writer.write(f"POST /v1/responses HTTP/1.1\r\nhost: {host}\r\ncontent-length: 2\r\n"
+                 "accept: text/event-stream\r\n\r\n{}".encode())
     ends, acc = [], 0
     for sz in sizes:
         acc += sz

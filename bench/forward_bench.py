@@ -5,8 +5,9 @@
    each in the same run. The forward client does what an HTTPS_PROXY client does: CONNECT,
    TLS with mitmproxy's CA, HTTP/1.1 inside.
 2. What the proxy layer adds per event: the front alone (mitmproxy + the Retarget addon,
-   the same ForwardFront) in front of an upstream that stamps each event with
-   time.monotonic() as it sends it; per-event latency through the front vs direct.
+   the same ForwardFront, in its own process) in front of record_bench's upstream, which
+   stamps each event with time.monotonic() as it sends it; per-event latency through the
+   front (CONNECT + TLS) vs direct, measured as record_bench measures `proxy record`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, pct, proxy, spread
+from common import ROOT, pct, proxy, read_stream, spread
+from record_bench import StampingUpstream, latencies
 
 from proxy.model import Chunk, End, Interaction, Kind, Request, Response
 from proxy.store import Cassette
+from proxy.uvicorn_server import UvicornServer
 
 HOST = "api.test.local"
 
@@ -51,69 +54,38 @@ def forward_cassette(path: Path, streams: int, n_events: int, gap_ms=(0.0, 20.0)
     return offsets
 
 
-async def _open(url: str, via_proxy: bool, ca: str | None):
-    host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    if via_proxy:
-        writer.write(f"CONNECT {HOST}:443 HTTP/1.1\r\nhost: {HOST}:443\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        await writer.start_tls(ssl.create_default_context(cafile=ca), server_hostname=HOST)
+async def _tunnel(url: str, ca: str):
+    """What an HTTPS_PROXY client does: CONNECT to the proxy at ``url``, then TLS to HOST
+    with mitmproxy's CA. Returns (reader, writer)."""
+    addr, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
+    reader, writer = await asyncio.open_connection(addr, int(port))
+    writer.write(f"CONNECT {HOST}:443 HTTP/1.1\r\nhost: {HOST}:443\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    await writer.start_tls(ssl.create_default_context(cafile=ca), server_hostname=HOST)
     return reader, writer
 
 
-async def read_events(reader, writer, stamped: bool = False, sizes: list[int] | None = None):
-    """POST /v1/responses; (request sent at, [arrival per event]) or with ``stamped``
-    [(arrival, stamp)]. Arrival of an event = when the read holding its last byte returned."""
-    loop = asyncio.get_running_loop()
-    writer.write(f"POST /v1/responses HTTP/1.1\r\nhost: {HOST}\r\ncontent-length: 2\r\n"
-                 "accept: text/event-stream\r\n\r\n{}".encode())
-    sent = loop.time()
-    ends, acc = [], 0
-    for sz in sizes or []:
-        acc += sz
-        ends.append(acc)
-    buf, header_done, pending, body, out, i, done = b"", False, b"", b"", [], 0, False
-    while not done:
-        data = await reader.read(1 << 20)
-        now = loop.time()
-        if not data:
-            break
-        if not header_done:
-            buf += data
-            if b"\r\n\r\n" not in buf:
-                continue
-            header_done = True
-            data = buf.split(b"\r\n\r\n", 1)[1]
-        pending += data
-        while True:
-            nl = pending.find(b"\r\n")
-            if nl < 0:
-                break
-            size = int(pending[:nl].split(b";")[0], 16)
-            if len(pending) < nl + 2 + size + 2:
-                break
-            chunk = pending[nl + 2:nl + 2 + size]
-            pending = pending[nl + 2 + size + 2:]
-            if size == 0:
-                done = True
-                break
-            if stamped:
-                out += [(now, float(m.group(1))) for m in re.finditer(rb'"t": ([0-9.]+)', chunk)]
-            body += chunk
-        while not stamped and i < len(ends) and len(body) >= ends[i]:
-            out.append(now)
-            i += 1
-    return sent, out
+def tunnel_socket(url: str, ca: str):
+    """The same with a blocking socket (for record_bench.latencies)."""
+    def connect():
+        addr, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
+        s = socket.create_connection((addr, int(port)))
+        s.sendall(f"CONNECT {HOST}:443 HTTP/1.1\r\nhost: {HOST}:443\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        return ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=HOST)
+    return connect
 
 
-def _stream(url: str, via_proxy: bool, ca: str | None, sizes: list[int]):
+def _stream(url: str, forward: bool, ca: str, sizes: list[int]) -> tuple[float, list[float]]:
+    """(request sent at, arrival per event), loop clock = monotonic."""
     async def go():
-        reader, writer = await _open(url, via_proxy, ca)
-        try:
-            return await read_events(reader, writer, sizes=sizes)
-        finally:
-            writer.close()
+        opened = await _tunnel(url, ca) if forward else None
+        sent = asyncio.get_running_loop().time()
+        return sent, await read_stream(url, sizes, opened, HOST)
     return asyncio.run(go())
 
 
@@ -153,77 +125,28 @@ async def main():
 asyncio.run(main())
 """
 
-STAMPER = """
-import asyncio, json, sys, time
-from proxy.timing import Pacer
-from proxy.uvicorn_server import UvicornServer
-
-N, GAP = int(sys.argv[1]), float(sys.argv[2])
-
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]})
-    pacer = Pacer(1.0)
-    for i in range(N):
-        await pacer.until(i * GAP)
-        data = json.dumps({"i": i, "t": time.monotonic()})
-        await send({"type": "http.response.body", "body": f"data: {data}\\n\\n".encode(), "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
-
-async def main():
-    server = UvicornServer(app, "127.0.0.1", 0, quiet=True)
-    await server.start()
-    print(server.url, flush=True)
-    await server.run_until_signal()
-
-asyncio.run(main())
-"""
-
-
-def _spawn(code: str, *args: str) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    line = p.stdout.readline()
-    m = re.search(r"http://[0-9.]+:\d+", line)
-    if not m:
-        p.kill()
-        raise RuntimeError("helper did not start")
-    return p, m.group(0)
-
-
-def _stop(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGINT)
-    try:
-        p.wait(15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-
 
 def hop(n_events: int, trials: int, confdir: str, ca: str) -> dict:
-    """Per-event latency (send stamp -> client), direct vs through the front alone."""
-    stamper, up = _spawn(STAMPER, str(n_events), "0.002")
-    port = up.rsplit(":", 1)[1]
-    front, url = _spawn(FRONT, port, confdir)
+    """Per-event latency (send stamp -> client), direct vs through the front alone (its
+    own process, as in `proxy record`'s measurement), with record_bench's upstream."""
+    up = UvicornServer(StampingUpstream(n_events, 0.002), quiet=True).start_in_thread()
+    front = subprocess.Popen([sys.executable, "-c", FRONT, str(up.address.port), confdir], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     lat = {"direct": [], "front": []}
     try:
+        url = re.search(r"http://[0-9.]+:\d+", front.stdout.readline()).group(0)
+        connect = tunnel_socket(url, ca)
+        latencies(url, connect)  # warm-up: mitmproxy's first flow pays one-off costs
         for _ in range(trials):
-            for name, target, via in (("direct", up, False), ("front", url, True)):
-                async def go():
-                    reader, writer = await _open(target, via, ca)
-                    try:
-                        return await read_events(reader, writer, stamped=True)
-                    finally:
-                        writer.close()
-                _, events = asyncio.run(go())
-                assert len(events) == n_events, (name, len(events))
-                lat[name] += [(now - t) * 1000 for now, t in events]
+            lat["direct"] += latencies(up.url)[0]
+            lat["front"] += latencies(url, connect)[0]
     finally:
-        _stop(front)
-        _stop(stamper)
+        front.send_signal(signal.SIGINT)
+        try:
+            front.wait(15)
+        except subprocess.TimeoutExpired:
+            front.kill()
+        up.stop_thread()
     return lat
 
 

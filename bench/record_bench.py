@@ -39,11 +39,12 @@ class StampingUpstream:
         await send({"type": "http.response.body", "body": b""})
 
 
-def latencies(url: str) -> tuple[list[float], float]:
-    """Per-event latency (ms) and time to first event (ms), read with a raw socket."""
+def latencies(url: str, connect=None) -> tuple[list[float], float]:
+    """Per-event latency (ms) and time to first event (ms), read with a raw socket
+    (``connect()``'s, e.g. a TLS tunnel through a forward proxy, when given)."""
     host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
     t0 = time.monotonic()
-    s = socket.create_connection((host, int(port)))
+    s = connect() if connect is not None else socket.create_connection((host, int(port)))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
     out, buf, first = [], b"", None
