@@ -400,3 +400,12 @@ def test_pytest_plugin_forward_mode(recorded, pytester, monkeypatch, tmp_path):
     out = r.stdout.str()
     assert "test_forward_miss_fails" in out and "GET https://nowhere.test.local/v1/models" in out
     assert (tmp_path / ".mitmproxy" / "mitmproxy-ca-cert.pem").exists()
+
+
+def test_bad_connect_to_and_forward_with_a_cassette_dir_are_one_line_errors(tmp_path):
+    r = run_cli("record", "--mode", "forward", "--cassette", str(tmp_path / "c.db"), "--listen", "127.0.0.1:0",
+                "--connect-to", "api.test.local:443")
+    assert r.returncode == 2 and "--connect-to" in r.stderr and "HOST:PORT:HOST2:PORT2" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli("replay", "--mode", "forward", "--cassette-dir", str(tmp_path), "--listen", "127.0.0.1:0")
+    assert r.returncode == 2 and "forward mode serves one cassette" in r.stderr, r.stderr

@@ -40,7 +40,7 @@ class ConnectTo:
             try:
                 self.routes = dict(parse(s) for s in ctx.options.proxy_connect_to)
             except ValueError as e:
-                raise exceptions.OptionsError(f"proxy_connect_to: {e}") from None
+                raise exceptions.OptionsError(f"--connect-to (proxy_connect_to): {e}") from None
 
     def server_connect(self, data) -> None:
         server = data.server
