@@ -29,7 +29,8 @@ from .serve import RecordMode, ServeConfig, ServeError, Session
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
 
-_NEEDS_MITMPROXY = "recording and forward mode need mitmproxy: pip install 'proxy[record]'"
+_NEEDS_MITMPROXY = "recording needs mitmproxy: pip install 'proxy[record]'"
+_FORWARD_NEEDS_MITMPROXY = "forward mode needs mitmproxy (it is the HTTPS proxy): pip install 'proxy[record]'"
 
 
 class UserError(click.ClickException):
@@ -213,7 +214,8 @@ def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> Non
     except ImportError as e:
         if (e.name or "").partition(".")[0] != "mitmproxy":
             raise  # a broken install, not a missing extra: show where
-        raise UserError(f"{_NEEDS_MITMPROXY} ({e})") from None
+        needs = _FORWARD_NEEDS_MITMPROXY if config.proxy_mode == "forward" else _NEEDS_MITMPROXY
+        raise UserError(f"{needs} ({e})") from None
     except (PortInUse, ServeError, CassetteError, RecordError) as e:
         raise UserError(str(e)) from None
     finally:

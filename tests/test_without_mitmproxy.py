@@ -47,4 +47,4 @@ def test_forward_replay_without_mitmproxy_says_what_to_install():
                         str(ROOT / "cassettes" / "example.db"), "--listen", "127.0.0.1:0"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "forward mode need mitmproxy: pip install 'proxy[record]'" in r.stderr
+    assert "forward mode needs mitmproxy" in r.stderr and "pip install 'proxy[record]'" in r.stderr
