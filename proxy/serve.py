@@ -336,7 +336,12 @@ class Session:
         self._server = UvicornServer(self.app, "127.0.0.1", 0)  # bound now, serving from start()
         front = ForwardFront((self._server.address.host, self._server.address.port), c.host, c.port, c.confdir,
                              record, self.on_recorded)
-        await front.start()
+        try:
+            await front.start()
+        except BaseException:
+            self._server.sock.close()  # bound, never served
+            self._server = None
+            raise
         self._front = front
         if record is not None:
             self._recorder = front
