@@ -307,24 +307,28 @@ def test_unrecorded_host_or_path_is_a_miss_and_nothing_leaves(replay):
 def test_serve_forward_in_every_record_mode(names, confdir, tmp_path):
     """all records (no --upstream: the client names the host); new_episodes replays what it
     has and relays the rest, HTTP and WebSocket, back through the same proxy into the
-    cassette; once finds the cassette and replays everything with the APIs gone."""
+    cassette; once finds the cassette and replays everything with the APIs gone.
+
+    What each run records is a chunked stream: its last chunk reaches the client only once
+    the recording is committed, so a stop right after it finds the recording counted."""
     c = tmp_path / "serve.db"
     api, tools, routes = serve_apis(names)
     common = ("--mode", "forward", "--cassette", str(c), "--listen", "127.0.0.1:0", "--confdir", str(confdir),
               "--upstream-ca", str(names / "ca.pem"), "--speed", "0", *routes)
+    body = {"model": "sim-1", "input": "first", "stream": True}
     try:
         with proxy_proc("serve", *common, "--record-mode", "all") as p:
             assert "record-fresh" in p.first_line and "HTTPS_PROXY=" in p.first_line
-            first = models(env_for(p.url, confdir), API)
-        assert p.popen.returncode == 0 and "recorded 1 new interaction(s)" in p.out, p.err
+            *_, first, first_chunks = httpx_client(env_for(p.url, confdir), body)
+        assert p.popen.returncode == 0 and "recorded 1 new interaction(s)" in p.out, p.out + p.err
         with proxy_proc("serve", *common, "--record-mode", "new_episodes") as p:
             env = env_for(p.url, confdir)
-            again = models(env, API)  # replayed
+            *_, again, _ = httpx_client(env, body)  # replayed
             relayed = models(env, TOOLS)  # relayed to tools.test.local and recorded
             opened, frames, _ = ws_client(env)
-        assert p.popen.returncode == 0 and "served 1 of 1" in p.out and "recorded 2 new" in p.out, p.out + p.err
-        assert again.headers["x-request-id"] == first.headers["x-request-id"]
-        assert len(api.app.requests) == 2 and len(tools.app.requests) == 1  # api: the first GET, the socket
+        assert p.popen.returncode == 0 and "served 1 of 1" in p.out, p.out + p.err
+        assert again["x-request-id"] == first["x-request-id"]
+        assert len(api.app.requests) == 2 and len(tools.app.requests) == 1  # api: the first POST, the socket
         assert opened >= ACCEPT_MS / 1000 * 0.95
     finally:
         api.stop_thread()
@@ -332,7 +336,7 @@ def test_serve_forward_in_every_record_mode(names, confdir, tmp_path):
     with proxy_proc("serve", *common, "--record-mode", "once") as p:
         env = env_for(p.url, confdir)
         assert models(env, TOOLS).headers["x-request-id"] == relayed.headers["x-request-id"]
-        assert models(env, API).headers["x-request-id"] == first.headers["x-request-id"]
+        assert [b for _, b in httpx_client(env, body)[3]] == [b for _, b in first_chunks]
         assert ws_client(env)[1] == frames
     with Cassette.open(c) as cas:
         assert [(it.kind.value, it.request.host) for it in cas.interactions()] == [
