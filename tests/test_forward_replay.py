@@ -413,3 +413,14 @@ def test_bad_connect_to_and_forward_with_a_cassette_dir_are_one_line_errors(tmp_
     assert "Traceback" not in r.stderr
     r = run_cli("replay", "--mode", "forward", "--cassette-dir", str(tmp_path), "--listen", "127.0.0.1:0")
     assert r.returncode == 2 and "forward mode serves one cassette" in r.stderr, r.stderr
+
+
+def test_the_python_api_serves_forward_mode_and_its_env(recorded, confdir, monkeypatch, tmp_path):
+    import proxy
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the CA goes to ~/.mitmproxy
+    with proxy.replaying(recorded["cassette"], speed=0, proxy_mode="forward") as p:
+        assert p.env["HTTPS_PROXY"] == p.url and p.env["NODE_USE_ENV_PROXY"] == "1"
+        status, body = curl_client(p.env)
+    assert status == "2 200" and body == recorded["curl"][1]
+    assert p.summary.served == 1
