@@ -781,6 +781,23 @@ class Matcher:
                     del bucket.reserved[i]
         match.tentative = False
 
+    def release(self, match: Match) -> None:
+        """Undo ``match`` as if its recording had never been used: an injected fault
+        answered the request, so the client's retry gets the recording (``replay/faults.py``),
+        and the match leaves the report."""
+        bucket = self._buckets.get(match._key)
+        if bucket is None:
+            return
+        i = next((i for i, it in enumerate(bucket.items) if it is match.interaction), None)
+        if i is None or not bucket.used[i]:
+            return
+        bucket.used[i] = 0
+        bucket.cursor = min(bucket.cursor, i)
+        bucket.reserved.pop(i, None)
+        self._used.discard(_ident(match.interaction))
+        match.tentative = False
+        self.matches = [m for m in self.matches if m is not match]
+
     def load(self, it: Interaction) -> Interaction:
         """The recording with its chunks and frames (loaded once)."""
         ident = _ident(it)

@@ -29,11 +29,16 @@ class Event:
 
 
 class SSEParser:
+    """``ends`` lists, per event returned so far, the byte offset (in everything fed) just
+    past the blank line that completed it."""
+
     def __init__(self) -> None:
         self._buf = b""
         self._event: str | None = None
         self._data: list[str] = []
         self._id: str | None = None
+        self._pos = 0  # offset of self._buf[0] in everything fed
+        self.ends: list[int] = []
 
     def feed(self, data: bytes) -> list[Event]:
         self._buf += data
@@ -47,9 +52,11 @@ class SSEParser:
             if self._buf[idx : idx + 1] == b"\r" and idx + 1 == len(self._buf):
                 return out  # might be the first half of \r\n
             self._buf = self._buf[idx + nl :]
+            self._pos += idx + nl
             ev = self._line(line.decode("utf-8", "replace"))
             if ev is not None:
                 out.append(ev)
+                self.ends.append(self._pos)
 
     def _line(self, line: str) -> Event | None:
         if line == "":
@@ -74,6 +81,14 @@ class SSEParser:
 
 def parse(data: bytes) -> list[Event]:
     return SSEParser().feed(data)
+
+
+def event_ends(data: bytes) -> list[int]:
+    """Byte offsets just past each complete event of an SSE body (where "after event N"
+    is, for faults cut into a recorded stream)."""
+    p = SSEParser()
+    p.feed(data)
+    return p.ends
 
 
 def summarize(ev: Event, width: int = 60) -> tuple[str, str]:
