@@ -9,6 +9,11 @@ What may take long is split out so that the players can run it in a worker threa
 keep other streams on time: ``prepare`` (index a path's recordings, the first time it is
 asked for) and ``diagnose`` (a miss's nearest recording and diff). ``http`` and
 ``handshake`` then answer in about a millisecond.
+
+Injected faults (``faults.py``) change scripts, never the players' rules: a script may
+carry real-time delays (not divided by ``--speed``), a byte rate, and a reset
+(``Ending.RESET``) instead of a plain cut. The engine calls its fault plan, if any, on every match, and undoes the
+match when a fault answered in the recording's place (the retry gets the recording).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class Ending(str, enum.Enum):
     COMPLETE = "complete"  # the body ends as its framing says
     CUT = "cut"  # the connection drops after the last chunk: the upstream cut it there
     HOLD = "hold"  # the connection stays as it is until the client leaves (at most until ``until``), then drops
+    RESET = "reset"  # the connection is reset (TCP RST) after the last chunk: an injected fault
 
 
 # The recorder notes a client leaving a little after it left; a replayed client that leaves
@@ -51,6 +57,12 @@ class HttpScript:
     ending: Ending = Ending.COMPLETE
     until: float = 0.0  # HOLD: offset after which the connection is dropped
     seq: int | None = None
+    # -- set by injected faults (faults.py) --
+    # step -> real seconds added before it and every later step (-1: the headers, i: chunk i)
+    delays: dict[int, float] = field(default_factory=dict)
+    drip: float | None = None  # at most this many body bytes per second (real time, from the headers)
+    release_if_gone: bool = False  # a client leaving before the end gives the recording back (for its retry)
+    faults: tuple[str, ...] = ()  # the faults applied, for logs
 
 
 @dataclass
@@ -122,6 +134,7 @@ class Engine:
     interactions: CandidateSource | Iterable[Interaction]
     config: MatchConfig = field(default_factory=MatchConfig)
     redactor: Redactor = field(default_factory=Redactor)
+    faults: object = None  # a faults.FaultPlan: injected faults (it imports this module, so no type here)
 
     def __post_init__(self) -> None:
         if hasattr(self.interactions, "candidates"):
@@ -135,6 +148,7 @@ class Engine:
         self.weak_frames: list[str] = []  # WebSocket frames served although their content differs
         self.failure: CassetteError | None = None  # the cassette turned out damaged
         self.on_failure = None  # called once with that error (the session stops on it)
+        self._lent: dict[int | None, Match] = {}  # matches served under an injected delay, by seq
         self._lock = threading.Lock()
 
     def normalize(self, req: Request) -> Request:
@@ -194,11 +208,20 @@ class Engine:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(req, diagnose=False, fq=fq)
                 if isinstance(result, Match):
-                    return http_script(self._full(result.interaction))
+                    script = http_script(self._full(result.interaction))
+                    return self._fault_http(req, result, script) if self.faults is not None else script
             except CassetteError as e:
                 return MissReply(self.failed(e, req), status=500)
             self.misses.append(result)
         return MissReply(result)
+
+    def _fault_http(self, req: Request, match: Match, script: HttpScript) -> HttpScript:
+        script, release = self.faults.http(req, match.interaction, script)
+        if release:
+            self.matcher.release(match)
+        elif script.release_if_gone:
+            self._lent[match.seq] = match
+        return script
 
     @staticmethod
     def _too_large(req: Request, problem: str) -> Miss:
@@ -207,18 +230,34 @@ class Engine:
 
     def handshake(self, req: Request) -> Match | Miss:
         """Match a WebSocket handshake: a recorded session (reserved until the first
-        client frame binds it, see ``bind``), or a recorded refusal."""
+        client frame binds it, see ``bind``), or a recorded refusal (or one an injected
+        fault made up). A session faults will play on is kept for its connection (no bind)."""
         req, problem = self._normalize(req)
         with self._lock:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(req, "ws", diagnose=False)
-                if isinstance(result, Miss):
-                    self.misses.append(result)
-                else:
+                if isinstance(result, Match):
                     self._full(result.interaction)
             except CassetteError as e:
                 return self.failed(e, req)
+            if self.faults is not None:
+                answer, what = self.faults.handshake(req, result)
+                if what == "release":
+                    self.matcher.release(result)
+                elif what == "keep":
+                    self.matcher.settle(result)
+                    self._lent[result.seq] = result
+                result = answer
+            if isinstance(result, Miss):
+                self.misses.append(result)
             return result
+
+    def release(self, seq: int | None) -> None:
+        """Give recording ``seq`` back: its client left during an injected delay."""
+        with self._lock:
+            match = self._lent.pop(seq, None)
+            if match is not None:
+                self.matcher.release(match)
 
     def bind(self, match: Match, frame: bytes) -> Match:
         """The connection's first client frame decides which of the sessions with this
@@ -241,7 +280,7 @@ class Engine:
         return Miss(target, "cassette_damaged", str(self.failure), diagnosed=True)
 
     def _full(self, it: Interaction) -> Interaction:
-        # A recording is matched at most once, so its events are loaded at most once.
+        # Events are loaded once, even when an injected fault gives a recording back.
         if self.failure is not None:
             raise self.failure
         return self.matcher.load(it)
@@ -288,7 +327,11 @@ class Engine:
         return self.matcher.unused()
 
     def ws_script(self, it: Interaction) -> "WsScript":
-        return ws_script(it, self.config)
+        script = ws_script(it, self.config)
+        if self.faults is not None:
+            with self._lock:
+                script = self.faults.ws(it, script)
+        return script
 
 
 # -- WebSocket ----------------------------------------------------------------
@@ -304,6 +347,7 @@ class Turn:
 
     expected: Frame
     replies: list[tuple[float, Frame]]
+    lags: list[float] = field(default_factory=list)  # per reply: real seconds added (injected stalls); empty: none
 
 
 @dataclass(frozen=True)
@@ -340,7 +384,15 @@ class WsScript:
     turns: list[Turn]
     ending: WsEnding
     config: MatchConfig
+    # -- set by injected faults (faults.py): real seconds, not divided by --speed --
+    accept_lag: float = 0.0  # added to the accept delay
+    preamble_lags: list[float] = field(default_factory=list)  # per preamble frame; empty: none
+    end_lag: float = 0.0  # added to the end (close or drop)
+    release_if_gone: bool = False  # a client gone before the end (during an injected delay) gives the session back
+    faults: tuple[str, ...] = ()
 
+    def lag(self, lags: list[float], i: int) -> float:
+        return lags[i] if i < len(lags) else 0.0
 
     def check(self, turn: int, payload: bytes, is_text: bool) -> FrameCheck:
         """A client frame compared with the recorded one: ok or why not, and the JSON

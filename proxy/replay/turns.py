@@ -81,8 +81,9 @@ class Turns:
 
     def accepted(self, start: float) -> None:
         """The handshake was accepted; ``start`` is when its request arrived."""
-        for offset, frame in self.script.preamble:
-            self._queue.append((self._after(start, offset), Send(frame)))
+        lags = self.script.preamble_lags  # real seconds injected stalls add (faults.py)
+        for i, (offset, frame) in enumerate(self.script.preamble):
+            self._queue.append((self._after(start, offset) + self.script.lag(lags, i), Send(frame)))
         if not self.script.turns:
             self._queue_ending(start)
 
@@ -107,8 +108,9 @@ class Turns:
         check = self._check(self.script, self.turn, payload, is_text)
         if not check.ok:
             return self._fail(CLOSE_MISMATCH, f"recording #{seq}: {check.reason}")
-        for rel, frame in turns[self.turn].replies:
-            self._queue.append((self._after(now, rel), Send(frame)))
+        turn = turns[self.turn]
+        for i, (rel, frame) in enumerate(turn.replies):
+            self._queue.append((self._after(now, rel) + self.script.lag(turn.lags, i), Send(frame)))
         self.turn += 1
         if self.turn == len(turns):
             self._queue_ending(now)
@@ -118,6 +120,12 @@ class Turns:
 
     def next_due(self) -> float | None:
         return self._queue[0][0] if self._queue and not self.over else None
+
+    def unfinished(self) -> bool:
+        """Recorded frames are still to be sent, or client frames to be answered (a client
+        leaving now leaves early, e.g. during an injected stall)."""
+        return not self.over and (self.turn < len(self.script.turns)
+                                  or any(isinstance(a, Send) for _, a in self._queue))
 
     def due(self, now: float) -> list[Action]:
         out: list[Action] = []
@@ -139,7 +147,7 @@ class Turns:
         ending = self.script.ending
         if ending.after is None:
             return  # the client ends it
-        due = self._after(anchor, ending.after)
+        due = self._after(anchor, ending.after) + self.script.end_lag
         if ending.kind == "close":
             self._queue.append((due, Close(ending.code, ending.reason)))
         else:  # drop, or a client that dropped the connection and is not gone yet
