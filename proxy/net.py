@@ -5,6 +5,7 @@ may ask of the server beyond ASGI: to drop a connection on purpose, to decline d
 from __future__ import annotations
 
 import socket
+import struct
 from dataclasses import dataclass
 
 
@@ -22,6 +23,16 @@ class IntendedDrop(Exception):
 # a "websocket.accept" message with ``{ACCEPT_DEFLATE: False}`` declines permessage-deflate
 # even when the client offered it, as the recorded upstream did.
 ACCEPT_DEFLATE = "proxy.deflate"
+
+
+class IntendedReset(IntendedDrop):
+    """Drop the connection with a TCP reset (RST) instead of a FIN: the client's read fails
+    with "connection reset by peer" (an injected fault). The server adapter sends it."""
+
+
+def reset_on_close(sock) -> None:
+    """Make closing ``sock`` send a RST: SO_LINGER on with a zero timeout."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 @dataclass(frozen=True)

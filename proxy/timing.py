@@ -46,9 +46,8 @@ class Pacer:
         await self.at(self.due(offset))
 
     async def at(self, due: float) -> None:
-        """Wait until the clock reads ``due``."""
-        if self.speed == 0:
-            return
+        """Wait until the clock reads ``due``. At speed 0 every recorded offset is due at once,
+        but a real-time delay added to it (an injected stall) is still waited for."""
         delay = due - self.clock()
         if delay > SPIN:
             await self._sleep(delay - SPIN)

@@ -5,7 +5,7 @@ uvicorn runs with ``server_header=False, date_header=False`` so the headers a cl
 gets are the app's (the recorded ones), h11 for HTTP and the ``websockets`` sans-I/O
 core for WebSocket (``_WebSockets``: a refusal sent as given, deflate declinable), one
 port for both. An ``IntendedDrop`` the app raises drops the connection, before or after
-the response started (``_Drops``).
+the response started, with a TCP reset for an ``IntendedReset`` (``_Drops``).
 
 Stopping: uvicorn's graceful shutdown waits for open requests, then cancels them and
 logs an error with a traceback per request. A replayed stream can run for minutes, so
@@ -25,7 +25,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .background import BackgroundLoop, until_signal
-from .net import ACCEPT_DEFLATE, IntendedDrop, Listening, bind
+from .net import ACCEPT_DEFLATE, IntendedDrop, IntendedReset, Listening, bind, reset_on_close
 
 
 GRACE = 0.5  # seconds an open request gets to finish once the server stops
@@ -99,10 +99,13 @@ class _Drops:
     async def __call__(self, scope, receive, send) -> None:
         try:
             await self.app(scope, receive, send)
-        except IntendedDrop:
+        except IntendedDrop as e:
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if transport is None:  # not uvicorn's own send: let it handle the exception
                 raise
+            sock = transport.get_extra_info("socket")
+            if isinstance(e, IntendedReset) and sock is not None:
+                reset_on_close(sock)  # the close below then sends a RST (an injected reset)
             transport.close()
             while (await receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
                 pass

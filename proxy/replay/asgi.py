@@ -5,6 +5,7 @@ recorded client left without an answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from urllib.parse import urlsplit
 
@@ -57,6 +58,32 @@ async def hold(receive, pacer: Pacer, until: float, what: str) -> None:
         raise RecordedCut(what) from None
 
 
+def when_gone(receive, callback) -> asyncio.Task:
+    """Call ``callback`` as soon as the client disconnects, unless the returned task is
+    cancelled first. For injected delays: a client whose timeout runs out during one gives
+    its recording back at once, before its retry arrives."""
+    task = asyncio.ensure_future(receive())
+    task.add_done_callback(lambda t: None if t.cancelled() or t.exception() else callback())
+    return task
+
+
+async def unless_gone(aw, gone: asyncio.Task | None) -> bool:
+    """Await ``aw`` unless the client leaves first (``gone``, from ``when_gone``, is done):
+    then ``aw`` is cancelled and False returned, so nothing keeps playing to no one."""
+    if gone is None:
+        await aw
+        return True
+    task = asyncio.ensure_future(aw)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
 async def send_error(scope, receive, send, status: int, headers: list, body: bytes) -> None:
     """Answer an HTTP request, or refuse a WebSocket handshake, with a whole body.
 
@@ -77,4 +104,5 @@ async def send_miss(reply: MissReply, scope, receive, send) -> None:
     await send_error(scope, receive, send, reply.status, reply.headers(), reply.body())
 
 
-__all__ = ["IntendedDrop", "RecordedCut", "hold", "request_from_scope", "send_error", "send_miss"]
+__all__ = ["IntendedDrop", "RecordedCut", "hold", "request_from_scope", "send_error", "send_miss", "unless_gone",
+           "when_gone"]

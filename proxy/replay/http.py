@@ -1,15 +1,16 @@
 """HTTP half of the replay app: reads a request, asks the engine, plays the script.
 
 Every step is scheduled against an absolute target time (request arrival + recorded
-offset / speed), see ``proxy.timing``.
+offset / speed, plus any real-time delay an injected fault added), see ``proxy.timing``.
 """
 
 from __future__ import annotations
 
 import logging
 
+from ..net import IntendedReset
 from ..timing import Pacer
-from .asgi import RecordedCut, hold, request_from_scope, send_miss
+from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
 from .engine import Engine, Ending, HttpScript, MissReply, large
 
 log = logging.getLogger("proxy.replay")
@@ -38,20 +39,49 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         await app.offload(engine.diagnose, result.miss)  # other streams keep their timing
         await send_miss(result, scope, receive, send)
         return
-    await play(result, pacer, receive, send)
+    if not result.release_if_gone:
+        await play(result, pacer, receive, send)
+        return
+    delivered = False
+
+    def gave_up() -> None:
+        if not delivered:  # a completed response also ends receive(): that is no giving up
+            engine.release(result.seq)
+
+    async def deliver() -> None:
+        nonlocal delivered
+        await play(result, pacer, receive, send)
+        delivered = True  # no await since the last send: set before the watcher can run
+
+    gone = when_gone(receive, gave_up)
+    try:
+        await unless_gone(deliver(), gone)
+    finally:
+        gone.cancel()
 
 
 async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
+    lag = script.delays.get(-1, 0.0)  # real seconds injected faults added so far
     if script.status is not None:
-        await pacer.until(script.ttfb)
+        await pacer.at(pacer.due(script.ttfb) + lag)
         await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
-        for offset, data in script.chunks:
-            await pacer.until(offset)
+        body_start, sent = pacer.now(), 0
+        for i, (offset, data) in enumerate(script.chunks):
+            lag += script.delays.get(i, 0.0)
+            due = pacer.due(offset) + lag
+            if script.drip:
+                sent += len(data)
+                due = max(due, body_start + sent / script.drip)
+            await pacer.at(due)
             await send({"type": "http.response.body", "body": data, "more_body": True})
+    else:
+        await pacer.at(pacer.due(script.ttfb) + lag)  # nothing of the response: the drop comes then
     if script.ending is Ending.COMPLETE:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif script.ending is Ending.CUT:
         raise RecordedCut(f"recording #{script.seq} was cut here")
+    elif script.ending is Ending.RESET:
+        raise IntendedReset(f"recording #{script.seq}: reset injected ({', '.join(script.faults)})")
     else:
         await hold(receive, pacer, script.until, f"recording #{script.seq} held until its client left; "
                                                   "this one stayed longer")

@@ -17,7 +17,7 @@ from ..matching import Miss
 from ..model import Kind
 from ..net import ACCEPT_DEFLATE
 from ..timing import Pacer
-from .asgi import RecordedCut, hold, request_from_scope, send_miss
+from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
 from .engine import MissReply, WsScript, held_until
 from .turns import Close, Drop, Fail, Send, Turns
 
@@ -77,7 +77,12 @@ async def _session(engine, match, pacer: Pacer, receive, send) -> None:
     sent before it came from the reserved one, everything after from the bound one."""
     scripted = match.interaction
     script: WsScript = engine.ws_script(scripted)
-    await pacer.until(script.accept_delay)
+    # an injected accept delay: a client that gives up during it gives the session back
+    gone = when_gone(receive, lambda: engine.release(script.seq)) if script.release_if_gone else None
+    if not await unless_gone(pacer.at(pacer.due(script.accept_delay) + script.accept_lag), gone):
+        return
+    if gone is not None:
+        gone.cancel()
     accept = {"type": "websocket.accept", "headers": script.headers, ACCEPT_DEFLATE: script.deflate}
     if script.subprotocol:
         accept["subprotocol"] = script.subprotocol
@@ -109,6 +114,8 @@ async def _session(engine, match, pacer: Pacer, receive, send) -> None:
             msg = recv_task.result()
             recv_task = None
             if msg["type"] == "websocket.disconnect":
+                if script.release_if_gone and turns.unfinished():
+                    engine.release(script.seq)  # the client gave up during an injected stall
                 return
             is_text = msg.get("text") is not None
             payload = msg["text"].encode() if is_text else (msg.get("bytes") or b"")
