@@ -23,6 +23,10 @@ raised, they are added to that exception as a note, so the reason for an SDK's
 ``proxy_mode="forward"`` serves the cassette as an HTTPS proxy instead of a base URL, for a
 client in a subprocess that keeps its URLs: ``env`` is the environment it needs.
 
+Faults (README "Testing failure paths") are options too: ``faults=["status:429@#1"]``,
+``chaos=SEED`` (with ``chaos_rate``, ``chaos_kinds``); ``faults`` on the ModelProxy lists
+what was injected, and so does ``summary.faults``.
+
 Everything runs over ``serve.Session``, the same code as ``proxy replay`` and ``proxy serve``.
 """
 
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from .matching import MatchConfig
 from .record import RedactionOptions
+from .replay.faults import DEFAULT_CHAOS_KINDS, FaultConfig
 from .serve import Action, RecordMode, ServeConfig, ServeError, Session, Summary
 from .store import CassetteError
 
@@ -52,14 +57,18 @@ class ModelProxy:
                  upstream: str | None = None, *, speed: float = 1.0, match_body: bool = False,
                  ignore_json_paths=(), match_headers=(), strict_match: bool = False, presets=(),
                  strict: bool = False, check: bool = True, redaction: RedactionOptions | None = None,
-                 host: str = "127.0.0.1", port: int = 0, proxy_mode: str = "reverse"):
+                 host: str = "127.0.0.1", port: int = 0, proxy_mode: str = "reverse", faults=(),
+                 chaos: int | None = None, chaos_rate: float = 0.2, chaos_kinds=DEFAULT_CHAOS_KINDS,
+                 fault_salt: str = ""):
         self.cassette = Path(cassette)
         self.mode = RecordMode.parse(mode)
         self.strict = strict
         self.check = check
         match = MatchConfig(match_body, tuple(ignore_json_paths), tuple(match_headers), strict_match, tuple(presets))
         config = ServeConfig(self.cassette, self.mode, upstream, host, port, speed, match,
-                             redaction or RedactionOptions(), proxy_mode=proxy_mode)
+                             redaction or RedactionOptions(), proxy_mode=proxy_mode,
+                             faults=FaultConfig.build(faults, chaos, chaos_rate, chaos_kinds),  # FaultError: a ValueError
+                             fault_salt=fault_salt)
         self.session = Session(config)  # raises ServeError: e.g. a record mode without upstream
         self.session.collect_unused = True  # the summary lists them
         self.url: str | None = None
@@ -87,6 +96,14 @@ class ModelProxy:
         NODE_EXTRA_CA_CERTS, NODE_USE_ENV_PROXY=1, and curl's names)."""
         self._started()
         return self.session.env
+
+    @property
+    def faults(self) -> list:
+        """Every fault injected so far (``replay.faults.Applied``: seq, request, fault, source)."""
+        if self.summary is not None:
+            return list(self.summary.faults)
+        engine = self.session.engine
+        return list(engine.faults.applied) if engine is not None and engine.faults is not None else []
 
     def _started(self) -> str:
         if self.url is None:
@@ -185,7 +202,8 @@ class ModelProxy:
 def replaying(cassette: str | os.PathLike, **options) -> ModelProxy:
     """Serve ``cassette`` (record mode none): a request with no recording is a miss.
     Options: speed (1 recorded pace, 0 instant), match_body, ignore_json_paths,
-    match_headers, strict_match, presets, strict, check, redaction, host, port."""
+    match_headers, strict_match, presets, strict, check, redaction, host, port, and the
+    faults of README's "Testing failure paths": faults, chaos, chaos_rate, chaos_kinds."""
     return ModelProxy(cassette, RecordMode.NONE, None, **options)
 
 

@@ -25,6 +25,7 @@ from .matching import MatchConfig
 from .presets import PRESETS
 from .net import PortInUse
 from .record import RecordConfig, RecordError, RedactionOptions
+from .replay.faults import DEFAULT_CHAOS_KINDS, FaultConfig, FaultError
 from .serve import RecordMode, ServeConfig, ServeError, Session
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
@@ -140,8 +141,29 @@ def match_options(f):
     f = click.option("--preset", "presets", multiple=True, type=click.Choice(list(PRESETS)), metavar="NAME",
                      help=f"Ignore the volatile fields of a client: {', '.join(PRESETS)} (repeatable).")(f)
     f = click.option("--json", "summary_json", is_flag=True,
-                     help="On stop, print the summary as JSON (misses, out-of-order and weak matches).")(f)
+                     help="On stop, print the summary as JSON (misses, out-of-order and weak matches, faults).")(f)
     return f
+
+
+def fault_options(f):
+    f = click.option("--chaos-kinds", metavar="KIND,...", default=",".join(DEFAULT_CHAOS_KINDS), show_default=True,
+                     help="With --chaos: the fault kinds it picks from.")(f)
+    f = click.option("--chaos-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True, metavar="RATE",
+                     help="With --chaos: the share of recordings that get a fault.")(f)
+    f = click.option("--chaos", "chaos_seed", type=int, metavar="SEED",
+                     help="Inject faults picked at random from SEED (the same seed, the same faults), "
+                          "each logged as it is injected.")(f)
+    f = click.option("--fault", "faults", multiple=True, metavar="SPEC",
+                     help="Inject a fault into the replayed traffic, e.g. status:429@#1, cut:event=3,how=reset, "
+                          "stall:2s,event=4, ws-close:1011,frame=3 (repeatable; README: Testing failure paths).")(f)
+    return f
+
+
+def _fault_config(faults, chaos_seed, chaos_rate, chaos_kinds) -> FaultConfig:
+    try:
+        return FaultConfig.build(faults, chaos_seed, chaos_rate, chaos_kinds)
+    except FaultError as e:
+        raise UserError(str(e)) from None
 
 
 def _match_config(match_body, ignore_json_path, match_header, strict_match=False, presets=()) -> MatchConfig:
@@ -303,16 +325,19 @@ def record(upstream, cassette, listen, expose, upstream_ca, insecure, mode, conf
 @proxy_mode_option("that answers from the cassette")
 @match_options
 @replay_redaction_options
+@fault_options
 def replay(cassette, cassette_dir, listen, expose, speed, proxy_mode, confdir, match_body, ignore_json_path,
            match_header, strict_match, presets, summary_json, redact_header, redact_pattern, redact_json_path,
-           no_redact) -> None:
+           no_redact, faults, chaos_seed, chaos_rate, chaos_kinds) -> None:
     """Serve a cassette: the recorded bytes, chunk boundaries and timing, no upstream.
 
     Method + path + query select the recordings; among the unused ones the closest
     body wins (exact first, then most similar, recorded order breaking ties), so the
     Nth identical request gets the Nth recording and concurrent requests get their
     own. A request with no recording left gets a 404 whose JSON body names the
-    nearest recording and what differs.
+    nearest recording and what differs. Faults can be layered on the recordings (a
+    429 before the recording, a reset mid-stream, a stall, a WebSocket close); a
+    recording a fault answered is given to the retry.
 
     \b
       proxy replay --cassette cassettes/chat.db --listen 127.0.0.1:8080
@@ -320,6 +345,8 @@ def replay(cassette, cassette_dir, listen, expose, speed, proxy_mode, confdir, m
       proxy replay --cassette cassettes/agent.db --speed 0 --preset claude-code --strict-match
       proxy replay --cassette-dir cassettes --speed 0
       curl http://127.0.0.1:8080/c/chat/v1/models      # cassettes/chat.db
+      proxy replay --cassette cassettes/chat.db --fault 'status:429@#1' --fault 'stall:2s,event=3@/v1/responses'
+      proxy replay --cassette cassettes/chat.db --speed 0 --chaos 7 --chaos-rate 0.5 --chaos-kinds status,cut --json
 
     \b
     Forward mode, for clients that cannot change their base URL (needs mitmproxy):
@@ -336,7 +363,7 @@ def replay(cassette, cassette_dir, listen, expose, speed, proxy_mode, confdir, m
                          _match_config(match_body, ignore_json_path, match_header, strict_match, presets),
                          _redaction(redact_header, redact_pattern, redact_json_path, no_redact),
                          cassette_dir=Path(cassette_dir) if cassette_dir else None, proxy_mode=proxy_mode,
-                         confdir=confdir)
+                         confdir=confdir, faults=_fault_config(faults, chaos_seed, chaos_rate, chaos_kinds))
 
     def banner(session: Session) -> str:
         what = cassette or f"{len(session.app.cassettes.names())} cassette(s) in {cassette_dir}"
@@ -360,9 +387,10 @@ def replay(cassette, cassette_dir, listen, expose, speed, proxy_mode, confdir, m
 @connect_to_option
 @match_options
 @redaction_options
+@fault_options
 def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, insecure, proxy_mode, confdir,
           connect_to, match_body, ignore_json_path, match_header, strict_match, presets, summary_json, redact_header,
-          redact_pattern, redact_json_path, no_redact) -> None:
+          redact_pattern, redact_json_path, no_redact, faults, chaos_seed, chaos_rate, chaos_kinds) -> None:
     """Serve one cassette in a VCR record mode: replay, record, or both.
 
     `proxy replay` is record mode none; `proxy record` is like all but appends.
@@ -374,13 +402,15 @@ def serve(cassette, upstream, record_mode, listen, expose, speed, upstream_ca, i
       proxy serve --cassette cassettes/chat.db --record-mode once --upstream https://api.openai.com
       PROXY_RECORD_MODE=new_episodes PROXY_UPSTREAM=https://api.openai.com proxy serve --cassette c.db
       proxy serve --mode forward --cassette c.db --record-mode once    # HTTPS proxy; no --upstream
+      proxy serve --cassette cassettes/chat.db --fault 'status:529@/v1/messages' --json
     """
     host, port = _listen(listen)
     _check_exposure(host, expose)
     config = ServeConfig(Path(cassette), RecordMode.parse(record_mode), upstream, host, port, speed,
                          _match_config(match_body, ignore_json_path, match_header, strict_match, presets),
                          _redaction(redact_header, redact_pattern, redact_json_path, no_redact), upstream_ca, insecure,
-                         proxy_mode=proxy_mode, confdir=confdir, connect_to=tuple(connect_to))
+                         proxy_mode=proxy_mode, confdir=confdir, connect_to=tuple(connect_to),
+                         faults=_fault_config(faults, chaos_seed, chaos_rate, chaos_kinds))
     _run_session(config, lambda session: f"serving {cassette} on {session.url} "
                                          f"(record mode {record_mode}: {session.action.value})"
                                          + (" " + _forward_banner(session) if session.forward else ""), summary_json)

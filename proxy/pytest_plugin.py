@@ -26,6 +26,12 @@ client's volatile fields. The diagnostic (nearest recording, diff) is the failur
 itself raised (an SDK's ``NotFoundError`` on a miss), a note on that exception. Each test
 gets its own server on port 0, so pytest-xdist workers never share one. Works without
 mitmproxy installed in record mode none.
+
+Faults (README "Testing failure paths"): the marker's ``faults=["status:429@#1", ...]`` for
+one test, ``--proxy-fault SPEC`` for every test, and ``--proxy-chaos SEED`` (with
+``--proxy-chaos-rate`` / ``--proxy-chaos-kinds``, or the marker's ``chaos=SEED``) for seeded
+faults across the suite; a test's chaos picks depend on the seed and the test's id only.
+``model_proxy.faults`` lists what was injected; a failing test's report lists it too.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 import pytest
 
 from .api import ModelProxy, use_cassette
+from .replay.faults import DEFAULT_CHAOS_KINDS
 from .serve import RecordMode, ServeError
 from .store import CassetteError
 
@@ -46,13 +53,22 @@ def pytest_addoption(parser) -> None:
                          "Env PROXY_RECORD_MODE.")
     group.addoption("--proxy-upstream", action="store", default=None, metavar="URL",
                     help="proxy cassettes: the real API to record from. Env PROXY_UPSTREAM.")
+    group.addoption("--proxy-fault", action="append", default=[], metavar="SPEC",
+                    help="proxy cassettes: inject this fault in every test, e.g. status:429@#1 (repeatable).")
+    group.addoption("--proxy-chaos", action="store", type=int, default=None, metavar="SEED",
+                    help="proxy cassettes: seeded faults across the suite (the same seed, the same faults).")
+    group.addoption("--proxy-chaos-rate", action="store", type=float, default=0.2, metavar="RATE",
+                    help="proxy cassettes: with --proxy-chaos, the share of recordings that get a fault (0.2).")
+    group.addoption("--proxy-chaos-kinds", action="store", default=",".join(DEFAULT_CHAOS_KINDS), metavar="KINDS",
+                    help="proxy cassettes: with --proxy-chaos, the fault kinds to pick from.")
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers",
         "cassette(name=None, strict=False, speed=1.0, match_body=False, ignore_json_paths=(), match_headers=(), "
-        "strict_match=False, presets=(), proxy_mode='reverse'): "
+        "strict_match=False, presets=(), proxy_mode='reverse', faults=(), chaos=None, chaos_rate=0.2, "
+        "chaos_kinds=...): "
         "serve cassettes/NAME.db (beside the test file; default cassettes/MODULE/TEST.db) to the model_proxy fixture; "
         "proxy_mode='forward' serves it as an HTTPS proxy (model_proxy.env)",
     )
@@ -84,6 +100,7 @@ def model_proxy(request):
     kwargs = dict(marker.kwargs) if marker else {}
     name = marker.args[0] if marker and marker.args else kwargs.pop("name", None)
     path = cassette_path(request, name)
+    opt = request.config.getoption
     try:  # options first, then PROXY_RECORD_MODE / PROXY_UPSTREAM
         mp = use_cassette(path, request.config.getoption("proxy_record_mode"),
                           request.config.getoption("proxy_upstream"), speed=float(kwargs.get("speed", 1.0)),
@@ -92,8 +109,12 @@ def model_proxy(request):
                           match_headers=kwargs.get("match_headers", ()),
                           strict_match=bool(kwargs.get("strict_match", False)), presets=kwargs.get("presets", ()),
                           strict=bool(kwargs.get("strict", False)), check=False,
-                          proxy_mode=str(kwargs.get("proxy_mode", "reverse")))
-    except ValueError as e:  # an unknown record mode, a bad JSON path or an unknown preset
+                          proxy_mode=str(kwargs.get("proxy_mode", "reverse")),
+                          faults=[*opt("proxy_fault"), *kwargs.get("faults", ())],
+                          chaos=kwargs.get("chaos", opt("proxy_chaos")),
+                          chaos_rate=kwargs.get("chaos_rate", opt("proxy_chaos_rate")),
+                          chaos_kinds=kwargs.get("chaos_kinds", opt("proxy_chaos_kinds")), fault_salt=request.node.nodeid)
+    except ValueError as e:  # an unknown record mode, a bad JSON path, an unknown preset, a bad fault
         raise pytest.UsageError(f"cassette marker: {e}") from None
     except ServeError as e:
         pytest.fail(str(e), pytrace=False)
@@ -121,6 +142,9 @@ def pytest_runtest_call(item):
         if isinstance(mp, ModelProxy):
             mp.annotate(e)
         raise
+    finally:
+        if isinstance(mp, ModelProxy) and mp.faults:  # shown with a failure (and with -rP)
+            item.add_report_section("call", "proxy faults", "\n".join(a.line() for a in mp.faults))
     if isinstance(mp, ModelProxy) and mp.errors:
         pytest.fail("\n".join(mp.errors), pytrace=False)
     return result

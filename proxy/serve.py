@@ -33,6 +33,7 @@ from .redaction import Redactor
 from .replay import load_engine, verify
 from .replay.app import ReplayApp
 from .replay.cassettes import CassetteDir
+from .replay.faults import FaultConfig
 from .replay.forward import Forwarder, Via
 from .store import CassetteError, WriterLock
 from .uvicorn_server import UvicornServer
@@ -92,6 +93,8 @@ class ServeConfig:
     proxy_mode: str = "reverse"  # reverse: a base URL; forward: an HTTPS proxy (HTTPS_PROXY)
     confdir: str | None = None  # forward: mitmproxy's directory for its CA (default ~/.mitmproxy)
     connect_to: tuple[str, ...] = ()  # when recording: HOST:PORT:HOST2:PORT2 (curl's --connect-to)
+    faults: FaultConfig = field(default_factory=FaultConfig)  # injected into replayed recordings
+    fault_salt: str = ""  # mixed into chaos picks (the pytest plugin: the test's id)
 
 
 PROXY_MODES = ("reverse", "forward")
@@ -121,6 +124,8 @@ class Summary:
     weak: int = 0  # served although the request's content differs (not only ids / dates / times)
     notes: list = field(default_factory=list)  # one line per such match, and per weak WebSocket frame
     unused: list = field(default_factory=list)  # model.Interaction, only when the Session collects them
+    faults: list = field(default_factory=list)  # replay.faults.Applied, in the order injected
+    faulting: bool = False  # faults were configured (the line says how many were injected, even 0)
 
     @property
     def served(self) -> int:
@@ -137,6 +142,8 @@ class Summary:
             parts.append(f"served {self.used} of {self.recordings} recording(s); {misses}")
             if self.out_of_order or self.weak:
                 parts.append(f"{self.out_of_order} out of recorded order; {self.weak} weak")
+            if self.faulting:
+                parts.append(f"{len(self.faults)} fault(s) injected")
             if self.cut:
                 parts.append(f"{self.cut} open connection(s) cut by the stop")
         if self.action.records:
@@ -145,11 +152,12 @@ class Summary:
         return "; ".join(parts)
 
     def lines(self, limit: int = 20) -> list[str]:
-        """The first line, then one line per weak or out-of-order match (at most ``limit``)."""
+        """The first line, then one line per weak or out-of-order match (at most ``limit``),
+        then one per injected fault."""
         out = [self.line()] + [f"  {n}" for n in self.notes[:limit]]
         if len(self.notes) > limit:
             out.append(f"  ... and {len(self.notes) - limit} more")
-        return out
+        return out + [f"  fault: {a.line()}" for a in self.faults]  # every one: they are what the run tested
 
     def to_json(self) -> dict:
         return {
@@ -164,6 +172,7 @@ class Summary:
             "cut": self.cut,
             "recorded": self.recorded,
             "forwarded": self.forwarded,
+            "faults": [a.to_json() for a in self.faults],
         }
 
 
@@ -248,7 +257,8 @@ class Session:
         self._loop = asyncio.get_running_loop()
         if self.action is Action.REPLAY:
             if c.cassette_dir is not None:
-                self.app = ReplayApp(cassettes=CassetteDir(c.cassette_dir, c.match, self.redactor), speed=c.speed)
+                cassettes = CassetteDir(c.cassette_dir, c.match, self.redactor, c.faults, c.fault_salt)
+                self.app = ReplayApp(cassettes=cassettes, speed=c.speed)
             else:
                 self.engine = self._engine()
                 self.app = ReplayApp(self.engine, c.speed)
@@ -297,6 +307,8 @@ class Session:
         beside serving: damage stops the session (``failure``; the CLI exits 2)."""
         c = self.config
         engine = load_engine(c.cassette, c.match, self.redactor, forward=self.forward)
+        if c.faults:
+            engine.faults = c.faults.plan(c.fault_salt or c.cassette.stem)
         engine.on_failure = self._failed
         self._check = threading.Thread(target=self._check_cassette, args=(engine, c.cassette),
                                        name="proxy-check", daemon=True)
@@ -372,7 +384,7 @@ class Session:
         return await self.stop(clean=True)
 
     async def stop(self, clean: bool = True) -> Summary:
-        s = Summary(self.action)
+        s = Summary(self.action, faulting=bool(self.config.faults))
         if self._server is not None:
             await self._server.stop()
             s.cut = self._server.cut
@@ -404,6 +416,8 @@ class Session:
                     s.unused += engine.unused()
                 except CassetteError as e:
                     self.failure = self.failure or e
+            if engine.faults is not None:
+                s.faults += engine.faults.applied
             engine.close()
         if self._forwarder is not None:
             s.misses = []  # forwarded and recorded, not errors

@@ -35,10 +35,12 @@ def _problem(code: str, message: str) -> dict:
 
 
 class CassetteDir:
-    def __init__(self, directory, config: MatchConfig, redactor: Redactor):
+    def __init__(self, directory, config: MatchConfig, redactor: Redactor, faults=None, fault_salt: str = ""):
         self.directory = Path(directory)
         self.config = config
         self.redactor = redactor
+        self.faults = faults  # a faults.FaultConfig: each cassette gets its own plan
+        self.fault_salt = fault_salt
         self.engines: dict[str, Engine] = {}
         self.refused = 0  # requests answered 404 because they named no usable cassette
         self._opening: dict[str, asyncio.Future] = {}
@@ -103,6 +105,8 @@ class CassetteDir:
         """In a worker thread: open the cassette (constant time), start its full check."""
         path = self.directory / f"{name}.db"
         engine = load_engine(path, self.config, self.redactor)
+        if self.faults:
+            engine.faults = self.faults.plan(self.fault_salt or name)
         check = threading.Thread(target=self._check, args=(engine, path), name=f"proxy-check-{name}", daemon=True)
         self._checks.append(check)
         check.start()
