@@ -393,3 +393,14 @@ def test_sse_error_events_in_each_providers_shape():
 
 
 
+
+def test_every_kind_is_documented_in_the_module_and_the_readme():
+    from proxy.replay import faults
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Testing failure paths\n", 1)[1].split("\n## ", 1)[0]
+    for kind in KINDS:
+        assert f"    {kind}:" in faults.__doc__ or f"    {kind} " in faults.__doc__, kind
+        assert f"| `{kind}:" in section and f"--fault '{kind}:" in section, kind  # in the table, and an example
