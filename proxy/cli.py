@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -30,8 +31,10 @@ from .serve import RecordMode, ServeConfig, ServeError, Session
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
 
-_NEEDS_MITMPROXY = "recording needs mitmproxy: pip install 'proxy[record]'"
-_FORWARD_NEEDS_MITMPROXY = "forward mode needs mitmproxy (it is the HTTPS proxy): pip install 'proxy[record]'"
+# Not `pip install 'proxy[record]'`: `proxy` on PyPI is another project.
+_INSTALL_RECORD = "pip install -e '.[record]' in a checkout of this project"
+_NEEDS_MITMPROXY = f"recording needs mitmproxy: {_INSTALL_RECORD}"
+_FORWARD_NEEDS_MITMPROXY = f"forward mode needs mitmproxy (it is the HTTPS proxy): {_INSTALL_RECORD}"
 
 
 class UserError(click.ClickException):
@@ -428,10 +431,15 @@ def ca(confdir) -> None:
       proxy record --mode forward --cassette c.db &
       HTTPS_PROXY=http://127.0.0.1:8080 python my_agent.py
     """
+    directory = os.path.expanduser(confdir)
+    cert = os.path.join(directory, "mitmproxy-ca-cert.pem")
+    if os.path.isfile(cert) and os.path.isfile(os.path.join(directory, "mitmproxy-ca.pem")):
+        click.echo(cert)  # made already: no need to import mitmproxy (about 1 s) to say where it is
+        return
     try:
         from .record.runner import ca_path
     except ImportError as e:
-        raise UserError(f"the CA belongs to mitmproxy: pip install 'proxy[record]' ({e})") from None
+        raise UserError(f"the CA belongs to mitmproxy: {_INSTALL_RECORD} ({e})") from None
     click.echo(ca_path(confdir))
 
 

@@ -413,6 +413,9 @@ def test_bad_connect_to_and_forward_with_a_cassette_dir_are_one_line_errors(tmp_
     assert "Traceback" not in r.stderr
     r = run_cli("replay", "--mode", "forward", "--cassette-dir", str(tmp_path), "--listen", "127.0.0.1:0")
     assert r.returncode == 2 and "forward mode serves one cassette" in r.stderr, r.stderr
+    r = run_cli("record", "--mode", "forward", "--upstream", "http://127.0.0.1:9", "--cassette", str(tmp_path / "c.db"),
+                "--listen", "127.0.0.1:0")  # would be ignored: each request names its host
+    assert r.returncode == 2 and "forward mode takes no --upstream" in r.stderr, r.stderr
 
 
 def test_the_python_api_serves_forward_mode_and_its_env(recorded, confdir, monkeypatch, tmp_path):

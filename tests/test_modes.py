@@ -110,6 +110,7 @@ def test_forward_proxy_recording_with_https_upstream(tls_upstream, tls_files, tm
     assert ca.returncode == 0
     ca_file = ca.stdout.strip()
     assert ca_file.endswith("mitmproxy-ca-cert.pem") and "BEGIN CERTIFICATE" in open(ca_file).read()
+    assert run_cli("ca", "--confdir", str(confdir)).stdout.strip() == ca_file  # made already: the fast path
     c = tmp_path / "fwd.db"
     with proxy_proc("record", "--mode", "forward", "--cassette", str(c), "--listen", "127.0.0.1:0",
                     "--confdir", str(confdir), "--upstream-ca", str(tls_files / "ca.pem")) as p:

@@ -141,6 +141,9 @@ class RecordingProxy(_InProcess):
             if not config.upstream:
                 raise RecordError("reverse mode needs --upstream URL")
             mode = f"reverse:{check_upstream(config.upstream)}"
+        elif config.upstream:  # would be ignored: say so rather than record somewhere else
+            raise RecordError("forward mode takes no --upstream: each request goes to the host it names "
+                              "(--connect-to HOST:PORT:HOST2:PORT2 sends a host elsewhere)")
         else:
             mode = "regular"
         self.recorder, addons, update = _recording(config, self.on_recorded)
