@@ -15,6 +15,12 @@ The names below are loaded on first use: ``import proxy`` alone imports nothing 
 
 from __future__ import annotations
 
+import logging
+
+# A library says nothing unless its user configures logging: without this, Python's
+# last-resort handler printed each miss on stderr a second time beside the exception's note.
+logging.getLogger("proxy").addHandler(logging.NullHandler())
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -76,6 +76,17 @@ def test_when_the_block_raised_the_diagnostic_is_a_note_on_its_exception():
     assert "proxy: the client made 1 request(s) with no recording" in notes and "POST /v1/embeddings" in notes
 
 
+def test_a_plain_script_shows_a_miss_once_not_again_through_the_last_resort_logger():
+    script = textwrap.dedent(f'''
+        import httpx, proxy
+        with proxy.replaying({str(EXAMPLE)!r}, speed=0) as p:
+            httpx.post(p.base_url + "/embeddings", json={{"input": "x"}})
+    ''')
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 1 and "CassetteMismatch" in r.stderr
+    assert r.stderr.count("+++ received") == 1, r.stderr  # the exception's text only
+
+
 @pytest.mark.asyncio
 async def test_async_with_serves_on_the_running_loop():
     async with proxy.replaying(EXAMPLE, speed=0) as p:
