@@ -436,8 +436,8 @@ class Session:
                 # the new one. Only the old one's WAL side files go (the new file is folded).
                 _remove_db(self.config.cassette, keep_main=True)
                 os.replace(self._fresh, self.config.cassette)
-            elif clean:  # nothing recorded: the old cassette stays as it was
-                _remove_db(self._fresh)
+            else:  # nothing recorded, or the block/test failed or a write did: the old one stays
+                _remove_db(self._fresh)  # and no PATH.recording is left behind (only a crash leaves one)
         if self._lock is not None:
             self._lock.release()
             self._lock = None

@@ -156,6 +156,7 @@ def test_record_then_replay_and_a_failed_block_keeps_the_old_cassette(upstream, 
             1 / 0
     with Cassette.open(path) as c:  # mode all replaces the cassette only after a clean block
         assert c.count() == 1 and c.get(1).request.header("authorization") == "REDACTED"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["rec.db"]  # the failed block's recording is gone
     upstream.stop_thread()
     with proxy.replaying(path, speed=0) as p:
         assert httpx.post(p.base_url + "/responses", json={}).content == r.content
