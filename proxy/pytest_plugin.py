@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from .api import ModelProxy, use_cassette
-from .replay.faults import DEFAULT_CHAOS_KINDS
+from .replay.faults import DEFAULT_CHAOS_KINDS, FaultError, parse_fault, parse_kinds
 from .serve import RecordMode, ServeError
 from .store import CassetteError
 
@@ -72,6 +72,16 @@ def pytest_configure(config) -> None:
         "serve cassettes/NAME.db (beside the test file; default cassettes/MODULE/TEST.db) to the model_proxy fixture; "
         "proxy_mode='forward' serves it as an HTTPS proxy (model_proxy.env)",
     )
+    # A bad command-line fault is one usage error now, naming its option, not an error per test.
+    try:
+        for spec in config.getoption("proxy_fault"):
+            parse_fault(spec)
+        parse_kinds(config.getoption("proxy_chaos_kinds"))
+    except FaultError as e:
+        raise pytest.UsageError(f"--proxy-fault / --proxy-chaos-kinds: {e}") from None
+    rate = config.getoption("proxy_chaos_rate")
+    if not 0 <= rate <= 1:
+        raise pytest.UsageError(f"--proxy-chaos-rate {rate}: a share between 0 and 1")
 
 
 def default_cassette_name(request) -> str:

@@ -101,6 +101,16 @@ def test_env_vars_and_bad_mode(suite, upstream, monkeypatch):
     assert r.ret != 0 and "unknown record mode 'sometimes'" in r.stderr.str() + r.stdout.str()
 
 
+def test_a_bad_fault_option_is_one_usage_error_not_an_error_per_test(suite):
+    suite.makepyfile(test_suite=REPLAY_TESTS)
+    for args, said in ((("--proxy-fault", "bogus:1"), "unknown fault kind 'bogus'"),
+                       (("--proxy-chaos", "1", "--proxy-chaos-rate", "3"), "--proxy-chaos-rate 3.0")):
+        r = suite.runpytest_subprocess(*args)
+        err = r.stderr.str()
+        assert r.ret == pytest.ExitCode.USAGE_ERROR and said in err, err
+        assert "test_replays" not in r.stdout.str()  # no test ran to report it again
+
+
 BOTH_TESTS = '''
 import os, httpx, openai, pytest
 from proxy.testing import fake_key
