@@ -112,16 +112,22 @@ def large(req: Request) -> bool:
     return len(req.body) > LARGE_BODY or enc not in ("", "identity")
 
 
-HAND_OVER_EVERY = 0.0005  # seconds of matching work a worker thread does between hand-overs
-_last_hand_over = 0.0
-
-
 def _hand_over_gil() -> None:
     # Called by a worker thread between recordings: a short sleep releases the GIL so the
     # event loop (playing other streams on time) never waits behind a whole index or diagnosis.
-    # Only once per HAND_OVER_EVERY of work: a sleep takes 50-100 us, more than indexing one
-    # small recording, and a sleep per recording made the first match on a path with 10,000
-    # recordings take seconds. (Unlocked: a race costs at most one extra or one late sleep.)
+    time.sleep(0.00005)
+
+
+HAND_OVER_EVERY = 0.0005  # seconds of indexing work a worker thread does between hand-overs
+_last_hand_over = 0.0
+
+
+def _hand_over_gil_now_and_then() -> None:
+    # Indexing a path: the same hand-over, once per HAND_OVER_EVERY of work. A sleep takes
+    # 50-100 us (far more under load), more than indexing one small recording: one per
+    # recording made the first match on a path with 10,000 recordings take seconds.
+    # (Diagnosing a miss, a few large recordings, keeps one per recording.)
+    # Unlocked: a race costs at most one extra or one late sleep.
     global _last_hand_over
     now = time.perf_counter()
     if now - _last_hand_over >= HAND_OVER_EVERY:
@@ -200,7 +206,7 @@ class Engine:
         """Index the recordings of ``req``'s key (slow the first time; run it in a worker
         thread). Damage found on the way is kept for ``http`` / ``handshake`` to report."""
         try:
-            self.matcher.prepare(self._keyed(req), cls, pause=_hand_over_gil)
+            self.matcher.prepare(self._keyed(req), cls, pause=_hand_over_gil_now_and_then)
         except CassetteError as e:
             with self._lock:
                 self.failed(e, req)
