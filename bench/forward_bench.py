@@ -146,7 +146,7 @@ def hop(n_events: int, trials: int, confdir: str, ca: str) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    n, runs = (50, 1) if quick else (500, 3)
+    n, runs = (50, 1) if quick else (300, 2)
     with tempfile.TemporaryDirectory() as confdir:
         sys.path.insert(0, str(ROOT))
         from proxy.record.runner import ca_path

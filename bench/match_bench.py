@@ -194,7 +194,7 @@ def miss_rows(quick: bool, old) -> list[dict]:
     import proxy.matching as new
 
     rows = []
-    limit = 1.0 if quick else 20.0
+    limit = 1.0 if quick else 5.0
     for kind, size, bench in (("bodies", 100_000, "miss, 200 recordings of ~100 KB bodies, --match-body"),
                               ("query", 80_000, "miss, 200 recordings, 80 KB query string")):
         recorded, request, cfg = miss_case(kind, size, new)
@@ -286,7 +286,7 @@ def timing_rows(quick: bool) -> list[dict]:
 
 def run(quick: bool = False) -> list[dict]:
     old = old_matching()
-    return match_rows(200 if quick else 10_000, old) + miss_rows(quick, old) + timing_rows(quick)
+    return match_rows(200 if quick else 1_000, old) + miss_rows(quick, old) + timing_rows(quick)
 
 
 def main() -> int:

@@ -36,7 +36,7 @@ def mitmdump_start() -> float:
 
 
 def run(quick: bool = False) -> list[dict]:
-    reps = 2 if quick else 7
+    reps = 2 if quick else 5
     replay_t, bare_t, record_t, mitm_t = [], [], [], []
     for _ in range(reps):
         with proxy("replay", "--cassette", str(ROOT / "cassettes" / "example.db"), "--listen", "127.0.0.1:0") as (_, t):
@@ -44,7 +44,7 @@ def run(quick: bool = False) -> list[dict]:
         with bare_uvicorn() as (_, t):
             bare_t.append(t)
     with tempfile.TemporaryDirectory() as d:
-        for i in range(1 if quick else 4):
+        for i in range(1 if quick else 3):
             with proxy("record", "--upstream", "http://127.0.0.1:9", "--cassette", str(Path(d) / f"{i}.db"),
                        "--listen", "127.0.0.1:0") as (_, t):
                 record_t.append(t)
