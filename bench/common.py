@@ -29,26 +29,88 @@ def pct(values, p):
     return s[k]
 
 
+def ratio(ours: float, peer: float) -> str:
+    """How many times the peer's figure ours is ("1.31x"); for times, lower is better."""
+    return f"{ours / peer:.2f}x" if peer else "n/a"
+
+
 @contextmanager
-def proxy(*args, timeout=30):
+def spawned(cmd: list[str], timeout: float = 30, what: str = "process"):
+    """Spawn ``cmd``; yield (the URL on its first stdout line, seconds from spawn to that line)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "proxy.cli", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
     r, _, _ = select.select([p.stdout], [], [], timeout)
     line = p.stdout.readline() if r else ""
     started = time.perf_counter() - t0
     m = re.search(r"http://[0-9.]+:\d+", line)
     if not m:
         p.kill()
-        raise RuntimeError(f"proxy {args[0]} did not start")
+        p.wait()
+        raise RuntimeError(f"{what} did not start")
     try:
         yield m.group(0), started
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        stop(p)
+
+
+@contextmanager
+def proxy(*args, timeout=30):
+    with spawned([sys.executable, "-m", "proxy.cli", *args], timeout, f"proxy {args[0]}") as got:
+        yield got
+
+
+# The peer of `proxy replay` start-up: a bare raw-ASGI app on uvicorn (the stack replay
+# runs on, with its settings), answering every request with a small JSON body.
+BARE_UVICORN = """
+import asyncio, socket, uvicorn
+BODY = b'{"object":"list","data":[{"id":"sim-1"}]}'
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]})
+    await send({"type": "http.response.body", "body": BODY})
+async def main():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", http="h11", log_level="warning",
+                                           server_header=False, date_header=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.001)
+    print("listening on http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
+    await task
+asyncio.run(main())
+"""
+
+
+def bare_uvicorn():
+    """Context manager: (url, seconds from spawn to listening) of the bare uvicorn app."""
+    return spawned([sys.executable, "-c", BARE_UVICORN], what="bare uvicorn")
+
+
+def first_response(url: str, request: bytes, timeout: float = 120) -> bytes:
+    """Send one raw HTTP/1.1 request (it should say `connection: close`); the whole answer."""
+    host, port = re.match(r"http://([0-9.]+):(\d+)", url).groups()
+    import socket
+
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def stop(p: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGINT (a clean stop: a recorder folds its WAL), then SIGKILL after ``timeout``."""
+    p.send_signal(signal.SIGINT)
+    try:
+        p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def sse_cassette(path: Path, n_events: int, gap_ms=(0.0, 0.0), streams: int = 1, seed: int = 1) -> list[list[float]]:
@@ -160,11 +222,7 @@ def mitmdump(upstream: str, *extra: str):
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        stop(p)
 
 
 @contextmanager
@@ -175,8 +233,7 @@ def simulator_process():
     try:
         yield re.search(r"http://[0-9.]+:\d+", line).group(0)
     finally:
-        p.send_signal(signal.SIGINT)
-        p.wait(15)
+        stop(p)
 
 
 def median_run(fn, runs: int, key):

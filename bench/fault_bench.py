@@ -3,7 +3,7 @@
 accept, a 200 ms stall before WebSocket frame 10. Each is scheduled against absolute deadlines
 like the recorded timing, so the errors should be the replay's usual ones.
 
-    python bench/run.py --only fault_bench     # not in the default list: make test runs that list quick
+    python bench/run.py --only fault_bench
 """
 
 from __future__ import annotations
@@ -97,4 +97,4 @@ def _ws(d: str, k: int) -> list[dict]:
 
 def run(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as d:
-        return _sse(d, 4 if quick else 40) + _ws(d, 3 if quick else 20)
+        return _sse(d, 2 if quick else 16) + _ws(d, 2 if quick else 10)

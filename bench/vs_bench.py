@@ -19,8 +19,9 @@ import vcr
 import yaml
 from vcr.cassette import Cassette as VcrCassette
 
-from common import mitmdump, proxy, simulator_process
+from common import bare_uvicorn, first_response, mitmdump, proxy, ratio, simulator_process
 
+from proxy.model import Request
 from proxy.replay import load_engine
 from proxy.testing import fake_key
 from proxy.store import Cassette
@@ -50,6 +51,15 @@ def raw_bytes(path: Path) -> int:
                 total += 17 + sum(len(k) + len(v) + 4 for k, v in it.response.headers) + 2
             total += len(it.body)
     return total
+
+
+def header_bytes(path: Path) -> int:
+    """Bytes of the headers columns (JSON text, uncompressed by design: browsable)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT sum(length(CAST(request_headers AS BLOB)) + "
+                            "coalesce(length(CAST(response_headers AS BLOB)), 0)) FROM interactions").fetchone()[0]
 
 
 def grow_proxy(src: Path, dst: Path, n: int) -> None:
@@ -87,7 +97,8 @@ def boundaries(base_url: str, replay) -> tuple[int, float]:
 
 def run(quick: bool = False) -> list[dict]:
     n = 20 if quick else 100
-    sizes = (100, 300) if quick else (100, 1000, 10000)
+    sizes = (100,) if quick else (1000,)  # VCR.py takes about a minute to load 10,000 here
+    big_n = 300 if quick else 10000
     rows = []
     with simulator_process() as sim, tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -99,17 +110,16 @@ def run(quick: bool = False) -> list[dict]:
         with mitmdump(sim, "--set", f"hardump={har}") as url:
             sdk_traffic(url, n)
         raw = raw_bytes(pdb)
-        sizes_now = {"proxy cassette (SQLite)": pdb.stat().st_size, "VCR.py YAML": vy.stat().st_size,
-                     "HAR (mitmproxy hardump)": har.stat().st_size}
-        for name, size in sizes_now.items():
-            ratio = size / raw
-            target = "<= 25 %" if name.startswith("proxy") else ""
-            rows.append({"bench": f"storage, {n} streamed responses ({raw:,} raw bytes)", "metric": name,
-                         "value": f"{size:,} bytes = {ratio * 100:.0f} % of raw", "target": target,
-                         "ok": ratio <= 0.25 if target else None})
+        ours, yml, hr = pdb.stat().st_size, vy.stat().st_size, har.stat().st_size
+        rows.append({"bench": f"storage, {n} streamed responses ({raw:,} raw bytes)",
+                     "metric": "proxy cassette (SQLite) / VCR.py YAML / HAR (mitmproxy hardump), of raw; "
+                               "of which proxy's headers (plain JSON)",
+                     "value": f"{ours / raw * 100:.0f} / {yml / raw * 100:.0f} / {hr / raw * 100:.0f} % "
+                              f"({ours:,} / {yml:,} / {hr:,} bytes); {header_bytes(pdb) / raw * 100:.0f} %",
+                     "target": "proxy <= 25 %", "ok": ours / raw <= 0.25})
 
-        # replaying 1,000 streamed responses through the openai SDK
-        m = 100 if quick else 1000
+        # replaying streamed responses through the openai SDK
+        m = 30 if quick else 200
         pbig, vbig = d / "pbig.db", d / "vbig.yaml"
         grow_proxy(pdb, pbig, m)
         grow_vcr(vy, vbig, m)
@@ -121,26 +131,41 @@ def run(quick: bool = False) -> list[dict]:
                 sdk_traffic(sim, m)
 
         t_vcr = timed(vcr_replay)
-        rows.append({"bench": f"replay {m:,} streamed responses (openai SDK)", "metric": "proxy replay --speed 0 / VCR.py",
-                     "value": f"{t_proxy:.2f} s / {t_vcr:.2f} s ({t_vcr / t_proxy:.2f}x)", "target": "", "ok": None})
+        rows.append({"bench": f"replay {m:,} streamed responses (openai SDK, one client)",
+                     "metric": "proxy replay --speed 0 / VCR.py", "value": f"{t_proxy:.2f} / {t_vcr:.2f} s "
+                     f"({ratio(t_proxy, t_vcr)})", "target": "<= 1x VCR.py", "ok": t_proxy <= t_vcr})
 
-        # cassette load time and size
+        # a cassette ready to answer its first request: proxy opens the index and indexes the
+        # request's path on that request (all recordings share it here: the worst case);
+        # VCR.py parses the whole YAML file when the cassette is loaded
+        first = Request("POST", "/v1/responses", "", [("content-type", "application/json")], b"{}")
         for size in sizes:
             p, v = d / f"p{size}.db", d / f"v{size}.yaml"
             grow_proxy(pdb, p, size)
             grow_vcr(vy, v, size)
-            tp = timed(lambda: load_engine(p))
+            tp = timed(lambda: load_engine(p).http(first))
             tv = timed(lambda: VcrCassette.load(path=str(v), record_mode="none"))
-            rows.append({"bench": f"cassette of {size:,} interactions", "metric": "load: proxy / VCR.py; size: proxy / VCR.py",
-                         "value": f"{tp * 1000:.0f} / {tv * 1000:.0f} ms; {p.stat().st_size / 1e6:.1f} / "
-                                  f"{v.stat().st_size / 1e6:.1f} MB", "target": "", "ok": None})
-        big = d / f"p{sizes[-1]}.db"
+            rows.append({"bench": f"cassette of {size:,} interactions on one path",
+                         "metric": "open + first match: proxy / VCR.py load; size: proxy / VCR.py",
+                         "value": f"{tp * 1000:.0f} / {tv * 1000:.0f} ms ({ratio(tp, tv)}); "
+                                  f"{p.stat().st_size / 1e6:.1f} / {v.stat().st_size / 1e6:.1f} MB",
+                         "target": "", "ok": None})
+        big = d / f"p{big_n}.db"
+        grow_proxy(pdb, big, big_n)
+        request = b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
         t0 = time.perf_counter()
         with proxy("replay", "--cassette", str(big), "--listen", "127.0.0.1:0", "--speed", "0") as (url, _):
-            httpx.post(url + "/v1/responses", json={}).raise_for_status()
-            first = time.perf_counter() - t0
-        rows.append({"bench": f"cassette of {sizes[-1]:,} interactions", "metric": "proxy replay: spawn to first match served",
-                     "value": f"{first * 1000:.0f} ms", "target": "<= 1 s", "ok": first <= 1.0 if not quick else None})
+            answer = first_response(url, request)
+            took = time.perf_counter() - t0
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        t0 = time.perf_counter()
+        with bare_uvicorn() as (url, _):
+            first_response(url, request)
+            bare = time.perf_counter() - t0
+        rows.append({"bench": f"cassette of {big_n:,} interactions on one path",
+                     "metric": "spawn to first match served: proxy replay / bare uvicorn app",
+                     "value": f"{took * 1000:.0f} / {bare * 1000:.0f} ms ({ratio(took, bare)})",
+                     "target": "proxy <= 1 s", "ok": took <= 1.0 if not quick else None})
 
         # do chunk boundaries and timing survive?
         one_p, one_v = d / "one.db", d / "one.yaml"
@@ -153,7 +178,8 @@ def run(quick: bool = False) -> list[dict]:
         v_chunks, v_ms = boundaries(sim, lambda: vcr.use_cassette(str(one_v), record_mode="none"))
         rows.append({"bench": "one stream, 13 events 20 ms apart", "metric": "chunks / duration: recorded, proxy replay, VCR.py replay",
                      "value": f"{rec_chunks} / {rec_ms:.0f} ms, {p_chunks} / {p_ms:.0f} ms, {v_chunks} / {v_ms:.0f} ms",
-                     "target": "", "ok": None})
+                     "target": "proxy: the recorded chunks, duration within 20 ms",
+                     "ok": p_chunks == rec_chunks and abs(p_ms - rec_ms) <= 20})
     return rows
 
 

@@ -207,6 +207,31 @@ def test_misses_are_diagnosed_off_the_event_loop(tmp_path):
     assert len(arrivals) == 40 and late < 0.08, f"a chunk came {late * 1000:.0f} ms late"
 
 
+def test_indexing_a_path_hands_the_gil_over_by_time_not_per_recording():
+    """The worker thread that indexes a path hands the GIL to the event loop now and then.
+    It slept after every recording: 50-100 us each, more than indexing a small recording,
+    so the first match on a path with 10,000 recordings took seconds (bench/vs_bench.py)."""
+    from proxy.replay.engine import Engine
+
+    recordings = [Interaction(Kind.HTTP, Request("POST", "/v1/x", body=b'{"n": %d}' % i), Response(200),
+                              [Chunk(0.0, b"{}")], ttfb=0.0, end=End.COMPLETE) for i in range(5000)]
+    req = Request("POST", "/v1/x", body=b'{"n": 1}')
+
+    def index(pausing: bool) -> float:
+        engine = Engine(recordings)
+        t0 = time.perf_counter()
+        if pausing:
+            engine.prepare(req)  # with the hand-overs, as the replay server runs it
+        else:
+            engine.matcher.prepare(engine._keyed(req))
+        return time.perf_counter() - t0
+
+    bare = min(index(False) for _ in range(3))
+    paused = min(index(True) for _ in range(3))
+    # one sleep per recording costs >= 5000 x 50 us = 250 ms on top
+    assert paused < 2 * bare + 0.05, f"indexing 5000 recordings: {paused * 1000:.0f} ms, {bare * 1000:.0f} ms bare"
+
+
 def test_cli_summary_counts_out_of_order_and_weak_matches(tmp_path):
     cassette = tmp_path / "c.db"
     _two_questions(cassette)

@@ -118,6 +118,23 @@ def _hand_over_gil() -> None:
     time.sleep(0.00005)
 
 
+HAND_OVER_EVERY = 0.0005  # seconds of indexing work a worker thread does between hand-overs
+_last_hand_over = 0.0
+
+
+def _hand_over_gil_now_and_then() -> None:
+    # Indexing a path: the same hand-over, once per HAND_OVER_EVERY of work. A sleep takes
+    # 50-100 us (far more under load), more than indexing one small recording: one per
+    # recording made the first match on a path with 10,000 recordings take seconds.
+    # (Diagnosing a miss, a few large recordings, keeps one per recording.)
+    # Unlocked: a race costs at most one extra or one late sleep.
+    global _last_hand_over
+    now = time.perf_counter()
+    if now - _last_hand_over >= HAND_OVER_EVERY:
+        time.sleep(0.00005)
+        _last_hand_over = time.perf_counter()
+
+
 def held_until(it: Interaction) -> float:
     """The offset until which a held interaction stays open: its recorded end."""
     last = max([it.ttfb or 0.0, *(c.offset for c in it.chunks), *(f.offset for f in it.frames)])
@@ -189,7 +206,7 @@ class Engine:
         """Index the recordings of ``req``'s key (slow the first time; run it in a worker
         thread). Damage found on the way is kept for ``http`` / ``handshake`` to report."""
         try:
-            self.matcher.prepare(self._keyed(req), cls, pause=_hand_over_gil)
+            self.matcher.prepare(self._keyed(req), cls, pause=_hand_over_gil_now_and_then)
         except CassetteError as e:
             with self._lock:
                 self.failed(e, req)
