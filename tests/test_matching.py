@@ -460,3 +460,26 @@ def test_a_weak_first_frame_is_counted_once():
     e.check_frame(e.ws_script(c.interaction), 0, b'{"type":"x","input":"Z"}', True)
     r = e.report()
     assert r["weak"] + len(r["weak_frames"]) == 1
+
+
+def test_the_nth_identical_request_costs_what_the_first_did():
+    # Identical requests take the identical recordings in order; finding the next unused
+    # one must not walk over the used ones (that made replay quadratic: 850 us per
+    # request after a few thousand, in a load test of one small JSON exchange).
+    n, k = 8000, 600
+    its = [Interaction(Kind.HTTP, Request("POST", "/v1/x", body=b'{"a":1}'), Response(200, "OK", []), seq=i + 1)
+           for i in range(n)]
+    m = Matcher(ListSource(its))
+    req = Request("POST", "/v1/x", body=b'{"a":1}')
+
+    def timed(count: int) -> float:
+        t = time.process_time()
+        for _ in range(count):
+            assert isinstance(m.match(req), Match)
+        return time.process_time() - t
+
+    first = min(timed(k // 3) for _ in range(3))
+    timed(n - 2 * k)
+    last = min(timed(k // 3) for _ in range(3))
+    assert [x.interaction.seq for x in m.matches[:3]] == [1, 2, 3] and m.matches[-1].interaction.seq == n
+    assert last < 4 * first + 0.002, (first, last)
