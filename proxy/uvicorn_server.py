@@ -98,6 +98,27 @@ def _cased_httptools():
             await super().send(message)
 
     class Protocol(HttpToolsProtocol):
+        # h11 refuses a request line and headers over 16 KB (uvicorn's default); httptools
+        # has no limit of its own. An exception in a parser callback makes uvicorn answer 400.
+        _head = 0
+
+        def on_message_begin(self) -> None:
+            self._head = 0
+            super().on_message_begin()
+
+        def _count(self, n: int) -> None:
+            self._head += n
+            if self._head > (self.config.h11_max_incomplete_event_size or 16 * 1024):
+                raise ValueError("request line and headers too large")
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value))
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             # the request's task has not run yet: it binds the send of the class set here
