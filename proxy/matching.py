@@ -1011,21 +1011,22 @@ class Matcher:
 
     def _select(self, bucket: _Bucket, req: Request, key: Key, fq: Print) -> Match | Miss:
         target = _target(req, self.config.match_origin)
-        # The earliest unused exact match that passes the filters, scanning no further: the
-        # choice the finished index makes below, as every check before its exact lookup
-        # passes when there is one.
-        ok = None
-        if bucket.origins is not None:
-            origin = req.origin
-            ok = lambda i: bucket.origins[i] == origin  # noqa: E731
-        if bucket.headers is not None:
-            want = _header_values(req.headers, self.config.header_names)
-            by_origin = ok
-            ok = lambda i: bucket.headers[i] == want and (by_origin is None or by_origin(i))  # noqa: E731
-        for i in bucket.exact_unused(fq.exact):
-            if ok is None or ok(i):
-                return self._take(bucket, i, target, key)
-        bucket.finish()
+        if not bucket.complete:
+            # The earliest unused exact match that passes the filters, scanning no further: the
+            # choice the finished index makes below, as every check before its exact lookup
+            # passes when there is one.
+            ok = None
+            if bucket.origins is not None:
+                origin = req.origin
+                ok = lambda i: bucket.origins[i] == origin  # noqa: E731
+            if bucket.headers is not None:
+                want = _header_values(req.headers, self.config.header_names)
+                by_origin = ok
+                ok = lambda i: bucket.headers[i] == want and (by_origin is None or by_origin(i))  # noqa: E731
+            for i in bucket.exact_unused(fq.exact):
+                if ok is None or ok(i):
+                    return self._take(bucket, i, target, key)
+            bucket.finish()
         return self._select_finished(bucket, req, key, fq, target)
 
     def _select_finished(self, bucket: _Bucket, req: Request, key: Key, fq: Print, target: str) -> Match | Miss:
@@ -1054,7 +1055,9 @@ class Matcher:
             if next(bucket.unused(ok), None) is None:
                 return self._miss(target, "no_recording", f"{target}: no unused recording with these "
                                   f"headers ({', '.join(self.config.header_names)})", key, req, fq, "headers")
-        # no exact match passes the filters (``_select``)
+        for i in bucket.exact_unused(fq.exact):
+            if ok is None or ok(i):
+                return self._take(bucket, i, target, key)
         if self.config.match_body:
             miss = self._miss(target, "no_recording", f"{target}: no recording with this body", key, req, fq)
             miss._why = "body"
