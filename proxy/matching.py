@@ -11,6 +11,9 @@ Rules
    a. an *exact* match: the canonical body (JSON with sorted keys, after the configured
       ignores and presets; other bodies as bytes) is equal. Found by hash, O(1); the
       earliest such recording wins, so the Nth identical request gets the Nth recording.
+      The key's recordings are fingerprinted lazily, in recorded order, only as far as
+      the earliest unused exact match: a key with a million recordings costs its first
+      match a page (see ``_Bucket``). Everything below needs them all.
    b. otherwise the *most similar* body. The JSON tree down to depth ``CUT`` is turned
       into a set of (path, value-hash) nodes (deeper subtrees hash whole); the distance
       is the number of nodes not shared, linear in body size. Recorded order breaks ties,
@@ -984,6 +987,11 @@ class Matcher:
     @property
     def served(self) -> int:
         return len(self._used)
+
+    @property
+    def scanned(self) -> int:
+        """Recordings fingerprinted so far, over all keys."""
+        return sum(b.n for b in self._buckets.values())
 
     def report(self) -> dict:
         """Counts for a summary: how many matches were out of order, inexact, weak."""

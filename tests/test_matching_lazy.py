@@ -49,10 +49,10 @@ class CountingSource(SqliteSource):
 
 def serve(engine: Engine, req: Request):
     """As the replay server asks: inline, and after ``prepare`` when that is not enough."""
-    result = engine.http(req)
+    result = engine.http(req, lazy=True)
     if result is NOT_INDEXED:
         engine.prepare(req)
-        result = engine.http(req, False)
+        result = engine.http(req)
     return result
 
 
@@ -74,7 +74,7 @@ def test_first_exact_match_on_a_key_of_thousands_reads_a_page(many):
         src = CountingSource(c)
         engine = Engine(src)
         for i in range(40):  # the run's requests in their recorded order
-            script = engine.http(Request("POST", "/v1/responses", body=turn(i)))
+            script = engine.http(Request("POST", "/v1/responses", body=turn(i)), lazy=True)
             assert isinstance(script, HttpScript) and script.seq == i + 1
         assert src.read <= 16 + 32 + 64, src.read
         assert not engine.matcher.prepared(Request("POST", "/v1/responses"))
@@ -91,13 +91,14 @@ def test_a_request_that_needs_the_whole_key_is_handed_to_prepare(many):
     try:
         engine = Engine(c.source())
         near = Request("POST", "/v1/responses", body=turn(5).replace(b'"model": "m"', b'"model": "m2"'))
-        assert engine.http(near) is NOT_INDEXED
+        assert engine.http(near, lazy=True) is NOT_INDEXED
         assert engine.matcher.served == 0 and engine.misses == []
         engine.prepare(near)
-        got = engine.http(near, False)
+        got = engine.http(near)
         assert isinstance(got, HttpScript) and got.seq == 6
         m = engine.matcher.matches[-1]
         assert not m.exact and m.weak and m.out_of_order and m.expected_seq == 1
+        assert Engine(c.source()).http(near).seq == 6  # without lazy: indexed there, as it always was
         with pytest.raises(NotIndexed):
             Matcher(c.source()).match(near, budget=4096)
     finally:
@@ -122,8 +123,8 @@ def test_prepare_in_a_thread_while_identical_requests_are_matched(many):
         near = Request("POST", "/v1/responses", body=turn(9).replace(b'"model": "m"', b'"model": "m2"'))
         full = Engine(c.source())
         full.prepare(near)
-        assert [full.http(r, False).seq for r in asks] == [g.seq for g in got]
-        a, b = engine.http(near, False), full.http(near, False)
+        assert [full.http(r).seq for r in asks] == [g.seq for g in got]
+        a, b = engine.http(near), full.http(near)
         assert a.seq == b.seq and [m.to_json() for m in engine.matcher.matches[-1:]] == \
             [m.to_json() for m in full.matcher.matches[-1:]]
     finally:

@@ -8,10 +8,10 @@ request's arrival at recorded speed; the adapter divides by ``--speed``.
 What may take long is split out so that the players can run it in a worker thread and
 keep other streams on time: ``prepare`` (index all the recordings of a path) and
 ``diagnose`` (a miss's nearest recording and diff). ``http`` and ``handshake`` answer in
-about a millisecond: they fingerprint a path's recordings only as far as an exact match
-needs (``INLINE_SCAN``), and answer ``NOT_INDEXED`` when the request needs more (a weak
-or nearest match, a miss, an exact match far ahead): the player then runs ``prepare``
-in its worker thread and asks again with ``lazy=False``.
+about a millisecond when asked with ``lazy=True``: they fingerprint a path's recordings
+only as far as an exact match needs (``INLINE_SCAN``), and answer ``NOT_INDEXED`` when
+the request needs more (a weak or nearest match, a miss, an exact match far ahead): the
+player then runs ``prepare`` in its worker thread and asks again without ``lazy``.
 
 Injected faults (``faults.py``) change scripts, never the players' rules: a script may
 carry real-time delays (not divided by ``--speed``), a byte rate, and a reset
@@ -113,10 +113,11 @@ class _NotIndexed:
 
 
 NOT_INDEXED = _NotIndexed()
-# Recorded request bytes (plus matching.SCAN_COST per recording) a match fingerprints on the
-# event loop before it hands the rest to ``prepare``: replaying requests in their recorded
-# order scans one recording per request.
-INLINE_SCAN = 256 * 2**10
+# Recorded request bytes (plus matching.SCAN_COST per recording) a match may fingerprint on
+# the event loop (100 KB took 2.4 ms here) before it hands the rest to ``prepare``: requests
+# replayed in their recorded order scan one recording each, a swapped pair two.
+INLINE_SCAN = 128 * 2**10
+FREEZE_FIRST = 4096
 
 MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most (a 9.6 KB zstd body can expand to 300 MB)
 LARGE_BODY = 256 * 2**10  # a body this large (or encoded: it may expand) is matched in a worker thread
@@ -203,6 +204,7 @@ class Engine:
         self._lock = threading.Lock()
         self._normalized: dict[tuple, tuple[Request, str | None, object]] = {}  # see NORMALIZED_KEPT
         self._ready: set[tuple] = set()  # (method, path, query, cls) whose key is indexed
+        self._freeze_at = FREEZE_FIRST  # recordings fingerprinted by matches when gc.freeze() is next due
 
     def normalize(self, req: Request) -> Request:
         """Apply the recorder's transformations to what matching compares, with the
@@ -280,12 +282,19 @@ class Engine:
         # frees the index with the engine).
         gc.freeze()
 
+    def _freeze_now_and_then(self) -> None:
+        # What matches fingerprint as they go is kept out of the cyclic GC's sight too (see
+        # prepare), each time it has doubled: the freezes cost nothing per request.
+        if self.matcher.scanned >= self._freeze_at:
+            gc.freeze()
+            self._freeze_at = 2 * self.matcher.scanned
+
     def _keyed(self, req: Request) -> Request:
         return Request(req.method, self.redactor.path(req.path), self.redactor.query(req.query), req.headers)
 
-    def http(self, req: Request, lazy: bool = True) -> HttpScript | MissReply | _NotIndexed:
-        """The script for a request, a miss still to be diagnosed (``diagnose``), or
-        ``NOT_INDEXED`` (with ``lazy``: ``prepare``, then ask again with ``lazy=False``).
+    def http(self, req: Request, lazy: bool = False) -> HttpScript | MissReply | _NotIndexed:
+        """The script for a request, or a miss still to be diagnosed (``diagnose``); with
+        ``lazy``, ``NOT_INDEXED`` instead of indexing the path here: ``prepare``, then ask again.
         Decoding, redacting and fingerprinting the body are linear in its size and done
         before taking the lock: a large body may be handed over in a worker thread
         (``large``) without holding up other requests."""
@@ -294,6 +303,7 @@ class Engine:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(
                     req, diagnose=False, fq=fq, budget=INLINE_SCAN if lazy else None)
+                self._freeze_now_and_then()
                 if isinstance(result, Match):
                     script = http_script(self._full(result.interaction))
                     return self._fault_http(req, result, script) if self.faults is not None else script
@@ -317,7 +327,7 @@ class Engine:
         target = f"{req.method.upper()} {req.path}"
         return Miss(target, "body_too_large", f"{target}: {problem}", diagnosed=True)
 
-    def handshake(self, req: Request, lazy: bool = True) -> Match | Miss | _NotIndexed:
+    def handshake(self, req: Request, lazy: bool = False) -> Match | Miss | _NotIndexed:
         """Match a WebSocket handshake: a recorded session (reserved until the first
         client frame binds it, see ``bind``), or a recorded refusal (or one an injected
         fault made up). A session faults will play on is kept for its connection (no bind).
@@ -327,6 +337,7 @@ class Engine:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(
                     req, "ws", diagnose=False, budget=INLINE_SCAN if lazy else None)
+                self._freeze_now_and_then()
                 if isinstance(result, Match):
                     self._full(result.interaction)
             except NotIndexed:

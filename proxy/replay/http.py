@@ -28,10 +28,10 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
             break
     req = request_from_scope(scope, bytes(body))
     # a large or encoded body is decoded, redacted and fingerprinted off the event loop
-    result = await app.offload(engine.http, req) if large(req) else engine.http(req)
+    result = await app.offload(engine.http, req, True) if large(req) else engine.http(req, True)
     if result is NOT_INDEXED:  # it needs all the recordings of its path indexed: off the event loop too
         await app.offload(engine.prepare, req)
-        result = await app.offload(engine.http, req, False) if large(req) else engine.http(req, False)
+        result = await app.offload(engine.http, req) if large(req) else engine.http(req)
     if isinstance(result, MissReply):
         if app.forwarder is not None:
             log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)

@@ -36,10 +36,10 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
     if msg["type"] != "websocket.connect":
         return
     req = request_from_scope(scope)
-    result = engine.handshake(req)
+    result = engine.handshake(req, True)
     if result is NOT_INDEXED:  # it needs all the recordings of its path indexed: off the event loop
         await app.offload(engine.prepare, req, "ws")
-        result = engine.handshake(req, False)
+        result = engine.handshake(req)
     if isinstance(result, Miss) and app.forwarder is not None:
         log.info("no recording of WebSocket %s: forwarding it upstream and recording it", result.request)
         await app.forwarder.websocket(scope, req, receive, send)
