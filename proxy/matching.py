@@ -650,7 +650,8 @@ class _Bucket:
         self._exact_at: dict[int, int] = {}
         self.headers: list | None = [] if self.names else None
         self.origins: list | None = [] if config.match_origin else None
-        self.complete = False
+        self.ended = False  # every candidate is scanned (``n`` is their number)
+        self.complete = False  # ... and ``core`` and ``rest`` are made
         # Nodes every candidate has (tools, system prompt, ...) decide nothing between them:
         # kept once (when finished), and per candidate only the rest, so a comparison costs what differs.
         self.core: frozenset = frozenset()
@@ -677,12 +678,12 @@ class _Bucket:
     def _scan(self, upto: int) -> bool:
         """Fingerprint the candidates before position ``upto``; False if there are fewer."""
         while self.n < upto:
-            if self.complete:
+            if self.ended:
                 return False
             try:
                 it = self.items[self.n]
             except IndexError:
-                self._finish()
+                self.ended = True
                 return False
             if self.budget is not None:
                 self.budget -= len(it.request.body) + SCAN_COST
@@ -694,7 +695,7 @@ class _Bucket:
     def _has(self, i: int) -> bool:
         if i < self.n:
             return True
-        if self.complete:
+        if self.ended:
             return False
         try:
             self.items[i]  # read (a page at a time), not fingerprinted
@@ -710,6 +711,7 @@ class _Bucket:
             raise NotIndexed  # the core of many: in a worker thread (prepare)
         while self._scan(self.n + 1):
             pass
+        self._finish()
 
     def _finish(self) -> None:
         self.core = frozenset.intersection(*self.rest) if self.rest else frozenset()
@@ -733,12 +735,13 @@ class _Bucket:
         for i, h in enumerate(full.hashes):
             full.exact.setdefault(h, []).append(i)
         full.used = bytearray(n)
-        full.complete, full.budget = self.complete, None
+        full.complete, full.ended, full.budget = self.complete, self.complete, None
         if full.complete:
             return full
         while full._scan(full.n + 1):
             if pause is not None:
                 pause()
+        full._finish()
         return full
 
     def adopt(self, full: "_Bucket") -> None:
@@ -750,7 +753,7 @@ class _Bucket:
         self.used.extend(bytes(full.n - self.n))
         self.hashes, self.rest, self.exact, self.core = full.hashes, full.rest, full.exact, full.core
         self.headers, self.origins, self.per_origin = full.headers, full.origins, full.per_origin
-        self.n, self.complete = full.n, True
+        self.n, self.ended, self.complete = full.n, True, True
 
     # -- choosing ----------------------------------------------------------------------------
 

@@ -84,6 +84,23 @@ def test_first_exact_match_on_a_key_of_thousands_reads_a_page(many):
         c.close()
 
 
+def test_a_run_that_used_every_recording_hands_the_next_request_to_prepare(many):
+    """A replay that scanned the whole key one exact match at a time has no core yet: the
+    extra request that finds them all used must not make it on the event loop."""
+    c = Cassette.open(many)
+    try:
+        engine = Engine(c.source())
+        assert [serve(engine, Request("POST", "/v1/responses", body=turn(i % 1000))).seq for i in range(3000)] == \
+            list(range(1, 3001))
+        assert not engine.matcher.prepared(Request("POST", "/v1/responses"))
+        again = Request("POST", "/v1/responses", body=turn(0))
+        assert engine.http(again, lazy=True) is NOT_INDEXED
+        miss = serve(engine, again).miss
+        assert miss.reason == "all_used" and "all 3000 recording(s)" in miss.message
+    finally:
+        c.close()
+
+
 def test_a_request_that_needs_the_whole_key_is_handed_to_prepare(many):
     """Beyond the engine's inline budget a match raises NotIndexed having taken nothing; after
     ``prepare`` (a worker thread's job in the server) it gets the full index's answer."""
