@@ -45,6 +45,10 @@ from .replay.faults import DEFAULT_CHAOS_KINDS
 from .serve import RecordMode, ServeError
 from .store import CassetteError
 
+# Set when the test's call raised or failed: record mode all then keeps the old cassette
+# (as ``proxy.recording`` does for a block that raised), not the partial recording.
+_FAILED = pytest.StashKey[bool]()
+
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("proxy", "record and replay model traffic (proxy)")
@@ -128,7 +132,7 @@ def model_proxy(request):
     except ServeError as e:
         pytest.fail(str(e), pytrace=False)
     yield mp
-    mp.stop()
+    mp.stop(clean=not request.node.stash.get(_FAILED, False))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -136,15 +140,17 @@ def pytest_runtest_call(item):
     mp = getattr(item, "funcargs", {}).get("model_proxy")
     try:
         result = yield
-    except Exception as e:
+    except BaseException as e:  # pytest.fail and pytest.skip are BaseExceptions
+        item.stash[_FAILED] = True
         # The test raised (often because of the miss itself: the SDK's NotFoundError);
         # the reason goes with its traceback.
-        if isinstance(mp, ModelProxy):
+        if isinstance(mp, ModelProxy) and isinstance(e, Exception):
             mp.annotate(e)
         raise
     finally:
         if isinstance(mp, ModelProxy) and mp.faults:  # shown with a failure (and with -rP)
             item.add_report_section("call", "proxy faults", "\n".join(a.line() for a in mp.faults))
     if isinstance(mp, ModelProxy) and mp.errors:
+        item.stash[_FAILED] = True
         pytest.fail("\n".join(mp.errors), pytrace=False)
     return result
