@@ -270,6 +270,20 @@ def test_terminal_output_escapes_control_characters_and_markup(tmp_path):
     assert "/ws/[red]<script>" in out["2"] and "\\e[5m" in out["text"]
 
 
+def test_the_list_escapes_a_crafted_method(tmp_path):
+    """The method is text from the file like the path: a terminal escape in it (set the
+    window title, clear the screen) is shown escaped in the table too."""
+    path = tmp_path / "method.db"
+    with Cassette.create(path, upstream="http://sim.test") as c:
+        c.append(Interaction(Kind.HTTP, Request("GE\x1b]0;pwned\x07T\x1b[2J", "/v1/x"), Response(200, "OK", []),
+                             [Chunk(0.01, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE, started_at=1000.0))
+    for args in ((str(path),), (str(path), "1"), ("--text", str(path))):
+        r = run_cli("inspect", *args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, args
+        assert "GE\\e]0;pwned\\x07T\\e[2J" in r.stdout, args
+
+
 def test_body_prints_decoded_bytes_and_escapes_them_on_a_terminal(tmp_path):
     import gzip
     import pty
