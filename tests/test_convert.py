@@ -32,6 +32,15 @@ EXAMPLE = ROOT / "cassettes" / "example.db"
 PACKED = {"packed": True, "text": "squeeze " * 40}
 
 
+# Text bodies that a HAR holds decoded, by the charset its writer chose: an SSE stream with no
+# charset (mitmproxy decodes it as latin-1), a latin-1 page that says so, a UTF-8 JSON body.
+TEXTS = {
+    "/sse-utf8": ("text/event-stream", 'data: {"delta": "h\u00e9llo \u2713 \U0001f600"}\n\n'.encode()),
+    "/latin1": ("text/plain; charset=iso-8859-1", "caf\u00e9 cr\u00e8me".encode("latin-1")),
+    "/json-utf8": ("application/json", '{"t": "\u65e5\u672c"}'.encode()),
+}
+
+
 class GzipAndSimulator:
     """The simulator, plus GET /gz: a gzip-encoded JSON body, as many real APIs send."""
 
@@ -39,6 +48,12 @@ class GzipAndSimulator:
         self.sim = Simulator()
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in TEXTS:
+            ctype, body = TEXTS[scope["path"]]
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         if scope["type"] == "http" and scope["path"] == "/gz":
             body = gzip.compress(json.dumps(PACKED).encode())
             await send({"type": "http.response.start", "status": 200, "headers": [
@@ -377,3 +392,45 @@ def test_imports_are_redacted_like_recordings(tmp_path):
     with proxy.replaying(db, speed=0) as p:
         r = httpx.post(p.base_url + "/echo?key=REDACTED", json={"input": "x"})
         assert r.json()["ok"] is True and key not in r.text  # gzip re-encoded, its content-length true
+
+
+def test_har_text_bodies_come_back_as_the_bytes_sent(origin, tmp_path):
+    """HAR holds text bodies as text decoded by a charset: mitmproxy's hardump decodes a
+    body whose type names none (text/event-stream, text/plain) as latin-1, and a declared
+    charset as declared. The import encodes each back the same way, so a model's non-ASCII
+    SSE output and a latin-1 page replay as the bytes that were sent, not re-encoded."""
+    mitmdump = Path(sys.executable).with_name("mitmdump")
+    if not mitmdump.exists():
+        pytest.skip("mitmdump not installed (the record extra)")
+    har, port = tmp_path / "texts.har", _free_port()
+    p = subprocess.Popen([str(mitmdump), "-q", "--mode", f"reverse:{origin}", "--listen-host", "127.0.0.1",
+                          "--listen-port", str(port), "--set", f"hardump={har}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/json-utf8", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and p.poll() is None
+                time.sleep(0.1)
+        live = {path: httpx.get(base + path).content for path in TEXTS}
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=30)
+    assert live == {path: body for path, (_, body) in TEXTS.items()}
+    db = tmp_path / "texts.db"
+    r = run_cli("import", str(har), "--cassette", str(db))
+    assert r.returncode == 0, r.stderr
+    with Cassette.open(db) as c:
+        got = {it.request.path: it.body for it in c.interactions()}
+    assert {path: got[path] for path in TEXTS} == live
+    # Our own export (text as UTF-8) still comes back byte for byte, the latin-1 page too.
+    out = tmp_path / "again.har"
+    assert run_cli("export", str(db), "--har", str(out)).returncode == 0
+    again = tmp_path / "again.db"
+    assert run_cli("import", str(out), "--cassette", str(again)).returncode == 0
+    with Cassette.open(again) as c:
+        assert {it.request.path: it.body for it in c.interactions() if it.request.path in TEXTS} == live
