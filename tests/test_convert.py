@@ -362,6 +362,44 @@ def test_export_har_is_read_by_mitmproxy_and_imports_back_to_the_same_cassette(t
             assert [f.offset for f in x.frames] == pytest.approx([f.offset for f in y.frames], abs=1e-5)
 
 
+def test_export_import_round_trip_ipv6_no_timings_and_early_clock(tmp_path):
+    """What the example cassette does not hold: an upstream on IPv6 (its URL needs brackets),
+    an interaction cut before any response (no time to headers, no duration), and frames of
+    a session whose start time is early on the clock (an import's, not an epoch)."""
+    from proxy.model import Chunk, Direction, End, Frame, Interaction, Kind, Request, Response
+
+    src = tmp_path / "src.db"
+    at = {"scheme": "http", "host": "::1", "port": 8443}
+    with Cassette.create(src, upstream="http://[::1]:8443") as c:
+        c.append(Interaction(Kind.HTTP, Request("POST", "/v1/x", "a=1", [("content-type", "application/json")],
+                                                b'{"a":1}', **at),
+                             Response(200, "OK", [("content-type", "text/event-stream")]),
+                             [Chunk(0.01, b"data: 1\n\n"), Chunk(0.02, b"data: 2\n\n")], ttfb=0.005, duration=0.03,
+                             end=End.COMPLETE, started_at=1000.0))
+        c.append(Interaction(Kind.HTTP, Request("GET", "/v1/cut", **at), None, end=End.INCOMPLETE, started_at=1000.5))
+        c.append(Interaction(Kind.WEBSOCKET, Request("GET", "/ws", "", [("upgrade", "websocket")], **at),
+                             Response(101, "Switching Protocols", []),
+                             frames=[Frame(Direction.CLIENT, True, 0.01, b'{"type":"x"}'),
+                                     Frame(Direction.SERVER, False, 0.02, b"\x00\xff")],
+                             ttfb=0.003, duration=0.05, end=End.COMPLETE, started_at=1000.8))
+    har = tmp_path / "out.har"
+    assert run_cli("export", str(src), "--har", str(har)).returncode == 0
+    doc = json.loads(har.read_text())
+    _check_har_12(doc)
+    assert [e["request"]["url"] for e in doc["log"]["entries"]] == [
+        "http://[::1]:8443/v1/x?a=1", "http://[::1]:8443/v1/cut", "ws://[::1]:8443/ws"]
+    back = tmp_path / "back.db"
+    r = run_cli("import", str(har), "--cassette", str(back))
+    assert r.returncode == 0, r.stderr
+    assert run_cli("inspect", "--text", str(src)).stdout == run_cli("inspect", "--text", str(back)).stdout
+    with Cassette.open(src) as a, Cassette.open(back) as b:
+        assert dict(b.meta)["upstream"] == "http://[::1]:8443"
+        for x, y in zip(a.interactions(), b.interactions()):
+            assert (x.request.host, x.request.port, x.ttfb, x.duration) == (y.request.host, y.request.port, y.ttfb,
+                                                                            y.duration)
+            assert [f.offset for f in x.frames] == pytest.approx([f.offset for f in y.frames], abs=1e-5)
+
+
 def test_imports_are_redacted_like_recordings(tmp_path):
     """A key in a header, the query, a request body, a gzip response body and a WebSocket
     frame: none reaches the cassette (`proxy audit` reads it fully decoded), and the

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from ..encoding import DecodeError, decode_body
-from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response, origin
 from ..store import Cassette
 from .common import ConvertError, fix_body_headers
 
@@ -36,6 +36,11 @@ _VERSION = "0.1.0"
 
 
 # -- reading -----------------------------------------------------------------
+
+def _exact(ext: dict, name: str) -> float | None:
+    """A time our own export wrote in ``_proxy`` (null: never measured)."""
+    return None if ext[name] is None else float(ext[name])
+
 
 def _epoch(text: str) -> float:
     try:
@@ -125,17 +130,17 @@ def _entry(entry: dict, writer: str = "") -> Interaction | None:
     if not isinstance(status, int) or status <= 0:
         if ext.get("end") == End.INCOMPLETE.value:  # our own export of an interaction cut before its response
             return Interaction(Kind.HTTP, _request(entry, False, writer), None, end=End.INCOMPLETE,
-                               started_at=float(ext.get("startedAt", 0.0)), ttfb=ext.get("ttfb"),
-                               duration=ext.get("duration"))
+                               started_at=float(ext.get("startedAt", 0.0)), ttfb=_exact(ext, "ttfb") if "ttfb" in ext
+                               else None, duration=_exact(ext, "duration") if "duration" in ext else None)
         return None
     messages = entry.get("_webSocketMessages")
     ws = messages is not None or entry.get("_resourceType") == "websocket" or status == 101
     req = _request(entry, ws, writer)
     started = float(ext.get("startedAt", _epoch(entry["startedDateTime"])))
     timings = entry.get("timings") or {}
-    ttfb = float(ext["ttfb"]) if "ttfb" in ext else _ms(timings.get("wait"))
+    ttfb = _exact(ext, "ttfb") if "ttfb" in ext else _ms(timings.get("wait"))
     receive = _ms(timings.get("receive"))
-    duration = float(ext["duration"]) if "duration" in ext else (_ms(entry.get("time")) or ttfb + receive)
+    duration = _exact(ext, "duration") if "duration" in ext else (_ms(entry.get("time")) or (ttfb or 0.0) + receive)
     content = resp_raw.get("content") or {}
     headers = _headers(resp_raw.get("headers"))
     if "rawBody" in ext:  # our own export of a content-encoded body: the bytes as they were sent
@@ -158,7 +163,7 @@ def _entry(entry: dict, writer: str = "") -> Interaction | None:
             data = str(m.get("data", ""))
             payload = data.encode("utf-8") if text else base64.b64decode(data)
             t = float(m.get("time", started))
-            offset = max(0.0, t - started if t > 1e9 else t)  # epoch seconds (Chrome, mitmproxy), else relative
+            offset = max(0.0, t - started if t >= started else t)  # epoch seconds (Chrome, mitmproxy), else relative
             it.frames.append(Frame(Direction.CLIENT if m.get("type") == "send" else Direction.SERVER, text, offset,
                                    payload))
         close = ext.get("close")
@@ -175,7 +180,7 @@ def _entry(entry: dict, writer: str = "") -> Interaction | None:
         if pos != len(body):
             raise ConvertError("_proxy.chunks do not add up to the body")
     elif body:
-        it.chunks.append(Chunk(ttfb + receive, body))
+        it.chunks.append(Chunk((ttfb or 0.0) + receive, body))
     return it
 
 
@@ -229,18 +234,16 @@ def _url(it: Interaction, default_origin: str) -> str:
     scheme = r.scheme or "http"
     if it.kind is Kind.WEBSOCKET:
         scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-    if r.host:
-        default_port = 443 if scheme in ("https", "wss") else 80
-        origin = f"{scheme}://{r.host}" + (f":{r.port}" if r.port and r.port != default_port else "")
-    else:
-        origin = default_origin
-    return origin + r.target
+    # model.origin: an IPv6 host in brackets, the port only when not the scheme's default
+    return (origin(scheme, r.host, r.port) if r.host else default_origin) + r.target
 
 
 def _export(it: Interaction, default_origin: str) -> dict:
     req, resp = it.request, it.response
     ttfb, duration = it.ttfb or 0.0, it.duration or 0.0
-    ext: dict = {"seq": it.seq, "startedAt": it.started_at, "ttfb": ttfb, "duration": duration, "end": it.end.value}
+    # The exact values, None (never measured: cut before a response) included.
+    ext: dict = {"seq": it.seq, "startedAt": it.started_at, "ttfb": it.ttfb, "duration": it.duration,
+                 "end": it.end.value}
     if it.end_detail:
         ext["endDetail"] = it.end_detail
     mime = req.header("content-type") or ""
