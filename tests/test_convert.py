@@ -148,6 +148,10 @@ def test_old_httpx_format_and_bad_files(tmp_path):
     assert r.returncode == 2 and "not a VCR.py cassette" in r.stderr and not (tmp_path / "x.db").exists()
     r = run_cli("import", str(old), "--cassette", str(tmp_path / "old.db"))
     assert r.returncode == 2 and "already exists" in r.stderr
+    bad = tmp_path / "port.yaml"  # a URI whose port is out of range: one line, no traceback
+    bad.write_text(old.read_text().replace("api.example.test/", "api.example.test:99999999/"))
+    r = run_cli("import", str(bad), "--cassette", str(tmp_path / "port.db"))
+    assert r.returncode == 2 and "interaction 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def _free_port() -> int:
