@@ -132,6 +132,29 @@ def test_text_dump_works_as_git_textconv(tmp_path):
     assert not any("#1 http POST" in ln for ln in added)
 
 
+def _small(request_body: bytes, chunk: bytes):
+    def write(path):
+        with Cassette.create(path, upstream="http://sim.test") as c:
+            c.append(Interaction(Kind.HTTP, Request("POST", "/v1/x", "", [("content-type", "application/json")],
+                                                    request_body),
+                                 Response(200, "OK", [("content-type", "text/plain")]), [Chunk(0.01, chunk)],
+                                 ttfb=0.001, duration=0.002, end=End.COMPLETE, started_at=1000.0))
+    return write
+
+
+@pytest.mark.parametrize("before, after", [
+    ((b'{"a":1, "b":2}', b"ok\n"), (b'{"a":1 ,"b":2}', b"ok\n")),  # JSON spacing moved, same size
+    ((b'{"a": 1.0}', b"ok\n"), (b'{"a":1.00}', b"ok\n")),  # the same number, spelled otherwise
+    ((b'{"a":1}', b"ok \n"), (b'{"a":1}', b"ok\t\n")),  # trailing white space, same size
+], ids=["json-spacing", "json-number", "trailing-space"])
+def test_text_dump_shows_any_changed_byte(tmp_path, before, after):
+    """README: with the textconv driver ``git diff`` shows any change. Same-size changes
+    that a pretty-printed JSON body or stripped line ends would hide show up as lines."""
+    diff = textconv_diff(tmp_path, _small(*before), _small(*after))
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed, diff
+
+
 def test_html_page_in_headless_chromium(tmp_path):
     """The page as a person uses it: a screenshot, a click that expands a row (headers,
     body, events with offsets), a typed path filter, the status filter, outcome colours."""
