@@ -307,6 +307,23 @@ def test_the_list_escapes_a_crafted_method(tmp_path):
         assert "GE\\e]0;pwned\\x07T\\e[2J" in r.stdout, args
 
 
+def test_body_that_does_not_decode_says_so(tmp_path):
+    """A body whose Content-Encoding does not hold (a truncated gzip, a header that lies)
+    is written as stored, and stderr says it is not decoded: never passed off as decoded."""
+    import gzip
+
+    path = tmp_path / "bad.db"
+    stored = gzip.compress(b'{"answer": 42}' * 50)[:40]  # cut short
+    with Cassette.create(path, upstream="http://sim.test") as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/v1/x"),
+                             Response(200, "OK", [("content-type", "application/json"), ("content-encoding", "gzip")]),
+                             [Chunk(0.01, stored)], ttfb=0.01, duration=0.02, end=End.UPSTREAM_CUT, started_at=1000.0))
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "inspect", str(path), "1", "--body"], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout == stored
+    assert b"not decoded" in r.stderr and b"gzip" in r.stderr, r.stderr
+
+
 def test_body_prints_decoded_bytes_and_escapes_them_on_a_terminal(tmp_path):
     import gzip
     import pty

@@ -129,7 +129,10 @@ def show_body(c: Cassette, seq: int) -> str | None:
         return f"interaction {seq} is a WebSocket session; its frames are in --json and --text"
     if it.response is None:
         return f"interaction {seq} has no response"
-    body, _, _ = response_body(it)
+    body, enc, problem = response_body(it)
+    if problem:  # written as stored: say so where it does not mix with the bytes
+        print(printable(f"proxy: interaction {seq}'s body is not decoded from {enc}, written as stored ({problem})"),
+              file=sys.stderr)
     if not sys.stdout.isatty():
         sys.stdout.flush()
         sys.stdout.buffer.write(body)
