@@ -154,6 +154,31 @@ def test_old_httpx_format_and_bad_files(tmp_path):
     assert r.returncode == 2 and "interaction 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_vcr_body_in_an_encoding_it_does_not_check_keeps_its_header(tmp_path):
+    """The requests and httpx stubs store a body as sent: one whose coding this proxy cannot
+    decode (``compress``) or that decodes to more than the decoding limit (a 70 MB gzip of
+    zeros, 71 KB stored) is still encoded, so its Content-Encoding stays. Dropping it would
+    serve compressed bytes as the body."""
+    yaml = pytest.importorskip("yaml")
+    big = gzip.compress(b"0" * (70 * 1024 * 1024), 9)
+    lzw = b"\x1f\x9d\x90abc"
+
+    def interaction(path, encoding, body):
+        return {"request": {"method": "GET", "uri": "https://api.example.test" + path, "body": None, "headers": {}},
+                "response": {"status": {"code": 200, "message": "OK"},
+                             "headers": {"Content-Encoding": [encoding], "Content-Type": ["text/plain"]},
+                             "body": {"string": body}}}
+
+    src = tmp_path / "enc.yaml"
+    src.write_text(yaml.safe_dump({"version": 1, "interactions": [interaction("/big", "gzip", big),
+                                                                  interaction("/lzw", "compress", lzw)]}))
+    r = run_cli("import", str(src), "--cassette", str(tmp_path / "enc.db"))
+    assert r.returncode == 0, r.stderr
+    with Cassette.open(tmp_path / "enc.db") as c:
+        got = [(it.response.header("content-encoding"), it.body) for it in c.interactions()]
+    assert got == [("gzip", big), ("compress", lzw)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
