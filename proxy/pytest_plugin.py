@@ -36,15 +36,12 @@ faults across the suite; a test's chaos picks depend on the seed and the test's 
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from .api import ModelProxy, use_cassette
+from .net import reachable_through_guard
 from .replay.faults import DEFAULT_CHAOS_KINDS
 from .serve import RecordMode, ServeError
 from .store import CassetteError
@@ -82,38 +79,6 @@ def pytest_configure(config) -> None:
     )
 
 
-# socket.connect as it was when the plugin loaded, before a test's network guard replaced it.
-_CONNECT, _CONNECT_EX = socket.socket.connect, socket.socket.connect_ex
-
-
-@contextmanager
-def _reachable(url: str) -> Iterator[None]:
-    """pytest-recording's ``--block-network`` (and its ``block_network`` marker) replace
-    ``socket.connect`` for the test with a guard that refuses every host not allowed,
-    loopback included: connections to this test's own proxy go through, the guard keeps
-    everything else."""
-    guarded, guarded_ex = socket.socket.connect, socket.socket.connect_ex
-    if guarded is _CONNECT:  # no guard in place
-        yield
-        return
-    parts = urlsplit(url)
-    own = (parts.hostname, parts.port)
-
-    def connect(sock, address, *args, **kwargs):
-        original = _CONNECT if tuple(address[:2]) == own else guarded
-        return original(sock, address, *args, **kwargs)
-
-    def connect_ex(sock, address, *args, **kwargs):
-        original = _CONNECT_EX if tuple(address[:2]) == own else guarded_ex
-        return original(sock, address, *args, **kwargs)
-
-    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-    try:
-        yield
-    finally:
-        socket.socket.connect, socket.socket.connect_ex = guarded, guarded_ex
-
-
 def default_cassette_name(request) -> str:
     """``[Class.]test_name`` with characters a file name cannot hold replaced, as pytest-recording names them."""
     name = f"{request.cls.__name__}.{request.node.name}" if request.cls else request.node.name
@@ -136,7 +101,7 @@ def cassette_path(request, name: str | None) -> Path:
 
 @pytest.fixture
 def model_proxy(request):
-    if "block_network" in request.fixturenames:  # pytest-recording's guard first, so _reachable sees it
+    if "block_network" in request.fixturenames:  # pytest-recording's guard first, so it is seen below
         request.getfixturevalue("block_network")
     marker = request.node.get_closest_marker("cassette")
     kwargs = dict(marker.kwargs) if marker else {}
@@ -170,7 +135,9 @@ def model_proxy(request):
     except ServeError as e:
         pytest.fail(str(e), pytrace=False)
     try:
-        with _reachable(mp.url):
+        # pytest-recording's --block-network (and its block_network marker) replace
+        # socket.connect with a guard that refuses every host not allowed, loopback included.
+        with reachable_through_guard(mp.url):
             yield mp
     finally:
         mp.stop(clean=not request.node.stash.get(_FAILED, False))
