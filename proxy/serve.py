@@ -253,6 +253,18 @@ class Session:
         return RecordingProxy(self._record_config(cassette, host, port), self.on_recorded)
 
     async def start(self) -> str:
+        try:
+            return await self._start()
+        except BaseException:
+            # Half started (the port taken, the recorder refused): close what was opened
+            # (the cassette, its check thread, the match worker, a recorder), nothing served.
+            try:
+                await self.stop(clean=False)
+            except Exception:  # the start's own error is the one to report
+                pass
+            raise
+
+    async def _start(self) -> str:
         c = self.config
         self._loop = asyncio.get_running_loop()
         if self.action is Action.REPLAY:
