@@ -424,3 +424,50 @@ def test_the_python_api_serves_forward_mode_and_its_env(recorded, confdir, monke
         status, body = curl_client(p.env)
     assert status == "2 200" and body == recorded["curl"][1]
     assert p.summary.served == 1
+
+
+def _ws_endings_cassette(path) -> None:
+    """One WebSocket session per host, each ending another way: the server drops the
+    connection (no close frame), closes with no status, closes with a code and reason."""
+    from proxy.model import Close, Direction, End, Frame, Interaction, Kind, Request, Response
+
+    c = Cassette.create(path, mode="forward")
+    for host, close in [("drop.test.local", Close(None)), ("nostatus.test.local", Close(1005, "", Direction.SERVER)),
+                        ("code.test.local", Close(4001, "bye", Direction.SERVER))]:
+        req = Request("GET", "/v1/responses", headers=[("upgrade", "websocket")], scheme="https", host=host, port=443)
+        frames = [Frame(Direction.CLIENT, True, 0.01, b"hi"), Frame(Direction.SERVER, True, 0.02, b"reply")]
+        c.append(Interaction(Kind.WEBSOCKET, req, Response(101, "Switching Protocols", [("upgrade", "websocket")]),
+                             frames=frames, ttfb=0.0, duration=0.05, end=End.COMPLETE, close=close))
+    c.close()
+
+
+def _ws_ending(url: str, **kw) -> tuple[str, int | None, str | None]:
+    """(reply, the close frame's code and reason as the client received it, or None: no close frame)."""
+    from websockets.exceptions import ConnectionClosed
+
+    with connect(url, open_timeout=10, **kw) as ws:
+        ws.send("hi")
+        reply = ws.recv(timeout=10)
+        try:
+            ws.recv(timeout=10)
+        except ConnectionClosed:
+            pass
+        rcvd = ws.protocol.close_rcvd
+        return reply, None if rcvd is None else rcvd.code, None if rcvd is None else rcvd.reason
+
+
+def test_websocket_endings_reach_the_client_as_in_base_url_replay(confdir, tmp_path):
+    """A recorded drop stays a drop through the front: mitmproxy's WebSocket layer would
+    answer the replay server's dropped connection with a close frame 1000 of its own."""
+    c = tmp_path / "endings.db"
+    _ws_endings_cassette(c)
+    hosts = ("drop.test.local", "nostatus.test.local", "code.test.local")
+    with proxy_proc("replay", "--cassette", str(c), "--listen", "127.0.0.1:0", "--speed", "0") as p:
+        base = [_ws_ending(p.url.replace("http", "ws", 1) + "/v1/responses") for _ in hosts]
+    assert base == [("reply", None, None), ("reply", 1005, ""), ("reply", 4001, "bye")]  # in recorded order
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(c), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--confdir", str(confdir)) as p:
+        env = env_for(p.url, confdir)
+        ctx = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        forward = [_ws_ending(f"wss://{h}/v1/responses", proxy=p.url, ssl=ctx) for h in hosts]
+    assert forward == base

@@ -87,6 +87,16 @@ def test_responses_stream_except_the_101():
     assert ws.response.stream is False
 
 
+def test_a_replayed_websocket_passes_as_bytes_a_relayed_one_is_recorded():
+    addon = Retarget(REPLAY, relay_token="s3cret")
+    replayed, relayed = tflow.twebsocketflow(), tflow.twebsocketflow()
+    replayed.metadata[REPLAYED] = True
+    for f in (replayed, relayed):
+        addon.response(f)
+    assert replayed.websocket is None  # mitmproxy's TCP layer then: the replay server's bytes and end
+    assert relayed.websocket is not None  # the WebSocket layer, which the record addon needs
+
+
 def test_connect_to_parses_like_curl():
     assert parse("API.test.local:443:127.0.0.1:8443") == (("api.test.local", 443), ("127.0.0.1", 8443))
     assert parse("[::1]:443:[::1]:9") == (("::1", 443), ("::1", 9))

@@ -54,6 +54,15 @@ class Retarget:
         if flow.response is not None and flow.response.status_code != 101:
             flow.response.stream = True
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        # A WebSocket session the replay server answers passes through as bytes (mitmproxy's
+        # TCP layer after the 101), not through its WebSocket layer: that layer answers a
+        # dropped connection with a close frame 1000 of its own, so a recorded drop would
+        # reach the client as a clean close. As bytes, frames, their compression and the
+        # end are the replay server's. (A relay keeps the WebSocket layer: it is recorded.)
+        if flow.metadata.get(REPLAYED) and flow.websocket is not None:
+            flow.websocket = None
+
     def tls_start_client(self, tls_start) -> None:
         # A real API (and mitmproxy's upstream, when it has one) picks HTTP/2 whenever the
         # client offers it; mitmproxy without an upstream follows the client's order, and

@@ -184,7 +184,8 @@ class ForwardFront(RecordingProxy):
 
     async def start(self) -> tuple[str, int]:
         # lazy + no upstream certificate: mitmproxy never contacts the host a client names.
-        addons, update = [], {"connection_strategy": "lazy", "upstream_cert": False}
+        # rawtcp: a replayed WebSocket session passes as bytes after its 101 (Retarget.response).
+        addons, update = [], {"connection_strategy": "lazy", "upstream_cert": False, "rawtcp": True}
         if self.config is not None:
             self.relay_header = (RELAY_HEADER, secrets.token_hex(16))
             self.recorder, addons, record_update = _recording(self.config, self.on_recorded)
