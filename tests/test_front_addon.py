@@ -103,6 +103,9 @@ def test_connect_to_parses_like_curl():
     for bad in ("api.test.local:443", "a:b:c:d", ":443:127.0.0.1:1", "a:443::1"):
         with pytest.raises(ValueError, match="HOST:PORT:HOST2:PORT2"):
             parse(bad)
+    for bad in ("api.test.local:443:127.0.0.1:99999", "api.test.local:0:127.0.0.1:8443", "a:443:b:0"):
+        with pytest.raises(ValueError, match="port"):  # accepted, it would fail only when a client connects
+            parse(bad)
 
 
 def test_connect_to_moves_the_connection_and_keeps_the_name_for_tls():
