@@ -471,3 +471,27 @@ def test_websocket_endings_reach_the_client_as_in_base_url_replay(confdir, tmp_p
         ctx = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
         forward = [_ws_ending(f"wss://{h}/v1/responses", proxy=p.url, ssl=ctx) for h in hosts]
     assert forward == base
+
+
+def test_the_replay_server_sees_the_host_header_the_client_sent(confdir, tmp_path):
+    """The front hands the request on without rewriting Host to the replay server's
+    address: a recording matched on its Host header (--match-header host) is served."""
+    from proxy.model import Chunk, End, Interaction, Kind, Request, Response
+
+    path = tmp_path / "host.db"
+    c = Cassette.create(path, mode="forward")
+    sent = [(API, True), (API, False), ("http://tools.test.local:8080", False)]  # (origin, HTTP/2)
+    for base, _ in sent:
+        url = httpx.URL(base)
+        req = Request("GET", "/v1/models", headers=[("host", url.netloc.decode())], scheme=url.scheme, host=url.host,
+                      port=url.port or {"http": 80, "https": 443}[url.scheme])
+        c.append(Interaction(Kind.HTTP, req, Response(200, "OK", [("content-type", "application/json")]),
+                             chunks=[Chunk(0.0, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE))
+    c.close()
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--confdir", str(confdir), "--match-header", "host") as p:
+        verify = ssl.create_default_context(cafile=env_for(p.url, confdir)["SSL_CERT_FILE"])
+        for base, http2 in sent:
+            with httpx.Client(proxy=p.url, verify=verify, http2=http2) as client:
+                r = client.get(base + "/v1/models")
+            assert r.status_code == 200, r.text

@@ -32,9 +32,11 @@ def test_every_request_goes_to_the_replay_server_with_its_origin():
     for url, origin in [("https://api.test.local/v1/responses", "https://api.test.local"),
                         ("http://tools.test.local:8080/x?y=1", "http://tools.test.local:8080")]:
         f = flow(url, x_proxy_origin="https://forged.example")  # a client's own header never counts
+        host = f.request.headers["host"] = url.split("/")[2]
         addon.requestheaders(f)
         r = f.request
         assert (r.scheme, r.host, r.port) == ("http", *REPLAY)
+        assert r.headers["host"] == host  # as the client sent it
         assert r.headers.get_all(ORIGIN_HEADER) == [origin]
         assert f.metadata[REPLAYED] is True
 

@@ -45,8 +45,11 @@ class Retarget:
         flow.metadata[REPLAYED] = True
         # Set, not added: a client's own x-proxy-origin never decides what matches.
         r.headers[ORIGIN_HEADER] = origin(r.scheme, r.host, r.port)
+        # Through .data: the host and port setters would also rewrite the Host header (and
+        # :authority) to the replay server's address, and the replay server must see the
+        # request as the client sent it.
         r.scheme = "http"
-        r.host, r.port = self.address
+        r.data.host, r.data.port = self.address
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Unless told to stream, mitmproxy holds a whole response back (an SSE stream
