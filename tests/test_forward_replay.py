@@ -495,3 +495,30 @@ def test_the_replay_server_sees_the_host_header_the_client_sent(confdir, tmp_pat
             with httpx.Client(proxy=p.url, verify=verify, http2=http2) as client:
                 r = client.get(base + "/v1/models")
             assert r.status_code == 200, r.text
+
+
+def test_a_connection_cut_before_the_headers_stays_a_cut_not_a_502(confdir, tmp_path):
+    """The replay server closes the connection without a response (here ``--fault
+    cut:headers``): through the front the client loses its connection (HTTP/1.1) or its
+    stream (HTTP/2), as on a base URL, instead of mitmproxy's own 502 page."""
+    from proxy.model import Chunk, End, Interaction, Kind, Request, Response
+
+    path = tmp_path / "cut.db"
+    c = Cassette.create(path, mode="forward")
+    for _ in range(3):
+        req = Request("GET", "/v1/models", scheme="https", host="api.test.local", port=443)
+        c.append(Interaction(Kind.HTTP, req, Response(200, "OK", [("content-type", "application/json")]),
+                             chunks=[Chunk(0.0, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE))
+    c.close()
+    with proxy_proc("replay", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--fault", "cut:headers,times=3") as p:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(p.url + "/v1/models")
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--confdir", str(confdir), "--fault", "cut:headers,times=3") as p:
+        verify = ssl.create_default_context(cafile=env_for(p.url, confdir)["SSL_CERT_FILE"])
+        for http2 in (False, True):
+            with httpx.Client(proxy=p.url, verify=verify, http2=http2) as client:
+                with pytest.raises(httpx.TransportError):
+                    r = client.get(API + "/v1/models")
+                    print(r.status_code, r.headers, r.text)  # what came instead

@@ -122,3 +122,15 @@ def test_connect_to_moves_the_connection_and_keeps_the_name_for_tls():
         other = ServerConnectionHookData(server=Server(address=("api.test.local", 80)), client=tflow.tclient_conn())
         addon.server_connect(other)
         assert other.server.address == ("api.test.local", 80) and other.server.sni is None
+
+
+def test_a_cut_before_the_response_is_killed_an_unreachable_replay_server_is_a_502():
+    addon = Retarget(REPLAY)
+    cut, unreachable, relay = tflow.tflow(err=True), tflow.tflow(err=True), tflow.tflow(err=True)
+    cut.metadata[REPLAYED] = unreachable.metadata[REPLAYED] = True
+    unreachable.server_conn.timestamp_tcp_setup = None
+    for f in (cut, unreachable, relay):
+        f.live = True
+        addon.error(f)
+    assert cut.error.msg == "Connection killed."  # closed without mitmproxy's 502 page
+    assert unreachable.error.msg != "Connection killed." and relay.error.msg != "Connection killed."

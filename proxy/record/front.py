@@ -66,6 +66,15 @@ class Retarget:
         if flow.metadata.get(REPLAYED) and flow.websocket is not None:
             flow.websocket = None
 
+    def error(self, flow: http.HTTPFlow) -> None:
+        # The replay server closed the connection before any response (a recorded cut, a
+        # cut:headers fault): the client must lose its connection (its stream, on HTTP/2)
+        # as on a base URL, not get mitmproxy's 502 page. A killed flow is closed without
+        # one. Not when the replay server could not be reached at all: that 502 says so.
+        if (flow.metadata.get(REPLAYED) and flow.response is None and flow.server_conn.timestamp_tcp_setup
+                and flow.killable):
+            flow.kill()
+
     def tls_start_client(self, tls_start) -> None:
         # A real API (and mitmproxy's upstream, when it has one) picks HTTP/2 whenever the
         # client offers it; mitmproxy without an upstream follows the client's order, and
