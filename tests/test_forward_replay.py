@@ -522,3 +522,17 @@ def test_a_connection_cut_before_the_headers_stays_a_cut_not_a_502(confdir, tmp_
                 with pytest.raises(httpx.TransportError):
                     r = client.get(API + "/v1/models")
                     print(r.status_code, r.headers, r.text)  # what came instead
+
+
+def test_a_confdir_where_the_ca_cannot_be_made_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    bad = str(tmp_path / "file" / "mitm")  # under a regular file: not creatable, even as root
+    cassette = tmp_path / "c.db"
+    Cassette.create(cassette, mode="forward").close()
+    for args in (("ca",),
+                 ("replay", "--mode", "forward", "--cassette", str(cassette)),
+                 ("record", "--mode", "forward", "--cassette", str(tmp_path / "r.db"))):
+        r = run_cli(*args, "--confdir", bad, *(("--listen", "127.0.0.1:0") if args[0] != "ca" else ()), timeout=30)
+        assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
+        assert f"cannot create mitmproxy's CA in {bad} (--confdir)" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "recording to" not in r.stdout
