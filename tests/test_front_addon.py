@@ -9,6 +9,7 @@ pytest.importorskip("mitmproxy")
 
 from mitmproxy import exceptions  # noqa: E402
 from mitmproxy.connection import Server  # noqa: E402
+from mitmproxy.flow import Error  # noqa: E402
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData  # noqa: E402
 from mitmproxy.test import taddons, tflow  # noqa: E402
 
@@ -132,5 +133,5 @@ def test_a_cut_before_the_response_is_killed_an_unreachable_replay_server_is_a_5
     for f in (cut, unreachable, relay):
         f.live = True
         addon.error(f)
-    assert cut.error.msg == "Connection killed."  # closed without mitmproxy's 502 page
-    assert unreachable.error.msg != "Connection killed." and relay.error.msg != "Connection killed."
+    assert cut.error.msg == Error.KILLED_MESSAGE  # closed without mitmproxy's 502 page
+    assert Error.KILLED_MESSAGE not in (unreachable.error.msg, relay.error.msg)
