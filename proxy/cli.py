@@ -440,7 +440,10 @@ def ca(confdir) -> None:
         from .record.runner import ca_path
     except ImportError as e:
         raise UserError(f"the CA belongs to mitmproxy: {_INSTALL_RECORD} ({e})") from None
-    click.echo(ca_path(confdir))
+    try:
+        click.echo(ca_path(confdir))
+    except RecordError as e:
+        raise UserError(str(e)) from None
 
 
 @cli.command()

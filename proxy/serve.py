@@ -345,9 +345,9 @@ class Session:
             self._loop.call_soon_threadsafe(self.request_stop)
 
     def _ca(self) -> str:
-        from .record.runner import ca_path
+        from .record.runner import DEFAULT_CONFDIR, ca_path
 
-        return ca_path(self.config.confdir or "~/.mitmproxy")
+        return ca_path(self.config.confdir or DEFAULT_CONFDIR)
 
     async def _start_forward(self, record: RecordConfig | None = None) -> None:
         """The replay server on loopback behind mitmproxy as an HTTPS proxy on the

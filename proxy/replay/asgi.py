@@ -36,9 +36,14 @@ def request_from_scope(scope, body: bytes = b"") -> Request:
     )
     origin = header_value(headers, ORIGIN_HEADER)
     if origin:
-        url = urlsplit(origin)
-        req.scheme, req.host = url.scheme, url.hostname or ""
-        req.port = url.port or DEFAULT_PORTS.get(url.scheme, 0)
+        try:
+            url = urlsplit(origin)
+            port = url.port
+        except ValueError:  # not the front's (it writes model.origin()): a client's own, in base-URL mode
+            url = None
+        if url is not None:
+            req.scheme, req.host = url.scheme, url.hostname or ""
+            req.port = port or DEFAULT_PORTS.get(url.scheme, 0)
     req.body_encoding = req.header("content-encoding")
     return req
 
