@@ -237,6 +237,24 @@ def test_httpx_read_timeout_sees_the_stall_and_its_retry_gets_the_recording(reco
     assert rp.summary.used == 1 and rp.summary.misses == []
 
 
+def test_a_client_that_leaves_during_a_stall_before_a_cut_leaves_nothing_playing(recorded):
+    """A stall with an ending fault (the recording goes back at once): the client's timeout
+    ends the exchange, not the stall. Before, the player slept out the stall for no one and
+    the stop counted it as an open connection it cut."""
+    with replaying(recorded, "stall:5s,event=2@#1", "cut:event=4@#1", "drip:200@#2",
+                   "sse-error:event=4@#2", speed=0) as rp:
+        _, error, _ = raw_stream(rp.url, "/v1/responses", STREAM, httpx.Timeout(5, read=0.3))
+        assert isinstance(error, httpx.ReadTimeout)
+        chat = {"model": "sim-1", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.Client() as c, c.stream("POST", rp.url + "/v1/chat/completions", json=chat, headers=AUTH) as r:
+            next(r.iter_raw())  # a client that reads a little of the dripped stream and hangs up
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 0.4  # nothing left for the stop to wait out (GRACE is 0.5 s)
+    assert rp.summary.cut == 0 and "cut by the stop" not in rp.summary.line()
+    assert len(rp.summary.faults) == 4 and rp.summary.used == 0
+
+
 def test_stall_and_time_to_headers_keep_the_recorded_gaps_around_them(recorded):
     """Timing of injected delays, at recorded pace and at --speed 0 (where they still happen)."""
     it = recorded["its"][RESPONSES]
