@@ -188,6 +188,24 @@ def test_every_nth_counts_recordings_not_retries():
     assert seen == [(1, 200), (2, 429), (2, 200), (3, 200), (4, 429), (4, 200), (5, 200), (6, 429), (6, 200)]
 
 
+def test_every_nth_is_by_recording_number_whatever_order_requests_arrive_in():
+    """Concurrent clients (subagents, parallel tests) reach recordings in any order: every=N
+    picks the same recordings each run, as #N does, and counts recordings never requested."""
+    def faulted(order):
+        e = engine([http_it(i, "/v1/a" if i % 2 else "/v1/b") for i in range(1, 9)], "status:429@/v1/*,every=2",
+                   "status:500@/v1/a,every=2")
+        for path in order:
+            while e.http(Request("POST", path)).status != 200:
+                pass  # the retry gets the recording
+        return sorted((a.seq, a.fault) for a in e.faults.applied)
+
+    want = [(2, "status:429"), (3, "status:500"), (4, "status:429"), (6, "status:429"), (7, "status:500"),
+            (8, "status:429")]
+    assert faulted(["/v1/a", "/v1/b"] * 4) == want
+    assert faulted(["/v1/b", "/v1/a"] * 4) == want
+    assert faulted(["/v1/b"] * 4 + ["/v1/a"] * 4) == want
+
+
 def test_one_ending_fault_per_request_with_the_delays():
     e = engine([http_it(1)], "ttfb:2s", "cut:event=3,how=end", "sse-error:event=1", "stall:0.5s,event=2")
     s = e.http(POST)

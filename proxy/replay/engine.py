@@ -216,6 +216,7 @@ class Engine:
         return MissReply(result)
 
     def _fault_http(self, req: Request, match: Match, script: HttpScript) -> HttpScript:
+        self.faults.recordings = self.source
         script, release = self.faults.http(req, match.interaction, script)
         if release:
             self.matcher.release(match)
@@ -241,6 +242,7 @@ class Engine:
             except CassetteError as e:
                 return self.failed(e, req)
             if self.faults is not None:
+                self.faults.recordings = self.source
                 answer, what = self.faults.handshake(req, result)
                 if what == "release":
                     self.matcher.release(result)

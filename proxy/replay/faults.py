@@ -22,8 +22,9 @@ faulted one. The players only execute scripts.
     ws-stall:1s,frame=2           nothing for 1 s before server frame 2
 
 TARGET is ``#N`` (recording N, as ``proxy inspect`` numbers them; ``#1,#3`` for several), a path
-glob (``/v1/responses``, ``/v1/*``), ``every=N`` (every Nth recording the fault could hit), joined
-by commas (all must hold). Without a target a fault hits every recording of its kind (HTTP or
+glob (``/v1/responses``, ``/v1/*``), ``every=N`` (every Nth recording by number among those of
+the fault's kind the other conditions select, whatever order requests arrive in), joined by
+commas (all must hold). Without a target a fault hits every recording of its kind (HTTP or
 WebSocket). Every kind takes ``times=N`` (default 1). Values with ``,`` or ``@`` go in double quotes.
 
 Rules:
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import ClassVar
 
-from ..matching import Match, Miss
+from ..matching import Match, Miss, request_class
 from ..model import Chunk, Direction, End, Interaction, Kind, Request, Response
 from ..sse import event_ends, parse as parse_sse
 from .engine import Ending, HttpScript, WsEnding, WsScript
@@ -1024,6 +1025,13 @@ def refusal(action: WsRefuse, req: Request, seq: int | None, provider: str, requ
 
 # -- the plan: which recording gets which fault ---------------------------------------
 
+def _scope(it: Interaction) -> str | None:
+    """Which faults a recording can get: "http", "ws" (a session), None (a recorded refusal)."""
+    if it.kind is Kind.WEBSOCKET:
+        return "ws"
+    return "http" if request_class(it.request, it.kind) == "http" else None
+
+
 def http_facts(req: Request, it: Interaction, provider: str) -> Facts:
     body = it.body
     resp = it.response
@@ -1047,7 +1055,9 @@ class FaultPlan:
         self.applied: list[Applied] = []
         self._selected: dict[tuple, bool] = {}  # (fault index, seq) -> the target holds (decided once)
         self._times: dict[tuple, int] = {}  # (fault index or "chaos", seq) -> times applied
-        self._every: dict[int, int] = {}  # fault index -> recordings that passed its other conditions
+        self._every: dict[int, int] = {}  # fault index -> recordings that passed its other conditions (no recordings)
+        self._every_seqs: dict[int, frozenset] = {}  # fault index -> the recordings every=N selects
+        self.recordings = None  # every recording, in order (the engine's source): every=N counts them
         self._chaos: dict[int | None, Fault | None] = {}  # seq -> chaos's pick
         self._pending: dict[int, list[Action]] = {}  # id(session) -> faults for ws()
         self._answers = 0
@@ -1057,11 +1067,25 @@ class FaultPlan:
         if key not in self._selected:
             t = fault.target
             hit = (not t.seqs or seq in t.seqs) and (t.path is None or fnmatch.fnmatchcase(req.path, t.path))
-            if hit and t.every:
+            if hit and t.every and self.recordings is not None:
+                hit = seq in self._every_nth(i, fault)
+            elif hit and t.every:  # no list of recordings (a plan used alone): count them as they come
                 self._every[i] = self._every.get(i, 0) + 1
                 hit = self._every[i] % t.every == 0
             self._selected[key] = hit
         return self._selected[key]
+
+    def _every_nth(self, i: int, fault: Fault) -> frozenset:
+        """The recordings ``every=N`` hits: every Nth, by recording number, of those of the
+        fault's kind that its other conditions select. By number, not by arrival: concurrent
+        requests arrive in any order, and the same spec must hit the same recordings."""
+        if i not in self._every_seqs:
+            t = fault.target
+            seqs = [it.seq for it in self.recordings
+                    if _scope(it) == fault.scope and (not t.seqs or it.seq in t.seqs)
+                    and (t.path is None or fnmatch.fnmatchcase(it.request.path, t.path))]
+            self._every_seqs[i] = frozenset(seqs[t.every - 1:: t.every])
+        return self._every_seqs[i]
 
     def _choose(self, req: Request, seq: int | None, scope: str, facts: Facts) -> list[tuple[tuple, Action, str]]:
         """(key, action, source) of every fault this request gets: the delaying ones and at most one
