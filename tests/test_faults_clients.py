@@ -531,6 +531,12 @@ def test_retry(model_proxy):
     assert raw.retries_taken == 1 and list(raw.parse())[-1].type == "response.completed"
     assert [(a.seq, a.fault) for a in model_proxy.faults] == [(1, "status:429,retry_after=0.05s")]
 
+@pytest.mark.cassette("rec", speed=0, faults="status:429,retry_after=0.05@#1")  # one fault, not in a list
+def test_one_fault_as_a_string(model_proxy):
+    client = openai.OpenAI(base_url=model_proxy.base_url, api_key=fake_key("t"), max_retries=2)
+    raw = client.responses.with_raw_response.create(model="sim-1", input="Say hello", stream=True)
+    assert raw.retries_taken == 1
+
 @pytest.mark.cassette("rec", speed=0, chaos=5, chaos_rate=1, chaos_kinds="status")
 def test_chaos_listed_in_the_failure(model_proxy):
     r = httpx.post(model_proxy.base_url + "/responses", json={})
@@ -553,7 +559,7 @@ def test_pytest_marker_option_and_chaos(recorded, pytester):
     (pytester.path / "cassettes" / "rec.db").write_bytes(recorded["path"].read_bytes())
     pytester.makepyfile(test_suite=PLUGIN_TESTS)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--proxy-fault", "ws-refuse:426@/v1/responses")
-    r.assert_outcomes(passed=2, failed=1, errors=1)
+    r.assert_outcomes(passed=3, failed=1, errors=1)
     out = r.stdout.str()
     assert "proxy faults" in out and "#1 POST /v1/responses <- status:" in out and "(chaos 5)" in out
     assert "cassette marker: fault 'cut:event=x': event='x': expected a whole number" in out
