@@ -84,6 +84,16 @@ def test_spec_forms_and_defaults():
     ("status:429@#1@#2", "more than one @"),
     ('ws-close:1011,reason="open', "unbalanced double quote"),
     ("cut:3", "'3' needs a name"),
+    ("drip:inf", "drip:inf: the rate (bytes per second) must be a number > 0"),
+    ("drip:1e999", "must be a number > 0"),
+    ("cut:event=3,event=5", "cut: event given twice"),
+    ("status:429,code=500", "status: code given twice"),
+    ("stall:1s,for=2s,event=1", "stall: for given twice"),
+    ("status:429@/v1/a,/v1/b", "one path glob per fault"),
+    ("status:429@every=2,every=3", "every given twice"),
+    ("status:429@#1,times=2", "times=N is a parameter: put it before the @, e.g. status:429,times=2@#1"),
+    ("status:429@", "nothing after @"),
+    ("status:429@ ", "nothing after @"),
 ])
 def test_bad_specs_name_the_offending_value(spec, message):
     with pytest.raises(FaultError, match=None) as e:

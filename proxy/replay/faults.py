@@ -336,8 +336,8 @@ class Drip(Action):
     params: ClassVar[dict] = {"rate": _rate}
 
     def __post_init__(self) -> None:
-        if not self.rate > 0:
-            raise FaultError(f"drip:{_num(self.rate)}: the rate (bytes per second) must be > 0")
+        if not (self.rate > 0 and math.isfinite(self.rate)):  # inf would reach the player as a crash
+            raise FaultError(f"drip:{_num(self.rate)}: the rate (bytes per second) must be a number > 0")
 
 
 @dataclass(frozen=True)
@@ -569,13 +569,23 @@ def _unquote(text: str) -> str:
 def parse_target(text: str) -> Target:
     seqs: set[int] = set()
     path, every = None, None
+    if not text.strip():
+        raise FaultError("nothing after @: give a target (#N, a /path glob, every=N) or leave out the @")
     for item in (i.strip() for i in text.split(",")):
         if item.startswith("#") or item.isdigit():
             seqs.add(_count("#N", item.lstrip("#"), 1))
         elif item.startswith("/"):
+            if path is not None:  # all conditions must hold: two globs would be silently one
+                raise FaultError(f"target {text!r}: one path glob per fault (give the fault once per path, "
+                                 "or a glob that covers both)")
             path = item
         elif item.startswith("every="):
+            if every is not None:
+                raise FaultError(f"target {text!r}: every given twice")
             every = _count("every", item[6:], 1)
+        elif item.startswith("times="):
+            raise FaultError(f"target {text!r}: times=N is a parameter: put it before the @, "
+                             "e.g. status:429,times=2@#1")
         else:
             raise FaultError(f"target {item!r}: expected #N (a recording), a /path glob or every=N")
     return Target(frozenset(seqs), path, every)
@@ -594,7 +604,7 @@ def parse_fault(text: str) -> Fault:
     if cls is None:
         raise FaultError(f"unknown fault kind {kind.strip()!r}; choose one of {', '.join(KINDS)}")
     values: dict = {}
-    times = 1
+    times = None
     for i, item in enumerate(_split_outside_quotes(args, ",") if args.strip() else []):
         name, eq, value = item.partition("=")
         if not eq:
@@ -603,10 +613,12 @@ def parse_fault(text: str) -> Fault:
             name, value = cls.bare(item.strip())
         name = name.strip().lower()
         value = _unquote(value)
+        fname = cls.names.get(name, name)
+        if fname in values or (name == "times" and times is not None):  # not silently the last one
+            raise FaultError(f"{cls.kind}: {name} given twice")
         if name == "times":
             times = _count("times", value, 1)
             continue
-        fname = cls.names.get(name, name)
         try:
             values[fname] = cls.convert(fname, value)
         except KeyError:
@@ -617,7 +629,7 @@ def parse_fault(text: str) -> Fault:
         action = cls(**values)
     except TypeError as e:
         raise FaultError(f"{cls.kind}: {e}") from None
-    return Fault(action, parse_target(where) if where.strip() else Target(), times)
+    return Fault(action, parse_target(where) if len(pieces) == 2 else Target(), times or 1)
 
 
 DEFAULT_CHAOS_KINDS = ("status", "cut", "stall", "sse-error", "ws-close", "ws-drop", "ws-stall")
