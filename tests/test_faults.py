@@ -276,6 +276,17 @@ def test_handshake_faults():
     assert e2.misses == [] and isinstance(engine([http_it(1)]).handshake(HANDSHAKE), Miss)
 
 
+def test_a_path_refusal_never_hides_a_miss_of_a_used_up_session():
+    """The refusal stands in for sessions the cassette does not have, not for a client that
+    reconnects more often than recorded: that stays a miss, reported as one."""
+    e = engine([ws_it(1)], "ws-refuse:426@/v1/realtime")
+    assert e.handshake(HANDSHAKE).interaction.response.status == 426  # #1, given back
+    assert e.handshake(HANDSHAKE).interaction.kind is Kind.WEBSOCKET  # #1 itself
+    third = e.handshake(HANDSHAKE)
+    assert isinstance(third, Miss) and third.reason == "all_used" and e.misses == [third]
+    assert [a.seq for a in e.faults.applied] == [1]
+
+
 def test_ws_close_and_drop_release_the_session_stall_does_not():
     e = engine([ws_it(1)], "ws-close:1013,frame=3,reason=busy@#1", "ws-stall:0.5s,frame=4@#1")
     m = e.handshake(HANDSHAKE)

@@ -37,7 +37,8 @@ Rules:
   status and ws-refuse answer alone.
 - Durations are real seconds, never divided by ``--speed``: a stall at ``--speed 0`` still stalls.
 - ``ws-refuse`` with a path target also refuses handshakes the cassette has no session for (every
-  time), so an HTTP-only recording tests a client's fallback.
+  time), so an HTTP-only recording tests a client's fallback. A handshake whose sessions were
+  all used stays a miss.
 - Chaos (``Chaos(seed, rate, kinds)``) picks for each recording, from the seed, the salt and the
   recording's number alone, whether it gets a fault and which: the same seed gives the same faults
   whatever order requests arrive in.
@@ -1165,6 +1166,8 @@ class FaultPlan:
         connection), or None (no fault)."""
         provider = provider_for(req)
         if isinstance(result, Miss):
+            if result.reason != "no_recording" or result._why not in ("key", "origin"):
+                return result, None  # sessions exist (used up, or other headers): a miss stays a miss
             for i, f in enumerate(self.config.faults):
                 a = f.action
                 if isinstance(a, WsRefuse) and not f.target.seqs and f.target.path \
