@@ -299,6 +299,24 @@ def test_drip_caps_the_byte_rate(recorded):
     assert rp.summary.used == 1  # delivered whole: served (a client that had left would have given it back)
 
 
+def test_drip_holds_its_rate_after_a_stall(recorded):
+    """The drip's schedule must not bank the stalled time: the bytes after a stall keep the
+    rate instead of bursting out until the schedule catches up."""
+    it = recorded["its"][RESPONSES]
+    ends = event_ends(it.body)
+    with replaying(recorded, "drip:4000@#1", "stall:1s,event=2@#1") as rp:
+        chunks, error, _ = raw_stream(rp.url, "/v1/responses", STREAM)
+    assert error is None and _body(chunks) == it.body
+    pos, after = 0, []
+    for t, b in chunks:
+        if pos >= ends[0]:
+            after.append(t)
+        pos += len(b)
+    rest = len(it.body) - ends[0]
+    assert after[0] >= 1.0  # the stall
+    assert after[-1] - after[0] >= 0.9 * rest / 4000, (after[-1] - after[0], rest / 4000)
+
+
 # -- HTTP: cuts and error events -------------------------------------------------
 
 @pytest.mark.parametrize("how, error", [("reset", httpx.ReadError), ("eof", httpx.RemoteProtocolError), ("end", None)])

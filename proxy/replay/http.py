@@ -75,6 +75,8 @@ async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
             if script.drip:
                 sent += len(data)
                 due = max(due, body_start + sent / script.drip)
+                # a stall (or a slow recording) must not bank bytes for a burst after it
+                body_start = due - sent / script.drip
             await pacer.at(due)
             await send({"type": "http.response.body", "body": data, "more_body": True})
     else:
