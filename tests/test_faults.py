@@ -403,6 +403,34 @@ def test_turns_add_the_injected_lags_to_the_recorded_schedule():
     assert turns.next_due() == pytest.approx(20.1 + 0.5) and turns.unfinished()  # the stalled frame
 
 
+def test_a_client_that_keeps_sending_still_gets_the_injected_close():
+    """A client that streams frames without waiting (audio appends, a pipelined request)
+    sends frames the recording has beyond the injected close: they are let through, and the
+    client sees the close it was promised, not a 4001 mismatch."""
+    from proxy.model import Frame as F
+    from proxy.replay.turns import Close as CloseAction, Turns
+
+    ok = type("ok", (), {"ok": True, "weak": False})()
+    for fault in (WsClose(1011, frame=2, reason="overloaded"), WsDrop(2)):
+        s = apply_ws(ws_script(ws_it(1), MatchConfig()), [WsStall(1.0, frame=2), fault])
+        turns = Turns(s, after=lambda anchor, offset: anchor + offset, check=lambda *a: ok)
+        turns.accepted(10.0)
+        turns.due(10.11)
+        assert turns.client_frame(10.2, b'{"type": "response.create"}', True) is None
+        # during the stall before frame 2, the client sends its next frame (and one more)
+        assert turns.client_frame(10.5, b'{"type": "response.create"}', True) is None
+        assert turns.client_frame(10.6, F(Direction.CLIENT, True, 0, b"x").payload, True) is None
+        actions = turns.due(11.3)
+        assert [type(a).__name__ for a in actions] == ["Send", "Close" if isinstance(fault, WsClose) else "Drop"]
+        if isinstance(fault, WsClose):
+            assert actions[-1] == CloseAction(1011, "overloaded")
+    plain = Turns(ws_script(ws_it(1), MatchConfig()), after=lambda anchor, offset: anchor + offset, check=lambda *a: ok)
+    plain.accepted(0.0)
+    for _ in range(2):
+        plain.client_frame(1.0, b"{}", True)
+    assert plain.client_frame(2.0, b"{}", True).code == 4001  # without faults, an extra frame is still one
+
+
 # -- provider shapes -------------------------------------------------------------------
 
 def test_error_bodies_in_each_providers_shape():

@@ -392,6 +392,7 @@ class WsScript:
     end_lag: float = 0.0  # added to the end (close or drop)
     release_if_gone: bool = False  # a client gone before the end (during an injected delay) gives the session back
     faults: tuple[str, ...] = ()
+    cut_short: bool = False  # an injected close or drop dropped the turns after it: later client frames pass unanswered
 
     def lag(self, lags: list[float], i: int) -> float:
         return lags[i] if i < len(lags) else 0.0

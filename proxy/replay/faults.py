@@ -1023,6 +1023,7 @@ def apply_ws(script: WsScript, actions: list[Action]) -> WsScript:
                     after = turn.replies[index][0]
                 s.end_lag = lst[index]
             s.ending = WsEnding("close", after, a.code, a.reason) if isinstance(a, WsClose) else WsEnding("drop", after)
+            s.cut_short = True
     return s
 
 
