@@ -471,6 +471,18 @@ def test_event_ends_is_linear_in_the_stream():
     assert time.perf_counter() - t0 < 1.5
 
 
+def test_a_recording_no_fault_can_hit_is_not_parsed():
+    """The facts (event offsets) are worked out only for a recording a fault may hit: with
+    --fault on one recording, a request for a long stream is matched in no time."""
+    import time
+    long = http_it(1, chunks=[Chunk(0.0, sse_body(40000))])
+    for faults in (["status:429@#2"], ["ws-refuse:426", "stall:1s,event=2@/v1/other"]):
+        e = engine([long, http_it(2)], *faults)
+        t0 = time.perf_counter()
+        assert e.http(POST).seq == 1
+        assert time.perf_counter() - t0 < 0.1
+
+
 # -- provider shapes -------------------------------------------------------------------
 
 def test_error_bodies_in_each_providers_shape():

@@ -661,10 +661,14 @@ class Chaos:
             raise FaultError(f"chaos rate {self.rate}: must be between 0 and 1")
         object.__setattr__(self, "kinds", parse_kinds(self.kinds))
 
-    def pick(self, salt: str, seq: int | None, scope: str, facts: Facts) -> Fault | None:
+    def pick(self, salt: str, seq: int | None, scope: str, facts) -> Fault | None:
+        """``facts``: the recording's Facts, or a function giving them (called only when the
+        recording gets a fault)."""
         rng = random.Random(f"{self.seed}:{salt}:{seq}")  # str seeds hash with sha512: stable across runs
         if rng.random() >= self.rate:
             return None
+        if callable(facts):
+            facts = facts()
         kinds = [k for k in self.kinds if KINDS[k].scope == scope and _possible(k, facts)]
         if not kinds:
             return None
@@ -1039,6 +1043,17 @@ def refusal(action: WsRefuse, req: Request, seq: int | None, provider: str, requ
 
 # -- the plan: which recording gets which fault ---------------------------------------
 
+def _once(make):
+    """``make``, called at most once, and only when first asked."""
+    done: list = []
+
+    def get():
+        if not done:
+            done.append(make())
+        return done[0]
+    return get
+
+
 def _scope(it: Interaction) -> str | None:
     """Which faults a recording can get: "http", "ws" (a session), None (a recorded refusal)."""
     if it.kind is Kind.WEBSOCKET:
@@ -1101,9 +1116,10 @@ class FaultPlan:
             self._every_seqs[i] = frozenset(seqs[t.every - 1:: t.every])
         return self._every_seqs[i]
 
-    def _choose(self, req: Request, seq: int | None, scope: str, facts: Facts) -> list[tuple[tuple, Action, str]]:
+    def _choose(self, req: Request, seq: int | None, scope: str, facts) -> list[tuple[tuple, Action, str]]:
         """(key, action, source) of every fault this request gets: the delaying ones and at most one
-        that ends the exchange (alone if it answers instead of the recording)."""
+        that ends the exchange (alone if it answers instead of the recording). ``facts()`` gives
+        the recording's Facts; called only when a fault may hit it (it parses the whole body)."""
         candidates = []
         for i, f in enumerate(self.config.faults):
             if f.scope != scope or not self._targets(i, f, req, seq) or self._times.get((i, seq), 0) >= f.times:
@@ -1112,13 +1128,13 @@ class FaultPlan:
         chaos = self.config.chaos
         if chaos is not None:
             if seq not in self._chaos:
-                self._chaos[seq] = chaos.pick(self.salt, seq, scope, facts)
+                self._chaos[seq] = chaos.pick(self.salt, seq, scope, facts)  # facts() only if it picks one
             pick = self._chaos[seq]
             if pick is not None and pick.scope == scope and self._times.get(("chaos", seq), 0) < 1:
                 candidates.append((("chaos", seq), pick.action, f"chaos {chaos.seed}"))
         chosen, ending = [], None
         for key, action, source in candidates:
-            why = action.why_not(facts)
+            why = action.why_not(facts())
             if why:
                 log.info("fault %s not applied to #%s: %s", action.label(), seq, why)
                 continue
@@ -1147,7 +1163,7 @@ class FaultPlan:
     def http(self, req: Request, it: Interaction, script: HttpScript) -> tuple[HttpScript, bool]:
         """(script to play, whether the recording goes back for the retry)."""
         provider = provider_for(req)
-        facts = http_facts(req, it, provider)
+        facts = _once(lambda: http_facts(req, it, provider))
         chosen = self._choose(req, it.seq, "http", facts)
         if not chosen:
             return script, False
@@ -1156,7 +1172,7 @@ class FaultPlan:
         if isinstance(actions[0], Status):
             a = actions[0]
             return status_script(a, req, it.seq, a.provider or provider, self._request_id()), True
-        out = apply_http(script, actions, facts, req.path)
+        out = apply_http(script, actions, facts(), req.path)
         ends = any(a.ends_exchange for a in actions)
         # a recording held until its client left is fully served when the client leaves
         return replace(out, release_if_gone=not ends and out.ending is not Ending.HOLD), ends
@@ -1179,7 +1195,7 @@ class FaultPlan:
         it = result.interaction
         if it.kind is not Kind.WEBSOCKET:
             return result, None  # a recorded refusal: replayed as it is
-        chosen = self._choose(req, it.seq, "ws", ws_facts(req, it, provider))
+        chosen = self._choose(req, it.seq, "ws", _once(lambda: ws_facts(req, it, provider)))
         if not chosen:
             return result, None
         self._record(chosen, req, it.seq)
