@@ -317,6 +317,25 @@ def test_drip_holds_its_rate_after_a_stall(recorded):
     assert after[-1] - after[0] >= 0.9 * rest / 4000, (after[-1] - after[0], rest / 4000)
 
 
+def test_the_summary_names_the_faults_that_hit_nothing(recorded):
+    """A fault aimed at a recording that does not exist (a typo in the path, #9 of 5, an HTTP
+    fault on a session) tests nothing: the summary says so instead of a quiet "0 injected"."""
+    with replaying(recorded, "status:429@#9", "stall:1s,event=2@/v1/response", "cut:event=1@#5",
+                   f"status:500@#{CHAT}", "ws-refuse@/v1/realtime", f"status:429@#{RESPONSES}") as rp:
+        raw_stream(rp.url, "/v1/responses", STREAM)
+    s = rp.summary
+    assert [a.fault for a in s.faults] == ["status:429"]
+    assert s.not_injected == [
+        "status:429@#9: the cassette has no HTTP recording it targets",
+        "stall:1s,event=2@/v1/response: the cassette has no HTTP recording it targets",
+        "cut:event=1@#5: the cassette has no HTTP recording it targets",
+        "status:500@#2: no request reached a recording it targets, or it could not apply (the log says why)",
+        "ws-refuse:426@/v1/realtime: no request reached a recording it targets, or it could not apply (the log says why)",
+    ]
+    assert "  fault never injected: status:429@#9: the cassette has no HTTP recording it targets" in s.lines()
+    assert s.to_json()["faults_not_injected"] == s.not_injected
+
+
 # -- HTTP: cuts and error events -------------------------------------------------
 
 @pytest.mark.parametrize("how, error", [("reset", httpx.ReadError), ("eof", httpx.RemoteProtocolError), ("end", None)])

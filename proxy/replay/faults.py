@@ -1156,6 +1156,21 @@ class FaultPlan:
             self.applied.append(applied)
             log.info("fault: %s", applied.line())
 
+    def never_applied(self) -> set[int]:
+        """Which of the given faults (by index; chaos apart) hit nothing so far."""
+        return set(range(len(self.config.faults))) - {k[0] for k in self._times if k[0] != "chaos"}
+
+    def why_never(self, i: int, recordings) -> str:
+        """Why fault ``i`` may have hit nothing, as far as ``recordings`` (the cassette) tell."""
+        f = self.config.faults[i]
+        t = f.target
+        refuses_misses = isinstance(f.action, WsRefuse) and t.path is not None and not t.seqs
+        if not refuses_misses and not any(
+                _scope(it) == f.scope and (not t.seqs or it.seq in t.seqs)
+                and (t.path is None or fnmatch.fnmatchcase(it.request.path, t.path)) for it in recordings):
+            return f"the cassette has no {'WebSocket session' if f.scope == 'ws' else 'HTTP recording'} it targets"
+        return "no request reached a recording it targets, or it could not apply (the log says why)"
+
     def _request_id(self) -> str:
         self._answers += 1
         return f"req_proxyfault{self._answers:06d}"
