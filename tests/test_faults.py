@@ -228,6 +228,24 @@ def test_one_ending_fault_per_request_with_the_delays():
     assert e.http(POST).faults == ()
 
 
+def test_a_delay_past_the_end_an_ending_fault_makes_waits_for_the_retry(caplog):
+    """A stall after the point where a cut ends the response never happens: it must not be
+    reported as injected nor use up its times, so the retry gets it."""
+    e = engine([http_it(1)], "cut:event=2@#1", "stall:1s,event=4@#1", "stall:0.5s,event=2@#1")
+    with caplog.at_level("INFO", "proxy.replay"):
+        first = e.http(POST)
+    assert first.faults == ("stall:0.5s,event=2", "cut:event=2")  # the stall before event 2 lands
+    assert "stall:1s,event=4 on #1 waits: the response ends before it" in caplog.text
+    retry = e.http(POST)
+    assert retry.faults == ("stall:1s,event=4",) and retry.delays == {3: 1.0}
+    assert [a.fault for a in e.faults.applied] == ["stall:0.5s,event=2", "cut:event=2", "stall:1s,event=4"]
+    ws = engine([ws_it(1)], "ws-close:1011,frame=2@#1", "ws-stall:1s,frame=4@#1")
+    m = ws.handshake(HANDSHAKE)
+    assert ws.ws_script(m.interaction).faults == ("ws-close:1011,frame=2",)
+    m2 = ws.handshake(HANDSHAKE)
+    assert ws.ws_script(m2.interaction).faults == ("ws-stall:1s,frame=4",)
+
+
 def test_a_fault_that_cannot_apply_is_skipped_and_logged(caplog):
     e = engine([http_it(1, n=3)], "cut:event=7@#1", "sse-error:event=1@#1")
     with caplog.at_level("INFO", "proxy.replay"):
@@ -288,10 +306,10 @@ def test_a_path_refusal_never_hides_a_miss_of_a_used_up_session():
 
 
 def test_ws_close_and_drop_release_the_session_stall_does_not():
-    e = engine([ws_it(1)], "ws-close:1013,frame=3,reason=busy@#1", "ws-stall:0.5s,frame=4@#1")
+    e = engine([ws_it(1)], "ws-close:1013,frame=3,reason=busy@#1", "ws-stall:0.5s,frame=3@#1")
     m = e.handshake(HANDSHAKE)
     s = e.ws_script(m.interaction)
-    assert s.faults == ("ws-stall:0.5s,frame=4", "ws-close:1013,frame=3,reason=busy")
+    assert s.faults == ("ws-stall:0.5s,frame=3", "ws-close:1013,frame=3,reason=busy")
     assert [it.seq for it in e.unused()] == [1]
     m2 = e.handshake(HANDSHAKE)
     assert e.ws_script(m2.interaction).faults == () and e.unused() == []

@@ -34,7 +34,8 @@ Rules:
 - Faults that only delay (stall, drip, ttfb, ws-accept, ws-stall) serve the recording; a client that
   leaves before the end (its timeout) gives it back too.
 - One request gets every delaying fault that hits it and at most one ending fault (the first given);
-  status and ws-refuse answer alone.
+  status and ws-refuse answer alone. A stall past the point where the ending fault ends the
+  exchange (stall before event 5, cut after event 3) is left for the retry.
 - Durations are real seconds, never divided by ``--speed``: a stall at ``--speed 0`` still stalls.
 - ``ws-refuse`` with a path target also refuses handshakes the cassette has no session for (every
   time), so an HTTP-only recording tests a client's fallback. A handshake whose sessions were
@@ -1043,6 +1044,20 @@ def refusal(action: WsRefuse, req: Request, seq: int | None, provider: str, requ
 
 # -- the plan: which recording gets which fault ---------------------------------------
 
+def _lands(delay: Action, ending: Action, facts: Facts) -> bool:
+    """Whether a delaying fault takes effect in a response or session that ``ending`` cuts short."""
+    if isinstance(delay, Stall) and isinstance(ending, (Cut, SseError)):
+        if isinstance(ending, Cut) and ending.headers:
+            return False
+        at = _point(facts, delay.event, delay.byte, before=True)
+        return at < _point(facts, ending.event, getattr(ending, "byte", None), before=False)
+    if isinstance(delay, Drip) and isinstance(ending, Cut) and ending.headers:
+        return False
+    if isinstance(delay, WsStall) and isinstance(ending, (WsClose, WsDrop)):
+        return delay.frame <= ending.frame
+    return True
+
+
 def _once(make):
     """``make``, called at most once, and only when first asked."""
     done: list = []
@@ -1146,7 +1161,14 @@ class FaultPlan:
         if ending is not None:
             if isinstance(ending[1], (Status, WsRefuse)):
                 return [ending]
-            chosen.append(ending)
+            landing = []
+            for key, action, source in chosen:
+                if _lands(action, ending[1], facts()):
+                    landing.append((key, action, source))
+                else:  # not applied (nor counted): the retry gets it
+                    log.info("fault %s on #%s waits: the response ends before it (%s)", action.label(), seq,
+                             ending[1].label())
+            chosen = landing + [ending]
         return chosen
 
     def _record(self, chosen, req: Request, seq: int | None) -> None:
