@@ -553,6 +553,9 @@ def test_a_bad_fault_is_one_line_and_exit_2(recorded):
         "proxy: fault 'cut:event=three': event='three': expected a whole number")
     r = run_cli("serve", "--cassette", str(recorded["path"]), "--chaos", "1", "--chaos-kinds", "status,teapot")
     assert r.returncode == 2 and "unknown fault kind 'teapot'" in r.stderr
+    # chaos options without --chaos would change nothing: say so rather than run without faults
+    r = run_cli("replay", "--cassette", str(recorded["path"]), "--chaos-rate", "0.5", "--chaos-kinds", "cut")
+    assert r.returncode == 2 and r.stderr.strip() == "proxy: --chaos-rate and --chaos-kinds need --chaos SEED"
 
 
 PLUGIN_TESTS = """
