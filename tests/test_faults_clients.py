@@ -425,6 +425,19 @@ def test_ws_drop_after_frame_n_has_no_close_frame(recorded):
             assert _turns(ws) == recorded["session"]
 
 
+def test_a_client_gone_during_an_accept_delay_before_a_close_leaves_nothing_waiting(recorded):
+    """An accept delay with an ending fault (the session goes back at once): the client's open
+    timeout ends it. Before, the player waited out the delay for no one and the stop counted an
+    open connection it cut."""
+    with replaying(recorded, "ws-accept:5s@#5", "ws-close:1011,frame=1@#5", speed=0) as rp:
+        with pytest.raises(TimeoutError):
+            connect(rp.ws + "/v1/responses", additional_headers=AUTH, open_timeout=0.2)
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 0.4  # nothing left for the stop to wait out (GRACE is 0.5 s)
+    assert rp.summary.cut == 0 and len(rp.summary.faults) == 2 and rp.summary.used == 0
+
+
 def test_ws_accept_delay_set_and_a_client_that_times_out_reconnects(recorded):
     with replaying(recorded, "ws-accept:0.5s@#5", speed=0) as rp:
         t0 = time.perf_counter()
