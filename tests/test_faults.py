@@ -484,9 +484,9 @@ def test_event_ends_is_linear_in_the_stream():
     (20k events, 2.5 MB) took 6.7 s when the parser cut its buffer once per line."""
     import time
     ev = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}\n\n'
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other processes on the machine do not count
     assert len(event_ends(ev * 20000)) == 20000
-    assert time.perf_counter() - t0 < 1.5
+    assert time.process_time() - t0 < 1.5
 
 
 def test_a_recording_no_fault_can_hit_is_not_parsed():
@@ -496,9 +496,9 @@ def test_a_recording_no_fault_can_hit_is_not_parsed():
     long = http_it(1, chunks=[Chunk(0.0, sse_body(40000))])
     for faults in (["status:429@#2"], ["ws-refuse:426", "stall:1s,event=2@/v1/other"]):
         e = engine([long, http_it(2)], *faults)
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: other processes on the machine do not count
         assert e.http(POST).seq == 1
-        assert time.perf_counter() - t0 < 0.1
+        assert time.process_time() - t0 < 0.1
 
 
 # -- provider shapes -------------------------------------------------------------------
