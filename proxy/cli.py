@@ -163,6 +163,12 @@ def fault_options(f):
 
 
 def _fault_config(faults, chaos_seed, chaos_rate, chaos_kinds) -> FaultConfig:
+    if chaos_seed is None:  # a rate or kinds alone would be ignored: the run would test no failure
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in ("chaos_rate", "chaos_kinds")
+                 if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            raise UserError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --chaos SEED")
     try:
         return FaultConfig.build(faults, chaos_seed, chaos_rate, chaos_kinds)
     except FaultError as e:

@@ -68,6 +68,12 @@ def pytest_addoption(parser) -> None:
                     help="proxy cassettes: with --proxy-chaos, the fault kinds to pick from.")
 
 
+def _listed(value) -> list:
+    """A marker option that takes a list also takes one item (``faults="status:429@#1"``):
+    a string is not spread into its characters."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers",
@@ -127,7 +133,7 @@ def model_proxy(request):
                           strict_match=bool(kwargs.get("strict_match", False)), presets=kwargs.get("presets", ()),
                           strict=bool(kwargs.get("strict", False)), check=False,
                           proxy_mode=str(kwargs.get("proxy_mode", "reverse")),
-                          faults=[*opt("proxy_fault"), *kwargs.get("faults", ())],
+                          faults=[*opt("proxy_fault"), *_listed(kwargs.get("faults", ()))],
                           chaos=kwargs.get("chaos", opt("proxy_chaos")),
                           chaos_rate=kwargs.get("chaos_rate", opt("proxy_chaos_rate")),
                           chaos_kinds=kwargs.get("chaos_kinds", opt("proxy_chaos_kinds")), fault_salt=request.node.nodeid)

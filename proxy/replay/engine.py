@@ -233,6 +233,7 @@ class Engine:
         return MissReply(result)
 
     def _fault_http(self, req: Request, match: Match, script: HttpScript) -> HttpScript:
+        self.faults.recordings = self.source
         script, release = self.faults.http(req, match.interaction, script)
         if release:
             self.matcher.release(match)
@@ -258,6 +259,7 @@ class Engine:
             except CassetteError as e:
                 return self.failed(e, req)
             if self.faults is not None:
+                self.faults.recordings = self.source
                 answer, what = self.faults.handshake(req, result)
                 if what == "release":
                     self.matcher.release(result)
@@ -407,6 +409,7 @@ class WsScript:
     end_lag: float = 0.0  # added to the end (close or drop)
     release_if_gone: bool = False  # a client gone before the end (during an injected delay) gives the session back
     faults: tuple[str, ...] = ()
+    cut_short: bool = False  # an injected close or drop dropped the turns after it: later client frames pass unanswered
 
     def lag(self, lags: list[float], i: int) -> float:
         return lags[i] if i < len(lags) else 0.0
