@@ -35,7 +35,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from common import ROOT, mitmdump, pct, proxy, spread
+from common import ROOT, free_port, pct, proxy, spread
 
 from proxy.timing import Pacer
 from proxy.uvicorn_server import UvicornServer
@@ -122,17 +122,43 @@ def _serve_bare(upstream: str) -> None:
     asyncio.run(main())
 
 
+def _cpu(pid: int) -> tuple[float, float]:
+    """CPU time (s) a process has used so far: its main thread (mitmproxy's event loop,
+    which moves the bytes) and all its threads, with ns resolution."""
+    total = main = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            used = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+        total += used
+        main += used if task.name == str(pid) else 0
+    return main / 1e9, total / 1e9
+
+
 @contextmanager
-def _child(*args: str):
-    """This file run as ``args`` in its own process; yields the URL it prints."""
-    p = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+def _process(cmd: list[str], port: int | None = None):
+    """``cmd`` in its own process; yields (its URL, its pid). The URL is the first one it
+    prints, or, with ``port``, that port once it accepts connections."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
-        line = p.stdout.readline()
-        m = re.search(r"http://[0-9.]+:\d+", line)
-        if not m:
-            raise RuntimeError(f"{args[0]} did not start")
-        yield m.group(0)
+        if port is None:
+            m = re.search(r"http://[0-9.]+:\d+", p.stdout.readline())
+            if not m:
+                raise RuntimeError(f"{cmd[:3]} did not start")
+            url = m.group(0)
+        else:
+            url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or p.poll() is not None:
+                        raise RuntimeError(f"{cmd[:3]} did not start") from None
+                    time.sleep(0.05)
+        yield url, p.pid
     finally:
         p.send_signal(signal.SIGINT)
         p.stdin.close()
@@ -140,6 +166,27 @@ def _child(*args: str):
             p.wait(15)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def _child(*args: str):
+    """This file run as ``args`` in its own process."""
+    return _process([sys.executable, __file__, *args])
+
+
+def _peers(upstream: str, cassette: str, stack: ExitStack) -> dict[str, tuple[str, int]]:
+    """(URL, pid) of every peer, started in ``stack``."""
+    port = free_port()
+    return {
+        "direct": (upstream, 0),
+        "mitmdump": stack.enter_context(_process(
+            [str(Path(sys.executable).parent / "mitmdump"), "--mode", f"reverse:{upstream}", "--listen-host",
+             "127.0.0.1", "--listen-port", str(port), "--set", "stream_large_bodies=1", "--set",
+             "connection_strategy=lazy", "-q"], port=port)),
+        "bare mitmproxy": stack.enter_context(_child("bare", upstream)),
+        "proxy record": stack.enter_context(_process(
+            [sys.executable, "-m", "proxy.cli", "record", "--upstream", upstream, "--cassette", cassette,
+             "--listen", "127.0.0.1:0"])),
+    }
 
 
 # -- the bench ----------------------------------------------------------------------
@@ -151,33 +198,38 @@ def run(quick: bool = False) -> list[dict]:
     n, trials, firsts = (200, 3, 10) if quick else (1000, 7, 40)
     lat = {p: [] for p in PEERS}
     ttfe = {p: [] for p in PEERS}
-    ratios, ratios99 = [], []
+    cpu = {p: [0.0, 0.0] for p in PEERS}  # event loop thread, whole process
+    ratios, ratios99, cpu_ratios, loop_ratios = [], [], [], []
     with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
-        up = stack.enter_context(_child("upstream"))
-        urls = {"direct": up,
-                "mitmdump": stack.enter_context(mitmdump(up)),
-                "bare mitmproxy": stack.enter_context(_child("bare", up)),
-                "proxy record": stack.enter_context(
-                    proxy("record", "--upstream", up, "--cassette", str(Path(d) / "r.db"), "--listen", "127.0.0.1:0"))[0]}
-        for url in urls.values():  # warm-up: mitmproxy's first flows pay one-off costs
+        up, _ = stack.enter_context(_child("upstream"))
+        peers = _peers(up, str(Path(d) / "r.db"), stack)
+        for url, _ in peers.values():  # warm-up: mitmproxy's first flows pay one-off costs
             for _ in range(3):
                 latencies(url, target="/v1/responses?n=20")
         for _ in range(trials):
-            trial = {}
+            trial, used = {}, {}
             for p in PEERS:
-                trial[p] = latencies(urls[p], target=f"/v1/responses?n={n}&gap=0.002")[0]
+                url, pid = peers[p]
+                c0 = _cpu(pid) if pid else (0.0, 0.0)
+                trial[p] = latencies(url, target=f"/v1/responses?n={n}&gap=0.002")[0]
+                c1 = _cpu(pid) if pid else (0.0, 0.0)
+                used[p] = (c1[0] - c0[0], c1[1] - c0[1])
                 lat[p] += trial[p]
+                cpu[p] = [cpu[p][0] + used[p][0], cpu[p][1] + used[p][1]]
             ratios.append(pct(trial["proxy record"], 50) / pct(trial["bare mitmproxy"], 50))
             ratios99.append(pct(trial["proxy record"], 99) / pct(trial["bare mitmproxy"], 99))
+            loop_ratios.append(used["proxy record"][0] / used["bare mitmproxy"][0])
+            cpu_ratios.append(used["proxy record"][1] / used["bare mitmproxy"][1])
         # time to first event: many short streams on new connections, interleaved
         for _ in range(firsts):
             for p in PEERS:
-                ttfe[p].append(latencies(urls[p], target="/v1/responses?n=2&gap=0")[1])
+                ttfe[p].append(latencies(peers[p][0], target="/v1/responses?n=2&gap=0")[1])
         first_ratio = pct(ttfe["proxy record"], 50) / pct(ttfe["bare mitmproxy"], 50)
     ratio = pct(ratios, 50)
+    proxies = PEERS[1:]
 
-    def each(values, p, fmt="{:.3f}"):
-        return " / ".join(fmt.format(pct(values[k], p)) for k in PEERS)
+    def each(values, p, fmt="{:.3f}", peers=PEERS):
+        return " / ".join(fmt.format(pct(values[k], p)) for k in peers)
 
     rows = [
         {"bench": f"record overhead, SSE, {trials} interleaved trials x {n} events 2 ms apart",
@@ -189,13 +241,19 @@ def run(quick: bool = False) -> list[dict]:
          "value": f"{ratio:.2f}x ({spread(ratios)})", "target": "<= 1.1x", "ok": ratio <= 1.1},
         {"bench": "record overhead", "metric": "proxy record / bare mitmproxy, per-event latency p99 (median trial)",
          "value": f"{pct(ratios99, 50):.2f}x ({spread(ratios99)})", "target": "", "ok": None},
+        {"bench": "record overhead", "metric": "CPU time per event, event loop thread: " + " / ".join(proxies),
+         "value": " / ".join(f"{cpu[p][0] / (trials * n) * 1e6:.0f}" for p in proxies)
+                  + f" us; record / bare {pct(loop_ratios, 50):.2f}x ({spread(loop_ratios)})", "target": "", "ok": None},
+        {"bench": "record overhead", "metric": "CPU time per event, whole process: " + " / ".join(proxies),
+         "value": " / ".join(f"{cpu[p][1] / (trials * n) * 1e6:.0f}" for p in proxies)
+                  + f" us; record / bare {pct(cpu_ratios, 50):.2f}x ({spread(cpu_ratios)})", "target": "", "ok": None},
         {"bench": f"record overhead, {firsts} new connections each, interleaved",
          "metric": "time to first event p50: " + " / ".join(PEERS), "value": each(ttfe, 50, "{:.2f}") + " ms",
          "target": "proxy record <= bare mitmproxy", "ok": first_ratio <= 1.0},
     ]
     # recording throughput: an upstream with no gaps, 1 and 50 concurrent streams through proxy record
     m = 200 if quick else 2000
-    with tempfile.TemporaryDirectory() as d, _child("upstream") as up:
+    with tempfile.TemporaryDirectory() as d, _child("upstream") as (up, _):
         with proxy("record", "--upstream", up, "--cassette", str(Path(d) / "t.db"), "--listen", "127.0.0.1:0") as (url, _):
             latencies(url)
             one = asyncio.run(_throughput(url, 1, m))
