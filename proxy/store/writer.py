@@ -3,10 +3,11 @@
 Contract: operations are applied in the order they are submitted. The writer wakes on
 the first queued operation, collects for up to BATCH_WINDOW (or until a flush is
 asked for), then applies everything queued in one transaction and commits. While
-operations keep coming it stays on that timer (one wake per window, never one per
-operation), and blocks again only after a window with nothing queued: waking once
-per window instead of once per chunk keeps the writer from contending for the GIL
-with the event loop that forwards bytes. ``call`` queues work of the caller's own
+operations come faster than one per window (a stream's chunks, say) it stays on that
+timer, so it wakes once per window and the event loop's enqueueing never has a thread
+to wake; after a window with one operation or none it blocks until the next. Waking
+once per window instead of once per chunk keeps the writer from contending for the
+GIL with the event loop that forwards bytes. ``call`` queues work of the caller's own
 (the recorder's redaction) to run here, in order with the writes and inside their
 transaction, so that work need not delay the bytes on their way. ``flush()`` returns a future that
 resolves once everything submitted before it is committed: the recorder awaits it
@@ -120,7 +121,7 @@ class CassetteWriter:
         self.cassette.insert(it)
 
     def _run(self) -> None:
-        active = False  # operations came in the last window: stay on the timer
+        active = False  # operations came faster than one per window: stay on the timer
         while True:
             batch = [] if active else [self._queue.get()]
             self._urgent.wait(BATCH_WINDOW)
@@ -130,7 +131,7 @@ class CassetteWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            active = bool(batch)
+            active = len(batch) > 1
             if not batch:
                 continue
             waiting = [args for fn, args in batch if fn is None]
