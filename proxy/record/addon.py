@@ -16,7 +16,7 @@ Hooks hand their writes to a CassetteWriter (a thread that batches commits), so 
 event loop that moves bytes never waits for SQLite, nor for redaction of HTTP exchanges:
 an interaction is queued when its request is complete, each chunk as it passes (the
 loop takes its time and queues the bytes, nothing more), each WebSocket message as it
-is seen. The hooks that end an interaction (response, error, websocket_end) await the
+is seen (likewise). The hooks that end an interaction (response, error, websocket_end) await the
 writer's flush, so the end of a response reaches the client only once the whole
 interaction is committed. A recorder killed mid-stream keeps every finished
 interaction and the in-flight ones up to (at most) the last chunks still queued.
@@ -31,10 +31,9 @@ Streaming: mitmproxy buffers a whole response unless ``flow.response.stream`` is
 set; we set it to a callable for every response, so SSE events reach the client
 as upstream sends them and each call is one recorded chunk with its offset.
 
-Redaction (``proxy.redaction``) happens before anything is written: for HTTP exchanges
-on the writer thread, in order with the writes (``CassetteWriter.call``), so neither the
-request going upstream nor a chunk going to the client waits for it; WebSocket messages
-here, before they are queued. It covers the path,
+Redaction (``proxy.redaction``) happens before anything is written, on the writer
+thread, in order with the writes (``CassetteWriter.call``), so neither a request going
+upstream nor a chunk or message going on its way waits for it. It covers the path,
 query and headers; the request body decoded by its Content-Encoding with the shared
 codec (one that does not decode is stored as a marker, with a warning); response
 chunks through a streaming redactor that catches a key split across chunks and keeps
@@ -106,7 +105,8 @@ def _upstream(modes: Sequence[str]) -> tuple[str, str]:
 
 # -- on the writer thread (CassetteWriter.call): redaction and what it decides ---------
 # These run in order with the writes they feed, inside the writer's transaction; a live
-# interaction's ``response`` and ``body`` are touched only here once the response began.
+# interaction's ``response``, ``body`` and ``frames`` are touched only here once the
+# response began.
 
 def _stored_request(redactor: Redactor, method: str, target: str, headers: list, raw: bytes, scheme: str,
                     host: str, port: int, started_at: float) -> Interaction:
@@ -125,7 +125,9 @@ def _store_response(cassette, redactor: Redactor, live: _Live, status: int, reas
                     is_ws: bool) -> None:
     live.response = Response(status, reason, redactor.headers(headers))
     cassette.set_response(live.iid, live.response, live.ttfb, Kind.WEBSOCKET if is_ws else None)
-    if not is_ws:
+    if is_ws:
+        live.frames = redactor.frames()
+    else:
         live.body = redactor.response_body(next((v for k, v in headers if k.lower() == "content-encoding"), None))
 
 
@@ -134,6 +136,23 @@ def _store_chunk(cassette, live: _Live, offset: float, data: bytes) -> None:
         return
     for t, clean in live.body.feed(data, offset):
         cassette.add_chunk(live.iid, Chunk(t, clean))
+
+
+def _store_message(cassette, live: _Live, tag: Frame, payload: bytes) -> None:
+    if live.frames is None:  # already ended
+        return
+    for frame, clean in live.frames.feed(tag.direction, payload, tag):
+        frame.payload = clean
+        cassette.add_frame(live.iid, frame)
+
+
+def _end_stored_frames(cassette, live: _Live) -> None:
+    if live.frames is None:
+        return
+    frames, live.frames = live.frames, None
+    for frame, clean in frames.finish():
+        frame.payload = clean
+        cassette.add_frame(live.iid, frame)
 
 
 def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str, str] | None) -> None:
@@ -290,7 +309,6 @@ class Recorder:
                            list(resp.headers.items(multi=True)), is_ws)
         if is_ws:
             live.kind = Kind.WEBSOCKET
-            live.frames = self.redactor.frames()
             return
         call, t0 = self.cassette.call, live.t0
 
@@ -311,11 +329,9 @@ class Recorder:
             self.cassette.call(_end_stored_body, self.redactor, live, label)
 
     def _end_frames(self, live: _Live) -> None:
-        if live.frames is not None:
-            frames, live.frames = live.frames, None
-            for frame, clean in frames.finish():
-                frame.payload = clean
-                self.cassette.add_frame(live.iid, frame)
+        """Store the messages the frame redactor still holds (on the writer thread, in order)."""
+        if live.kind is Kind.WEBSOCKET:
+            self.cassette.call(_end_stored_frames, live)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
@@ -361,16 +377,14 @@ class Recorder:
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
-        if live is None or flow.websocket is None or live.frames is None:
+        if live is None or flow.websocket is None or live.kind is not Kind.WEBSOCKET:
             return
         msg = flow.websocket.messages[-1]
         live.frames_seen += 1
         direction = Direction.CLIENT if msg.from_client else Direction.SERVER
         # the Frame rides along as the tag; its payload is set when the redactor releases it
         tag = Frame(direction, msg.is_text, msg.timestamp - live.t0, b"")
-        for frame, clean in live.frames.feed(direction, msg.content, tag):
-            frame.payload = clean
-            self.cassette.add_frame(live.iid, frame)
+        self.cassette.call(_store_message, live, tag, msg.content)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)
