@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 
@@ -74,11 +75,15 @@ def _format_error(status: int, message: str) -> bytes:
         return f"<html><body><h1>{status}</h1><p>{message}</p></body></html>".encode()
 
 
+BACKLOG = 64 * 1024  # body bytes queued for redaction beyond which a chunk waits for the writer
+
+
 class _Live:
     """An interaction in flight. (A plain class: mitmproxy runs this file as a script that
     is not in sys.modules while it loads, which @dataclass needs.)"""
 
-    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames")
+    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames", "scrubbed",
+                 "waiter")
 
     def __init__(self, iid: int, t0: float) -> None:
         self.iid, self.t0 = iid, t0
@@ -89,6 +94,8 @@ class _Live:
         self.ttfb: float | None = None
         self.body = None  # the response body's stream redactor
         self.frames = None  # the session's FrameRedactor
+        self.scrubbed = 0  # body bytes the writer thread has redacted (body_bytes: queued)
+        self.waiter: tuple[int, threading.Event] | None = None  # the loop waits until scrubbed reaches it
 
 
 async def _flushed(writer: CassetteWriter) -> None:
@@ -132,10 +139,13 @@ def _store_response(cassette, redactor: Redactor, live: _Live, status: int, reas
 
 
 def _store_chunk(cassette, live: _Live, offset: float, data: bytes) -> None:
-    if live.body is None:  # already ended (a chunk queued after the stop cut it)
-        return
-    for t, clean in live.body.feed(data, offset):
-        cassette.add_chunk(live.iid, Chunk(t, clean))
+    if live.body is not None:  # else already ended (a chunk queued after the stop cut it)
+        for t, clean in live.body.feed(data, offset):
+            cassette.add_chunk(live.iid, Chunk(t, clean))
+    live.scrubbed += len(data)
+    waiter = live.waiter
+    if waiter is not None and live.scrubbed >= waiter[0]:
+        waiter[1].set()
 
 
 def _store_message(cassette, live: _Live, tag: Frame, payload: bytes) -> None:
@@ -310,17 +320,31 @@ class Recorder:
         if is_ws:
             live.kind = Kind.WEBSOCKET
             return
-        call, t0 = self.cassette.call, live.t0
+        writer, t0 = self.cassette, live.t0
 
         def stream(data: bytes) -> bytes:
             # Per chunk, only what must be taken now (its time); the body's redactor runs on
             # the writer thread, which stores the chunks in order once they are scrubbed.
             if data and self.live.get(flow.id) is live:  # b"" marks the end; not live: cut by the stop
                 live.body_bytes += len(data)
-                call(_store_chunk, live, time.time() - t0, data)
+                writer.call(_store_chunk, live, time.time() - t0, data)
+                if live.body_bytes - live.scrubbed > BACKLOG:
+                    self._catch_up(flow, live, writer)
             return data
 
         resp.stream = stream
+
+    def _catch_up(self, flow: http.HTTPFlow, live: _Live, writer: CassetteWriter) -> None:
+        """Hold this chunk until the writer has redacted it: a body that comes faster than
+        it can be scrubbed (megabytes of base64, say) is slowed to that pace as it passes,
+        as the client would see it recorded, instead of its end waiting for the backlog."""
+        done = threading.Event()
+        live.waiter = (live.body_bytes, done)
+        writer.hurry()
+        while live.scrubbed < live.body_bytes and not done.wait(0.05):
+            if writer.error is not None or self.live.get(flow.id) is not live or self.cassette is not writer:
+                break
+        live.waiter = None
 
     def _end_body(self, flow: http.HTTPFlow | None, live: _Live) -> None:
         """Store the chunks the body redactor still holds (on the writer thread, in order)."""

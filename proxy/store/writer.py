@@ -83,6 +83,10 @@ class CassetteWriter:
         it raises fails the writer, as a failed write does."""
         self._queue.put((fn, (self.cassette, *args)))
 
+    def hurry(self) -> None:
+        """End the current window now (someone waits for what is queued)."""
+        self._urgent.set()
+
     def finish(self, seq: int, end: End, detail: str = "", duration: float | None = None,
                close: Close | None = None) -> None:
         self._queue.put((self.cassette.finish, (seq, end, detail, duration, close)))
