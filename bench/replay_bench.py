@@ -322,8 +322,6 @@ def _bare_main(kind: str, http: str, loop: str, *args: str) -> None:
     ``sse CASSETTE`` streams the chunks of the cassette's recordings (one per request, in
     turn), one ASGI message each; ``blob CASSETTE`` is no uvicorn at all: a raw asyncio
     server writing each whole chunked response at once (the client's ceiling)."""
-    import socket
-
     import uvicorn
 
     chunks: list[list[bytes]] = []
@@ -339,21 +337,20 @@ def _bare_main(kind: str, http: str, loop: str, *args: str) -> None:
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
+        while (await receive()).get("more_body"):  # the request, read as the replay server reads it
+            pass
         if kind == "json":
             await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
             await send({"type": "http.response.body", "body": JSON_BODY})
             return
-        while (await receive()).get("more_body"):
-            pass
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         for data in next_chunks():
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
+    from proxy.net import bind
+
+    sock = bind("127.0.0.1", 0)  # as the replay server binds: TCP_NODELAY on every connection
     print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     if kind == "blob":
         async def serve():
