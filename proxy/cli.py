@@ -27,6 +27,7 @@ from .net import PortInUse
 from .record import RecordConfig, RecordError, RedactionOptions
 from .replay.faults import DEFAULT_CHAOS_KINDS, FaultConfig, FaultError
 from .serve import RecordMode, ServeConfig, ServeError, Session
+from .replay import engine as replay_engine
 from .uvicorn_server import loop_factory
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
@@ -235,6 +236,7 @@ def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> Non
     # uvloop only where nothing but the replay server runs on the loop (mitmproxy, which
     # records and fronts forward mode, runs on asyncio's own loop)
     replay_only = config.mode is RecordMode.NONE and config.proxy_mode == "reverse"
+    replay_engine.FREEZE_INDEXES = True  # this process is ours alone (see there)
     try:
         with asyncio.Runner(loop_factory=loop_factory() if replay_only else None) as runner:
             session, summary = runner.run(main())
