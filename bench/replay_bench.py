@@ -146,7 +146,7 @@ def json_rows(d: Path, quick: bool) -> list[dict]:
     path = d / "json.db"
     json_cassette(path, n)
     rows = []
-    for label, http, loop, env in stacks():
+    for label, http, loop, env in stacks()[:1] if quick else stacks():
         with bare("json", http, loop) as (url, _):
             get(url, "/v1/models")
             b_rps, _, _ = wrk(url, quick)
@@ -186,7 +186,7 @@ def sse_rows(d: Path, quick: bool) -> list[dict]:
             sizes = [[len(ch.data) for ch in it.chunks] for it in c.interactions()]
         chunks = str(path)
         ceiling = None
-        for label, http, loop, env in stacks():
+        for label, http, loop, env in stacks()[:1] if quick else stacks():
             with bare("sse", http, loop, chunks) as (url, _):
                 b_eps = max(sse_speed(url, sizes) for _ in range(2))
             with replay(path, env, "--speed", "0") as (url, pid):
