@@ -28,6 +28,8 @@ from .net import PortInUse
 from .record import RecordConfig, RecordError, RedactionOptions
 from .replay.faults import DEFAULT_CHAOS_KINDS, FaultConfig, FaultError
 from .serve import RecordMode, ServeConfig, ServeError, Session
+from .replay import engine as replay_engine
+from .uvicorn_server import loop_factory
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
 
@@ -240,8 +242,13 @@ def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> Non
         await session.start()
         return session, await session.run_until_signal(lambda: _say(banner(session)))
 
+    # uvloop only where nothing but the replay server runs on the loop (mitmproxy, which
+    # records and fronts forward mode, runs on asyncio's own loop)
+    replay_only = config.mode is RecordMode.NONE and config.proxy_mode == "reverse"
+    replay_engine.FREEZE_INDEXES = True  # this process is ours alone (see there)
     try:
-        session, summary = asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory() if replay_only else None) as runner:
+            session, summary = runner.run(main())
     except ImportError as e:
         if (e.name or "").partition(".")[0] != "mitmproxy":
             raise  # a broken install, not a missing extra: show where

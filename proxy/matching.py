@@ -36,6 +36,7 @@ Rules
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import heapq
 import json
@@ -624,6 +625,9 @@ class _Bucket:
         self.exact: dict[int, list[int]] = {}
         for i, p in enumerate(prints):
             self.exact.setdefault(p.exact, []).append(i)
+        # per exact hash, the position in ``exact[h]`` before which every candidate is used:
+        # the Nth identical request costs what the first did, not a walk over N-1 used ones
+        self._exact_at: dict[int, int] = {}
         # Nodes every candidate has (tools, system prompt, ...) decide nothing between them:
         # keep them once, and per candidate only the rest, so a comparison costs what differs.
         self.core: frozenset = frozenset.intersection(*(p.nodes for p in prints)) if prints else frozenset()
@@ -656,6 +660,27 @@ class _Bucket:
         while self.cursor < len(self.items) and self.used[self.cursor]:
             self.cursor += 1
         return self.cursor if self.cursor < len(self.items) else None
+
+    def exact_unused(self, h: int) -> Iterator[int]:
+        """The unused candidates whose body hashes to ``h``, in recorded order."""
+        idx = self.exact.get(h)
+        if not idx:
+            return
+        pos = self._exact_at.get(h, 0)
+        while pos < len(idx) and self.used[idx[pos]]:
+            pos += 1
+        self._exact_at[h] = pos
+        for k in range(pos, len(idx)):
+            if not self.used[idx[k]]:
+                yield idx[k]
+
+    def unuse(self, i: int) -> None:
+        """Candidate ``i`` is unused again (a release, or a rebound WebSocket reservation)."""
+        self.used[i] = 0
+        self.cursor = min(self.cursor, i)
+        h = self.hashes[i]
+        if self._exact_at.get(h):
+            self._exact_at[h] = min(self._exact_at[h], bisect.bisect_left(self.exact[h], i))
 
     def unused(self, ok=None) -> Iterator[int]:
         start = self.first_unused()
@@ -749,8 +774,7 @@ class Matcher:
                 other.interaction = bucket.items[own]
                 bucket.reserved[own] = other
             else:
-                bucket.used[own] = 0
-                bucket.cursor = min(bucket.cursor, own)
+                bucket.unuse(own)
                 self._used.discard(_ident(bucket.items[own]))
                 bucket.used[chosen] = 1
                 self._used.add(_ident(bucket.items[chosen]))
@@ -791,8 +815,7 @@ class Matcher:
         i = next((i for i, it in enumerate(bucket.items) if it is match.interaction), None)
         if i is None or not bucket.used[i]:
             return
-        bucket.used[i] = 0
-        bucket.cursor = min(bucket.cursor, i)
+        bucket.unuse(i)
         bucket.reserved.pop(i, None)
         self._used.discard(_ident(match.interaction))
         match.tentative = False
@@ -867,8 +890,8 @@ class Matcher:
             if next(bucket.unused(ok), None) is None:
                 return self._miss(target, "no_recording", f"{target}: no unused recording with these "
                                   f"headers ({', '.join(self.config.header_names)})", key, req, fq, "headers")
-        for i in bucket.exact.get(fq.exact, ()):
-            if not bucket.used[i] and (ok is None or ok(i)):
+        for i in bucket.exact_unused(fq.exact):
+            if ok is None or ok(i):
                 return self._take(bucket, i, target, key)
         if self.config.match_body:
             miss = self._miss(target, "no_recording", f"{target}: no recording with this body", key, req, fq)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from http import HTTPStatus
 
 import uvicorn
@@ -29,6 +30,113 @@ from .net import ACCEPT_DEFLATE, IntendedDrop, IntendedReset, Listening, bind, r
 
 
 GRACE = 0.5  # seconds an open request gets to finish once the server stops
+
+
+STACK_ENV = "PROXY_HTTP_STACK"  # h11: the pure-Python stack (h11, asyncio) even where the fast one is installed
+
+
+def _installed(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def http_stack():
+    """uvicorn's HTTP/1.1 implementation for our servers: httptools (a C parser, 2-3x h11's
+    requests/s here; ``_cased_httptools``) when it is installed, else ``"h11"``;
+    ``PROXY_HTTP_STACK=h11`` forces h11."""
+    if os.environ.get(STACK_ENV, "").strip().lower() == "h11" or not _installed("httptools"):
+        return "h11"
+    return _cased_httptools()
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+def _recase(head: bytes, headers) -> bytes:
+    """uvicorn's httptools head with the header names as the app gave them (it lowercases
+    them; h11 does not). The lines are the app's headers in order: anything else leaves
+    the head as it is."""
+    start = head.find(b"\r\n") + 2
+    lowered = b"".join(k.lower() + b": " + v + b"\r\n" for k, v in headers)
+    if head[start:start + len(lowered)] != lowered:
+        return head
+    return head[:start] + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + head[start + len(lowered):]
+
+
+_CASED = None
+
+
+def _cased_httptools():
+    """uvicorn's httptools protocol, changed so response header names keep their case: a
+    recorded ``Server: mitmproxy`` is replayed as ``Server``, not ``server``."""
+    global _CASED
+    if _CASED is not None:
+        return _CASED
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    class Cycle(RequestResponseCycle):
+        async def send(self, message) -> None:
+            if message["type"] == "http.response.start" and not self.response_started:
+                headers = message.get("headers") or ()
+                if any(k != k.lower() for k, _ in headers):
+                    real, self.transport = self.transport, _Capture()
+                    try:
+                        await super().send(message)
+                    finally:
+                        head, self.transport = self.transport.data, real
+                    if head:
+                        real.write(_recase(head, headers))
+                    return
+            await super().send(message)
+
+    class Protocol(HttpToolsProtocol):
+        # h11 refuses a request line and headers over 16 KB (uvicorn's default); httptools
+        # has no limit of its own. An exception in a parser callback makes uvicorn answer 400.
+        _head = 0
+
+        def on_message_begin(self) -> None:
+            self._head = 0
+            super().on_message_begin()
+
+        def _count(self, n: int) -> None:
+            self._head += n
+            if self._head > (self.config.h11_max_incomplete_event_size or 16 * 1024):
+                raise ValueError("request line and headers too large")
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value))
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            # the request's task has not run yet: it binds the send of the class set here
+            if type(self.cycle) is RequestResponseCycle:
+                self.cycle.__class__ = Cycle
+
+    _CASED = Protocol
+    return _CASED
+
+
+def loop_factory():
+    """The event loop for a replay server run from the command line: uvloop when it is
+    installed (and the stack is not forced to h11), else None (asyncio's own)."""
+    if os.environ.get(STACK_ENV, "").strip().lower() == "h11" or not _installed("uvloop"):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 class CutByStop(IntendedDrop):
@@ -185,7 +293,7 @@ class UvicornServer:
     it on a private loop for synchronous callers (pytest, the demo)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, certfile: str | None = None,
-                 keyfile: str | None = None, quiet: bool = False):
+                 keyfile: str | None = None, quiet: bool = False, http: str | None = None):
         self.app = app
         self.sock = bind(host, port)
         h, p = self.sock.getsockname()[:2]
@@ -197,7 +305,7 @@ class UvicornServer:
             ssl_certfile=certfile,
             ssl_keyfile=keyfile,
             lifespan="off",
-            http="h11",
+            http=http or http_stack(),
             ws=_WebSockets,
             server_header=False,
             date_header=False,

@@ -492,3 +492,24 @@ def test_damage_anywhere_in_a_compacted_cassette_is_an_error_or_harmless(data, t
                 src.load_events(it)
     except CassetteError as e:
         assert str(path) in str(e) and "\n" not in str(e)
+
+
+def test_events_read_ahead_are_each_recordings_own_and_damage_waits_until_asked_for(tmp_path):
+    # SqliteSource reads the events of the next recordings with the one asked for (one query
+    # for many): each must still get its own chunks, and a damaged one among those read
+    # ahead fails when it is asked for, not the recording before it.
+    path = tmp_path / "c.db"
+    make(path, [http(i, chunks=3 + i) for i in range(1, 6)])
+    (blob,) = raw(path, "SELECT data FROM events WHERE seq = 4")[0]
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 2] ^= 0xFF
+    write(path, "UPDATE events SET data = ? WHERE seq = 4", (bytes(damaged),))
+    with Cassette.open(path) as c:
+        src = c.source()
+        its = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        for it in its[:3]:
+            src.load_events(it)
+            assert len(it.chunks) == 3 + it.seq and b"w%d-0" % it.seq in it.chunks[0].data
+        with pytest.raises(CassetteCorrupt, match="interaction 4: damaged events"):
+            src.load_events(its[3])
+        assert len(src.load_events(its[4]).chunks) == 8

@@ -22,30 +22,44 @@ class RecordedCut(IntendedDrop):
     """The recording was cut here: drop the connection after the same byte."""
 
 
+# What request_from_scope makes of a request line and headers, by those bytes: a client
+# sends the same headers again and again, and decoding them costs more than the rest of
+# reading a small request.
+_SCOPES_KEPT = 256
+_scopes: dict[tuple, tuple] = {}
+
+
 def request_from_scope(scope, body: bytes = b"") -> Request:
     """The request as the client sent it. Through the forward-mode front, its origin
     (``ORIGIN_HEADER``, which the front added) becomes scheme, host and port."""
     raw_path = scope.get("raw_path") or scope["path"].encode()
+    key = (scope.get("method", "GET"), raw_path, scope.get("query_string", b""), tuple(scope.get("headers", ())))
+    parts = _scopes.get(key)
+    if parts is None:
+        parts = _scopes[key] = _parts(scope, raw_path)
+        if len(_scopes) > _SCOPES_KEPT:
+            _scopes.clear()
+    method, path, query, headers, scheme, host, port, encoding = parts
+    return Request(method, path, query, list(headers), body, encoding, scheme, host, port)
+
+
+def _parts(scope, raw_path: bytes) -> tuple:
     headers = scope_headers(scope)
-    req = Request(
-        method=scope.get("method", "GET"),
-        path=raw_path.decode("latin-1").split("?", 1)[0],
-        query=scope.get("query_string", b"").decode("latin-1"),
-        headers=[(k, v) for k, v in headers if k.lower() != ORIGIN_HEADER],
-        body=body,
-    )
+    scheme, host, port = "http", "", 0
     origin = header_value(headers, ORIGIN_HEADER)
     if origin:
         try:
             url = urlsplit(origin)
-            port = url.port
+            url_port = url.port
         except ValueError:  # not the front's (it writes model.origin()): a client's own, in base-URL mode
             url = None
         if url is not None:
-            req.scheme, req.host = url.scheme, url.hostname or ""
-            req.port = port or DEFAULT_PORTS.get(url.scheme, 0)
-    req.body_encoding = req.header("content-encoding")
-    return req
+            scheme, host = url.scheme, url.hostname or ""
+            port = url_port or DEFAULT_PORTS.get(url.scheme, 0)
+    return (scope.get("method", "GET"), raw_path.decode("latin-1").split("?", 1)[0],
+            scope.get("query_string", b"").decode("latin-1"),
+            tuple((k, v) for k, v in headers if k.lower() != ORIGIN_HEADER),
+            scheme, host, port, header_value(headers, "content-encoding"))
 
 
 async def hold(receive, pacer: Pacer, until: float, what: str) -> None:

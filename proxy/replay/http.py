@@ -63,22 +63,35 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         gone.cancel()
 
 
+async def _paced_body(script: HttpScript, pacer: Pacer, lag: float, send) -> None:
+    body_start, sent = pacer.now(), 0
+    for i, (offset, data) in enumerate(script.chunks):
+        lag += script.delays.get(i, 0.0)
+        due = pacer.due(offset) + lag
+        if script.drip:
+            sent += len(data)
+            due = max(due, body_start + sent / script.drip)
+            # a stall (or a slow recording) must not bank bytes for a burst after it
+            body_start = due - sent / script.drip
+        await pacer.at(due)
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
 async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
     lag = script.delays.get(-1, 0.0)  # real seconds injected faults added so far
     if script.status is not None:
         await pacer.at(pacer.due(script.ttfb) + lag)
         await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
-        body_start, sent = pacer.now(), 0
-        for i, (offset, data) in enumerate(script.chunks):
-            lag += script.delays.get(i, 0.0)
-            due = pacer.due(offset) + lag
-            if script.drip:
-                sent += len(data)
-                due = max(due, body_start + sent / script.drip)
-                # a stall (or a slow recording) must not bank bytes for a burst after it
-                body_start = due - sent / script.drip
-            await pacer.at(due)
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+        if pacer.speed == 0 and not script.delays and not script.drip:
+            # instant (the common --speed 0 case): nothing to wait for, and the last chunk
+            # goes out with the end of the body, in one write
+            last = len(script.chunks) - 1 if script.ending is Ending.COMPLETE else -1
+            for i, (_, data) in enumerate(script.chunks):
+                await send({"type": "http.response.body", "body": data, "more_body": i != last})
+            if last >= 0:
+                return
+        else:
+            await _paced_body(script, pacer, lag, send)
     else:
         await pacer.at(pacer.due(script.ttfb) + lag)  # nothing of the response: the drop comes then
     if script.ending is Ending.COMPLETE:

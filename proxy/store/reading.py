@@ -176,6 +176,36 @@ class CassetteReader:
         self._check_count(it, row[0] if row is not None else None)
         return it
 
+    def load_events_many(self, its: dict[int, Interaction], first: int, most: int) -> set[int]:
+        """``load_events`` for several interactions (by seq) in one query: ``first``, and
+        the others that have at most ``most`` events; returns the seqs filled. One whose
+        events are damaged is left out (``load_events`` on it raises)."""
+        if not its:
+            return set()
+        lo, hi = min(its), max(its)
+        parts: dict[int, list] = {}
+        counts: dict[int, object] = {}
+        sql = ("SELECT i.seq, i.event_count, e.data FROM interactions i LEFT JOIN events e ON e.seq = i.seq "
+               "WHERE i.seq BETWEEN ? AND ? AND (i.seq = ? OR i.event_count <= ?) ORDER BY i.seq, e.part")
+        for seq, count, data in self._rows(self._read(sql, (lo, hi, first, most))):
+            if seq in its:
+                counts[seq] = count
+                if data is not None:
+                    parts.setdefault(seq, []).append(data)
+        filled = set()
+        for seq, count in counts.items():
+            it = its[seq]
+            try:
+                it.chunks, it.frames = [], []
+                for data in parts.get(seq, ()):
+                    self._events_into(it, data)
+                self._check_count(it, count)
+            except CassetteCorrupt:
+                it.chunks, it.frames = [], []
+                continue
+            filled.add(seq)
+        return filled
+
     def _check_count(self, it: Interaction, count) -> None:
         # the row counts its events (updated with every part written): a lost events row,
         # or a part of one, is damage, never a shorter or empty response

@@ -19,6 +19,8 @@ from ..model import Interaction
 from .reading import FROM, ROW, CassetteReader
 
 PAGE = 256  # candidates read per query
+AHEAD = 32  # recordings whose events are read with the one asked for (see load_events)
+AHEAD_EVENTS = 64  # ... if they have at most this many events (small exchanges, where a query costs most)
 
 _KEY = "i.match_class = ? AND i.path = ? AND upper(i.method) = ? AND i.match_query = ?"
 
@@ -33,6 +35,7 @@ class SqliteSource:
         self.cassette = cassette
         self.last_seq = cassette.last_seq()
         self._loaded: dict[int, Interaction] = {}
+        self._ahead: set[int] = set()  # seqs whose events were read ahead and not asked for yet
         self._by_key: dict[Key, _Candidates] = {}
         self._count: int | None = None
         self._lock = threading.RLock()  # the rows cursor and the caches: one reader at a time
@@ -61,8 +64,24 @@ class SqliteSource:
         return out
 
     def load_events(self, it: Interaction) -> Interaction:
+        """Its events, and in the same query those of the next ``AHEAD`` recordings already
+        read as candidates that have few events (``AHEAD_EVENTS``): a recording asked for is mostly followed by the next ones (the
+        Nth identical request gets the Nth recording), and one query for many costs little
+        more than one for one. A recording whose events are damaged raises when it is
+        asked for, not when it is read ahead."""
         with self._lock:
-            return self.cassette.load_events(it)
+            if it.seq in self._ahead and self._loaded.get(it.seq) is it:
+                self._ahead.discard(it.seq)
+                return it
+            if it.seq is None or self._loaded.get(it.seq) is not it:
+                return self.cassette.load_events(it)
+            batch = {s: self._loaded[s] for s in range(it.seq, it.seq + AHEAD + 1)
+                     if s in self._loaded and s not in self._ahead}
+            filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS)
+            if it.seq not in filled:
+                return self.cassette.load_events(it)  # raises what is damaged
+            self._ahead |= filled - {it.seq}
+            return it
 
     def __len__(self) -> int:
         if self._count is None:
