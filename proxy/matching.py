@@ -11,6 +11,9 @@ Rules
    a. an *exact* match: the canonical body (JSON with sorted keys, after the configured
       ignores and presets; other bodies as bytes) is equal. Found by hash, O(1); the
       earliest such recording wins, so the Nth identical request gets the Nth recording.
+      The key's recordings are fingerprinted lazily, in recorded order, only as far as
+      the earliest unused exact match: a key with a million recordings costs its first
+      match a page (see ``_Bucket``). Everything below needs them all.
    b. otherwise the *most similar* body. The JSON tree down to depth ``CUT`` is turned
       into a set of (path, value-hash) nodes (deeper subtrees hash whole); the distance
       is the number of nodes not shared, linear in body size. Recorded order breaks ties,
@@ -610,40 +613,153 @@ def _first_client_frame(it: Interaction):
     return next((f for f in it.frames if f.direction is Direction.CLIENT), None)
 
 
-class _Bucket:
-    """The candidates of one key and what has been taken of them."""
+class NotIndexed(Exception):
+    """Matching a request would fingerprint more of its key's recordings than the caller's
+    ``budget`` allows (``Matcher.match``): index the key (``Matcher.prepare``, in a worker
+    thread) and match again. Nothing was taken."""
 
-    def __init__(self, items: Sequence[Interaction], config: MatchConfig, pause=None):
-        self.items = list(items)
-        self.used = bytearray(len(self.items))
+
+SCAN_COST = 1024  # what reading and fingerprinting a recording costs beyond its body's bytes (for budgets)
+FINISH_INLINE = 256  # a key with more recordings scanned than this is finished with a budget only in prepare
+
+
+class _Bucket:
+    """The candidates of one key, what has been taken of them, and their fingerprints so
+    far: they are fingerprinted lazily, in recorded order, as far as a request needs.
+
+    An exact match needs no more: the earliest unused recording whose body hashes like
+    the request's is the one the full index would choose too, so the scan stops at the
+    first one (in the replay of a run's requests in their recorded order, at the next
+    recording). What needs the whole key (a weak or nearest match, a miss, its diagnosis)
+    first ``finish``es the index: every fingerprint, and ``core``, the nodes all share.
+    Positions at and past ``n`` (not scanned yet) are unused.
+    """
+
+    def __init__(self, items: Sequence[Interaction], config: MatchConfig):
+        self.items = items
+        self.rules = config.rules
+        self.names = config.header_names
+        self.n = 0  # candidates fingerprinted: [0, n)
+        self.used = bytearray()  # per scanned candidate
         self.cursor = 0
-        prints = []
-        for it in self.items:
-            prints.append(fingerprint(it.request.body, config.rules))
-            if pause is not None:
-                pause()
+        self.hashes: list[int] = []
+        self.rest: list[frozenset] = []  # all its nodes until finished, then those not in ``core``
         self.exact: dict[int, list[int]] = {}
-        for i, p in enumerate(prints):
-            self.exact.setdefault(p.exact, []).append(i)
         # per exact hash, the position in ``exact[h]`` before which every candidate is used:
         # the Nth identical request costs what the first did, not a walk over N-1 used ones
         self._exact_at: dict[int, int] = {}
+        self.headers: list | None = [] if self.names else None
+        self.origins: list | None = [] if config.match_origin else None
+        self.complete = False
         # Nodes every candidate has (tools, system prompt, ...) decide nothing between them:
-        # keep them once, and per candidate only the rest, so a comparison costs what differs.
-        self.core: frozenset = frozenset.intersection(*(p.nodes for p in prints)) if prints else frozenset()
-        self.rest = [p.nodes - self.core for p in prints]
-        self.hashes = [p.exact for p in prints]
-        names = config.header_names
-        self.headers = [_header_values(it.request.headers, names) for it in self.items] if names else None
-        self.origins = [it.request.origin for it in self.items] if config.match_origin else None
-        self.per_origin = Counter(self.origins or ())
+        # kept once (when finished), and per candidate only the rest, so a comparison costs what differs.
+        self.core: frozenset = frozenset()
+        self.per_origin: Counter = Counter()
+        self.budget: int | None = None  # bytes a match may still scan (see NotIndexed); None: no limit
         self.reserved: dict[int, Match] = {}  # WebSocket reservations not bound yet
         self.frame_prints: dict[int, Print | None] = {}
+
+    # -- scanning --------------------------------------------------------------------------
+
+    def _add(self, it: Interaction) -> None:
+        p = fingerprint(it.request.body, self.rules)
+        i = self.n
+        self.hashes.append(p.exact)
+        self.rest.append(p.nodes)
+        if self.headers is not None:
+            self.headers.append(_header_values(it.request.headers, self.names))
+        if self.origins is not None:
+            self.origins.append(it.request.origin)
+        self.exact.setdefault(p.exact, []).append(i)
+        self.used.append(0)
+        self.n = i + 1  # last: a worker thread reading a snapshot of [0, n) finds every list that long
+
+    def _scan(self, upto: int) -> bool:
+        """Fingerprint the candidates before position ``upto``; False if there are fewer."""
+        while self.n < upto:
+            if self.complete:
+                return False
+            try:
+                it = self.items[self.n]
+            except IndexError:
+                self._finish()
+                return False
+            if self.budget is not None:
+                self.budget -= len(it.request.body) + SCAN_COST
+                if self.budget < 0:
+                    raise NotIndexed
+            self._add(it)
+        return True
+
+    def _has(self, i: int) -> bool:
+        if i < self.n:
+            return True
+        if self.complete:
+            return False
+        try:
+            self.items[i]  # read (a page at a time), not fingerprinted
+        except IndexError:
+            return False
+        return True
+
+    def finish(self) -> None:
+        """Fingerprint every candidate (what a match that is not exact, or a miss, needs)."""
+        if self.complete:
+            return
+        if self.budget is not None and self.n > FINISH_INLINE:
+            raise NotIndexed  # the core of many: in a worker thread (prepare)
+        while self._scan(self.n + 1):
+            pass
+
+    def _finish(self) -> None:
+        self.core = frozenset.intersection(*self.rest) if self.rest else frozenset()
+        if self.core:
+            self.rest = [nodes - self.core for nodes in self.rest]
+        self.per_origin = Counter(self.origins or ())
+        self.complete = True
+
+    def indexed(self, pause=None) -> "_Bucket":
+        """A finished copy of this bucket's index, for ``adopt``: what was scanned so far is
+        reused, the rest read and fingerprinted here. Safe in a worker thread while the
+        matcher scans on (it only appends), and slow: ``pause`` is called between recordings."""
+        n = self.n
+        full = _Bucket.__new__(_Bucket)
+        full.__dict__.update(self.__dict__)
+        full.n = n
+        full.hashes, full.rest = self.hashes[:n], self.rest[:n]
+        full.headers = None if self.headers is None else self.headers[:n]
+        full.origins = None if self.origins is None else self.origins[:n]
+        full.exact = {}
+        for i, h in enumerate(full.hashes):
+            full.exact.setdefault(h, []).append(i)
+        full.used = bytearray(n)
+        full.complete, full.budget = self.complete, None
+        if full.complete:
+            return full
+        while full._scan(full.n + 1):
+            if pause is not None:
+                pause()
+        return full
+
+    def adopt(self, full: "_Bucket") -> None:
+        """Take over the finished index ``full`` (from ``indexed``). Its first ``n`` entries are
+        this bucket's own (the same fingerprints in the same order), so what has been used and
+        the positions kept in ``_exact_at`` stay true."""
+        if self.complete:
+            return
+        self.used.extend(bytes(full.n - self.n))
+        self.hashes, self.rest, self.exact, self.core = full.hashes, full.rest, full.exact, full.core
+        self.headers, self.origins, self.per_origin = full.headers, full.origins, full.per_origin
+        self.n, self.complete = full.n, True
+
+    # -- choosing ----------------------------------------------------------------------------
 
     def distances(self, fq: Print):
         """A function index -> distance from the request: the nodes not shared. A recording
         that shares nothing with the request beyond what every candidate has is no closer
-        for being smaller: those all rank last, equally, so recorded order decides."""
+        for being smaller: those all rank last, equally, so recorded order decides.
+        Needs the finished index."""
+        assert self.complete
         rest = fq.nodes - self.core
         missing = len(self.core) - (len(fq.nodes) - len(rest))
 
@@ -657,22 +773,30 @@ class _Bucket:
         return dist
 
     def first_unused(self) -> int | None:
-        while self.cursor < len(self.items) and self.used[self.cursor]:
+        """The earliest unused candidate (recorded order only: nothing is fingerprinted)."""
+        while self.cursor < self.n and self.used[self.cursor]:
             self.cursor += 1
-        return self.cursor if self.cursor < len(self.items) else None
+        return self.cursor if self._has(self.cursor) else None
 
     def exact_unused(self, h: int) -> Iterator[int]:
-        """The unused candidates whose body hashes to ``h``, in recorded order."""
+        """The unused candidates whose body hashes to ``h``, in recorded order; scans on
+        as far as the caller takes them."""
+        pos = 0
         idx = self.exact.get(h)
-        if not idx:
-            return
-        pos = self._exact_at.get(h, 0)
-        while pos < len(idx) and self.used[idx[pos]]:
-            pos += 1
-        self._exact_at[h] = pos
-        for k in range(pos, len(idx)):
-            if not self.used[idx[k]]:
-                yield idx[k]
+        if idx:
+            pos = self._exact_at.get(h, 0)
+            while pos < len(idx) and self.used[idx[pos]]:
+                pos += 1
+            self._exact_at[h] = pos
+        while True:
+            idx = self.exact.get(h, ())
+            while pos < len(idx):
+                i = idx[pos]
+                pos += 1
+                if not self.used[i]:
+                    yield i
+            if not self._scan(self.n + 1):
+                return
 
     def unuse(self, i: int) -> None:
         """Candidate ``i`` is unused again (a release, or a rebound WebSocket reservation)."""
@@ -683,12 +807,18 @@ class _Bucket:
             self._exact_at[h] = min(self._exact_at[h], bisect.bisect_left(self.exact[h], i))
 
     def unused(self, ok=None) -> Iterator[int]:
-        start = self.first_unused()
-        if start is None:
+        """Unused candidates passing ``ok``, in recorded order, fingerprinted as they are reached."""
+        i = self.first_unused()
+        if i is None:
             return
-        for i in range(start, len(self.items)):
+        while i < self.n or self._scan(i + 1):
             if not self.used[i] and (ok is None or ok(i)):
                 yield i
+            i += 1
+
+    def position(self, it: Interaction) -> int | None:
+        """Where a scanned candidate is (taken ones always are)."""
+        return next((i for i in range(self.n) if self.items[i] is it), None)
 
 
 class Matcher:
@@ -709,16 +839,26 @@ class Matcher:
 
     # -- public --------------------------------------------------------------------------
 
-    def match(self, req: Request, cls: str | None = None, diagnose: bool = True, fq: Print | None = None) -> Match | Miss:
+    def match(self, req: Request, cls: str | None = None, diagnose: bool = True, fq: Print | None = None,
+              budget: int | None = None) -> Match | Miss:
         """The recording for ``req`` (``cls`` "ws" for a WebSocket handshake), or a Miss.
         With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later.
         ``fq`` is ``req``'s ``fingerprint(..., keep_doc=True)`` when the caller computed it
-        already (outside its lock: it is linear in the body's size)."""
+        already (outside its lock: it is linear in the body's size).
+
+        The key's recordings are fingerprinted as far as the answer needs (``_Bucket``).
+        With a ``budget`` (bytes of recorded bodies, plus ``SCAN_COST`` per recording) a
+        match that would fingerprint more raises NotIndexed instead, having taken nothing:
+        ``prepare`` the key (in a worker thread) and match again."""
         key = self._key(req, cls)
         bucket = self._bucket(key)
         if fq is None:
             fq = fingerprint(req.body, self.config.rules, keep_doc=True)
-        result = self._select(bucket, req, key, fq)
+        bucket.budget = budget
+        try:
+            result = self._select(bucket, req, key, fq)
+        finally:
+            bucket.budget = None
         if isinstance(result, Miss) and diagnose:
             self.diagnose(result)
         return result
@@ -783,17 +923,26 @@ class Matcher:
         return match
 
     def prepared(self, req: Request, cls: str | None = None) -> bool:
-        """Whether the candidates of ``req``'s key are indexed already (matching is then fast)."""
-        return self._key(req, cls) in self._buckets
+        """Whether the candidates of ``req``'s key are all indexed already (any match is then fast)."""
+        bucket = self._buckets.get(self._key(req, cls))
+        return bucket is not None and bucket.complete
 
     def prepare(self, req: Request, cls: str | None = None, pause=None) -> None:
-        """Index the candidates of ``req``'s key: one fingerprint per recording, linear in
-        their size. May run in a worker thread while ``match`` serves other keys; ``pause``
-        is called between recordings (a worker thread hands the GIL over there)."""
-        key = self._key(req, cls)
-        if key not in self._buckets:
-            bucket = _Bucket(self.source.candidates(key), self.config, pause)
-            self._buckets.setdefault(key, bucket)
+        """Index all the candidates of ``req``'s key: one fingerprint per recording, linear
+        in their size. ``index`` may run in a worker thread while ``match`` goes on (also on
+        this key); ``pause`` is called between recordings (a worker thread hands the GIL
+        over there). ``install`` then takes the lock ``match`` is called under."""
+        self.install(req, cls, self.index(req, cls, pause))
+
+    def index(self, req: Request, cls: str | None = None, pause=None) -> "_Bucket":
+        """The finished index of ``req``'s key, for ``install``. Only reads: thread-safe."""
+        bucket = self._buckets.get(self._key(req, cls))
+        if bucket is None:  # a bucket of its own: this thread must not add one to the dict
+            bucket = _Bucket(self.source.candidates(self._key(req, cls)), self.config)
+        return bucket.indexed(pause)
+
+    def install(self, req: Request, cls: str | None, full: "_Bucket") -> None:
+        self._bucket(self._key(req, cls)).adopt(full)
 
     def settle(self, match: Match) -> None:
         """A WebSocket connection ended before sending a frame: its reservation is final
@@ -812,7 +961,7 @@ class Matcher:
         bucket = self._buckets.get(match._key)
         if bucket is None:
             return
-        i = next((i for i, it in enumerate(bucket.items) if it is match.interaction), None)
+        i = bucket.position(match.interaction)
         if i is None or not bucket.used[i]:
             return
         bucket.unuse(i)
@@ -839,6 +988,11 @@ class Matcher:
     def served(self) -> int:
         return len(self._used)
 
+    @property
+    def scanned(self) -> int:
+        """Recordings fingerprinted so far, over all keys."""
+        return sum(b.n for b in self._buckets.values())
+
     def report(self) -> dict:
         """Counts for a summary: how many matches were out of order, inexact, weak."""
         return {
@@ -859,12 +1013,31 @@ class Matcher:
 
     def _bucket(self, key: Key) -> _Bucket:
         bucket = self._buckets.get(key)
-        if bucket is None:  # not prepared (in a worker thread) beforehand: index it now
+        if bucket is None:  # nothing fingerprinted yet: as far as requests need (see _Bucket)
             bucket = self._buckets.setdefault(key, _Bucket(self.source.candidates(key), self.config))
         return bucket
 
     def _select(self, bucket: _Bucket, req: Request, key: Key, fq: Print) -> Match | Miss:
         target = _target(req, self.config.match_origin)
+        if not bucket.complete:
+            # The earliest unused exact match that passes the filters, scanning no further: the
+            # choice the finished index makes below, as every check before its exact lookup
+            # passes when there is one.
+            ok = None
+            if bucket.origins is not None:
+                origin = req.origin
+                ok = lambda i: bucket.origins[i] == origin  # noqa: E731
+            if bucket.headers is not None:
+                want = _header_values(req.headers, self.config.header_names)
+                by_origin = ok
+                ok = lambda i: bucket.headers[i] == want and (by_origin is None or by_origin(i))  # noqa: E731
+            for i in bucket.exact_unused(fq.exact):
+                if ok is None or ok(i):
+                    return self._take(bucket, i, target, key)
+            bucket.finish()
+        return self._select_finished(bucket, req, key, fq, target)
+
+    def _select_finished(self, bucket: _Bucket, req: Request, key: Key, fq: Print, target: str) -> Match | Miss:
         ok = None
         if bucket.origins:  # before anything else: recordings of another origin are not candidates
             origin = req.origin
@@ -877,8 +1050,8 @@ class Matcher:
                 return self._miss(target, "no_recording", f"{target}: no recording for {origin}", key, req, fq,
                                   "origin")
         if bucket.first_unused() is None:
-            if bucket.items:
-                return self._miss(target, "all_used", f"{target}: all {len(bucket.items)} recording(s) of this "
+            if bucket.n:
+                return self._miss(target, "all_used", f"{target}: all {bucket.n} recording(s) of this "
                                   "request were already used (the client made more requests than were recorded)",
                                   key, req, fq)
             return self._miss(target, "no_recording", f"{target}: no recording of this method, path and query",
@@ -981,8 +1154,9 @@ class Matcher:
         bucket = self._buckets.get(key)
         if miss._nearest is not None:
             best, diffs, more = miss._nearest
-        elif bucket is not None and bucket.items:
-            pool = [i for i in range(len(bucket.items)) if not bucket.used[i]] or range(len(bucket.items))
+        elif bucket is not None and bucket.n:
+            assert bucket.complete  # a miss comes of a finished index
+            pool = [i for i in range(bucket.n) if not bucket.used[i]] or range(bucket.n)
             dist = bucket.distances(fq)
             i = min(pool, key=lambda i: (dist(i), -i if miss.reason == "all_used" else i))
             best = bucket.items[i]
@@ -1186,5 +1360,5 @@ def compare_frame(turn: int, expected: bytes, expected_text: bool, received: byt
 
 __all__ = [
     "CandidateSource", "Difference", "FrameCheck", "Key", "ListSource", "Match", "MatchConfig", "Matcher",
-    "Miss", "canonical_body", "compare_frame", "diff_bodies", "fingerprint", "request_key",
+    "Miss", "NotIndexed", "canonical_body", "compare_frame", "diff_bodies", "fingerprint", "request_key",
 ]

@@ -6,9 +6,12 @@ decides: which recording answers a request (via ``matching``), and the script of
 request's arrival at recorded speed; the adapter divides by ``--speed``.
 
 What may take long is split out so that the players can run it in a worker thread and
-keep other streams on time: ``prepare`` (index a path's recordings, the first time it is
-asked for) and ``diagnose`` (a miss's nearest recording and diff). ``http`` and
-``handshake`` then answer in about a millisecond.
+keep other streams on time: ``prepare`` (index all the recordings of a path) and
+``diagnose`` (a miss's nearest recording and diff). ``http`` and ``handshake`` answer in
+about a millisecond when asked with ``lazy=True``: they fingerprint a path's recordings
+only as far as an exact match needs (``INLINE_SCAN``), and answer ``NOT_INDEXED`` when
+the request needs more (a weak or nearest match, a miss, an exact match far ahead): the
+player then runs ``prepare`` in its worker thread and asks again without ``lazy``.
 
 Injected faults (``faults.py``) change scripts, never the players' rules: a script may
 carry real-time delays (not divided by ``--speed``), a byte rate, and a reset
@@ -28,8 +31,8 @@ from dataclasses import dataclass, field
 
 from ..encoding import BodyTooLarge, DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
-from ..matching import (CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, compare_frame,
-                        fingerprint)
+from ..matching import (CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, NotIndexed,
+                        compare_frame, fingerprint)
 from ..model import Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
 from ..store.errors import CassetteError
@@ -101,6 +104,20 @@ def http_script(it: Interaction) -> HttpScript:
         seq=it.seq,
     )
 
+
+class _NotIndexed:
+    """What ``http`` and ``handshake`` answer when the request needs its path indexed first."""
+
+    def __repr__(self) -> str:
+        return "NOT_INDEXED"
+
+
+NOT_INDEXED = _NotIndexed()
+# Recorded request bytes (plus matching.SCAN_COST per recording) a match may fingerprint on
+# the event loop (100 KB took 2.4 ms here) before it hands the rest to ``prepare``: requests
+# replayed in their recorded order scan one recording each, a swapped pair two.
+INLINE_SCAN = 128 * 2**10
+FREEZE_FIRST = 4096
 
 MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most (a 9.6 KB zstd body can expand to 300 MB)
 LARGE_BODY = 256 * 2**10  # a body this large (or encoded: it may expand) is matched in a worker thread
@@ -196,6 +213,7 @@ class Engine:
         self._lock = threading.Lock()
         self._normalized: dict[tuple, tuple[Request, str | None, object]] = {}  # see NORMALIZED_KEPT
         self._ready: set[tuple] = set()  # (method, path, query, cls) whose key is indexed
+        self._freeze_at = FREEZE_FIRST  # recordings fingerprinted by matches when gc.freeze() is next due
 
     def normalize(self, req: Request) -> Request:
         """Apply the recorder's transformations to what matching compares, with the
@@ -256,31 +274,47 @@ class Engine:
         return False
 
     def prepare(self, req: Request, cls: str | None = None) -> None:
-        """Index the recordings of ``req``'s key (slow the first time; run it in a worker
-        thread). Damage found on the way is kept for ``http`` / ``handshake`` to report."""
+        """Index all the recordings of ``req``'s key (slow the first time; run it in a worker
+        thread; ``http`` and ``handshake`` go on meanwhile). Damage found on the way is kept
+        for ``http`` / ``handshake`` to report."""
+        keyed = self._keyed(req)
         try:
-            self.matcher.prepare(self._keyed(req), cls, pause=_hand_over_gil_now_and_then)
+            full = self.matcher.index(keyed, cls, pause=_hand_over_gil_now_and_then)
+            with self._lock:
+                self.matcher.install(keyed, cls, full)
         except CassetteError as e:
             with self._lock:
                 self.failed(e, req)
         if FREEZE_INDEXES:
             gc.freeze()
 
+    def _freeze_now_and_then(self) -> None:
+        # What matches fingerprint as they go is kept out of the cyclic GC's sight too (see
+        # prepare), each time it has doubled: the freezes cost nothing per request.
+        if self.matcher.scanned >= self._freeze_at:
+            gc.freeze()
+            self._freeze_at = 2 * self.matcher.scanned
+
     def _keyed(self, req: Request) -> Request:
         return Request(req.method, self.redactor.path(req.path), self.redactor.query(req.query), req.headers)
 
-    def http(self, req: Request) -> HttpScript | MissReply:
-        """The script for a request, or a miss still to be diagnosed (``diagnose``).
+    def http(self, req: Request, lazy: bool = False) -> HttpScript | MissReply | _NotIndexed:
+        """The script for a request, or a miss still to be diagnosed (``diagnose``); with
+        ``lazy``, ``NOT_INDEXED`` instead of indexing the path here: ``prepare``, then ask again.
         Decoding, redacting and fingerprinting the body are linear in its size and done
         before taking the lock: a large body may be handed over in a worker thread
         (``large``) without holding up other requests."""
         req, problem, fq = self._normalized_print(req)
         with self._lock:
             try:
-                result = self._too_large(req, problem) if problem else self.matcher.match(req, diagnose=False, fq=fq)
+                result = self._too_large(req, problem) if problem else self.matcher.match(
+                    req, diagnose=False, fq=fq, budget=INLINE_SCAN if lazy else None)
+                self._freeze_now_and_then()
                 if isinstance(result, Match):
                     script = http_script(self._full(result.interaction))
                     return self._fault_http(req, result, script) if self.faults is not None else script
+            except NotIndexed:
+                return NOT_INDEXED
             except CassetteError as e:
                 return MissReply(self.failed(e, req), status=500)
             self.misses.append(result)
@@ -300,16 +334,21 @@ class Engine:
         target = f"{req.method.upper()} {req.path}"
         return Miss(target, "body_too_large", f"{target}: {problem}", diagnosed=True)
 
-    def handshake(self, req: Request) -> Match | Miss:
+    def handshake(self, req: Request, lazy: bool = False) -> Match | Miss | _NotIndexed:
         """Match a WebSocket handshake: a recorded session (reserved until the first
         client frame binds it, see ``bind``), or a recorded refusal (or one an injected
-        fault made up). A session faults will play on is kept for its connection (no bind)."""
+        fault made up). A session faults will play on is kept for its connection (no bind).
+        ``NOT_INDEXED`` as for ``http``."""
         req, problem = self._normalize(req)
         with self._lock:
             try:
-                result = self._too_large(req, problem) if problem else self.matcher.match(req, "ws", diagnose=False)
+                result = self._too_large(req, problem) if problem else self.matcher.match(
+                    req, "ws", diagnose=False, budget=INLINE_SCAN if lazy else None)
+                self._freeze_now_and_then()
                 if isinstance(result, Match):
                     self._full(result.interaction)
+            except NotIndexed:
+                return NOT_INDEXED
             except CassetteError as e:
                 return self.failed(e, req)
             if self.faults is not None:

@@ -18,7 +18,7 @@ from ..model import Kind
 from ..net import ACCEPT_DEFLATE
 from ..timing import Pacer
 from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
-from .engine import MissReply, WsScript, held_until
+from .engine import NOT_INDEXED, MissReply, WsScript, held_until
 from .turns import Close, Drop, Fail, Send, Turns
 
 log = logging.getLogger("proxy.replay")
@@ -36,9 +36,10 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
     if msg["type"] != "websocket.connect":
         return
     req = request_from_scope(scope)
-    if not engine.prepared(req, "ws"):
+    result = engine.handshake(req, True)
+    if result is NOT_INDEXED:  # it needs all the recordings of its path indexed: off the event loop
         await app.offload(engine.prepare, req, "ws")
-    result = engine.handshake(req)
+        result = engine.handshake(req)
     if isinstance(result, Miss) and app.forwarder is not None:
         log.info("no recording of WebSocket %s: forwarding it upstream and recording it", result.request)
         await app.forwarder.websocket(scope, req, receive, send)

@@ -19,6 +19,9 @@ from ..model import Interaction
 from .reading import FROM, ROW, CassetteReader
 
 PAGE = 256  # candidates read per query
+FIRST_PAGE = 16  # ... but the first pages of a key are smaller (16, 32, ...): its first match reads little
+PAGE_BYTES = 512 * 2**10  # ... and a page ends once its request bodies add up to this (large bodies: fewer rows)
+ROW_BYTES = 512  # what a row counts for beyond its body, for PAGE_BYTES
 AHEAD = 32  # recordings whose events are read with the one asked for (see load_events)
 AHEAD_EVENTS = 64  # ... if they have at most this many events (small exchanges, where a query costs most)
 
@@ -38,6 +41,7 @@ class SqliteSource:
         self._ahead: set[int] = set()  # seqs whose events were read ahead and not asked for yet
         self._by_key: dict[Key, _Candidates] = {}
         self._count: int | None = None
+        self.rows_read = 0  # interaction rows read (with their request bodies) so far
         self._lock = threading.RLock()  # the rows cursor and the caches: one reader at a time
 
     # -- CandidateSource --------------------------------------------------------
@@ -105,15 +109,23 @@ class SqliteSource:
     def close(self) -> None:
         self.cassette.close()
 
-    def rows(self, where: str, args: tuple, limit: int) -> list[Interaction]:
+    def rows(self, where: str, args: tuple, limit: int, max_bytes: int | None = None) -> list[Interaction]:
+        """Up to ``limit`` recordings in recorded order; with ``max_bytes``, no more once
+        their request bodies add up to that (at least one): the rest of the query's
+        rows are never read."""
         sql = f"SELECT {ROW} FROM {FROM} WHERE {where} AND i.seq <= ? ORDER BY i.seq LIMIT ?"
         with self._lock:
             out = []
-            for r in self.cassette._read(sql, (*args, self.last_seq, limit)).fetchall():
+            size = 0
+            for r in self.cassette._rows(self.cassette._read(sql, (*args, self.last_seq, limit))):
+                self.rows_read += 1
                 it = self._loaded.get(r[0])
                 if it is None:
                     it = self._loaded[r[0]] = self.cassette._build(r)
                 out.append(it)
+                size += len(it.request.body) + ROW_BYTES
+                if max_bytes is not None and size >= max_bytes:
+                    break
             return out
 
 
@@ -129,15 +141,18 @@ class _Candidates(Sequence):
         self._len: int | None = None
 
     def _more(self) -> bool:
-        if self._done:
-            return False
-        after = self._items[-1].seq if self._items else 0
-        page = self._source.rows(f"{_KEY} AND i.seq > ?", (*_key_args(self._key), after), PAGE)
-        self._items += page
-        if len(page) < PAGE:
-            self._done = True
-            self._len = len(self._items)
-        return bool(page)
+        # Under the source's lock: the matcher scans on while a worker thread indexes the key.
+        with self._source._lock:
+            if self._done:
+                return False
+            after = self._items[-1].seq if self._items else 0
+            size = min(PAGE, FIRST_PAGE << (len(self._items) // FIRST_PAGE).bit_length())
+            page = self._source.rows(f"{_KEY} AND i.seq > ?", (*_key_args(self._key), after), size, PAGE_BYTES)
+            self._items += page
+            if len(page) < size and sum(len(it.request.body) + ROW_BYTES for it in page) < PAGE_BYTES:
+                self._done = True
+                self._len = len(self._items)
+            return bool(page)
 
     def __len__(self) -> int:
         if self._len is None:
