@@ -118,9 +118,10 @@ def get(url: str, path: str, timeout: float = 120) -> int:
 # -- small JSON ---------------------------------------------------------------------------
 
 
-def wrk(url: str) -> tuple[float, int, int]:
-    """(requests/s, requests, non-2xx answers) of ``wrk -t2 -c8 -d3s``."""
-    out = subprocess.run(["wrk", *WRK, url + "/v1/models"], capture_output=True, text=True, timeout=60).stdout
+def wrk(url: str, quick: bool = False) -> tuple[float, int, int]:
+    """(requests/s, requests, non-2xx answers) of ``wrk -t2 -c8 -d3s`` (1 s when quick)."""
+    args = [*WRK[:-1], "-d1s"] if quick else WRK
+    out = subprocess.run(["wrk", *args, url + "/v1/models"], capture_output=True, text=True, timeout=60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -145,14 +146,14 @@ def json_rows(d: Path, quick: bool) -> list[dict]:
     path = d / "json.db"
     json_cassette(path, n)
     rows = []
-    for label, http, loop, env in stacks():
+    for label, http, loop, env in stacks()[:1] if quick else stacks():
         with bare("json", http, loop) as (url, _):
             get(url, "/v1/models")
-            b_rps, _, _ = wrk(url)
+            b_rps, _, _ = wrk(url, quick)
         with replay(path, env, "--speed", "0") as (url, pid):
             get(url, "/v1/models")  # the first request indexes the recordings
             wait_idle(pid)
-            r_rps, total, bad = wrk(url)
+            r_rps, total, bad = wrk(url, quick)
         ratio = r_rps / b_rps
         fastest = label == stacks()[0][0]
         note = "" if not bad else f" ({bad} of {total} answers not 2xx: the cassette ran out, figure invalid)"
@@ -185,7 +186,7 @@ def sse_rows(d: Path, quick: bool) -> list[dict]:
             sizes = [[len(ch.data) for ch in it.chunks] for it in c.interactions()]
         chunks = str(path)
         ceiling = None
-        for label, http, loop, env in stacks():
+        for label, http, loop, env in stacks()[:1] if quick else stacks():
             with bare("sse", http, loop, chunks) as (url, _):
                 b_eps = max(sse_speed(url, sizes) for _ in range(2))
             with replay(path, env, "--speed", "0") as (url, pid):
@@ -321,8 +322,6 @@ def _bare_main(kind: str, http: str, loop: str, *args: str) -> None:
     ``sse CASSETTE`` streams the chunks of the cassette's recordings (one per request, in
     turn), one ASGI message each; ``blob CASSETTE`` is no uvicorn at all: a raw asyncio
     server writing each whole chunked response at once (the client's ceiling)."""
-    import socket
-
     import uvicorn
 
     chunks: list[list[bytes]] = []
@@ -338,21 +337,20 @@ def _bare_main(kind: str, http: str, loop: str, *args: str) -> None:
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
+        while (await receive()).get("more_body"):  # the request, read as the replay server reads it
+            pass
         if kind == "json":
             await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
             await send({"type": "http.response.body", "body": JSON_BODY})
             return
-        while (await receive()).get("more_body"):
-            pass
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         for data in next_chunks():
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
+    from proxy.net import bind
+
+    sock = bind("127.0.0.1", 0)  # as the replay server binds: TCP_NODELAY on every connection
     print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     if kind == "blob":
         async def serve():

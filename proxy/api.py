@@ -69,11 +69,26 @@ class ModelProxy:
                              redaction or RedactionOptions(), proxy_mode=proxy_mode,
                              faults=FaultConfig.build(faults, chaos, chaos_rate, chaos_kinds),  # FaultError: a ValueError
                              fault_salt=fault_salt)
-        self.session = Session(config)  # raises ServeError: e.g. a record mode without upstream
-        self.session.collect_unused = True  # the summary lists them
+        self.session = self._session(config)  # raises ServeError: e.g. a record mode without upstream
         self.url: str | None = None
         self.summary: Summary | None = None
         self._threaded = False
+
+    @staticmethod
+    def _session(config: ServeConfig) -> Session:
+        session = Session(config)
+        session.collect_unused = True  # the summary lists them
+        return session
+
+    def _begin(self) -> None:
+        """Before a start: refuse a second one while running; after a stop, a new Session
+        (a Session runs once), so a proxy may be started and stopped again (each run
+        serves the whole cassette and has a summary of its own)."""
+        if self.url is not None and self.summary is None:
+            raise RuntimeError(f"{self!r} is already running: stop it first, or use another proxy")
+        if self.summary is not None:
+            self.session = self._session(self.session.config)
+            self.url = self.summary = None
 
     @property
     def action(self) -> Action:
@@ -160,6 +175,7 @@ class ModelProxy:
     # -- synchronous: the server on a thread of its own ---------------------
 
     def start(self) -> "ModelProxy":
+        self._begin()
         self.url = self.session.start_in_thread()
         self._threaded = True
         return self
@@ -180,6 +196,7 @@ class ModelProxy:
     # -- asynchronous: the server on the caller's event loop -----------------
 
     async def astart(self) -> "ModelProxy":
+        self._begin()
         self.url = await self.session.start()
         return self
 

@@ -28,6 +28,7 @@ from .net import PortInUse
 from .record import RecordConfig, RecordError, RedactionOptions
 from .replay.faults import DEFAULT_CHAOS_KINDS, FaultConfig, FaultError
 from .serve import RecordMode, ServeConfig, ServeError, Session
+from .replay import engine as replay_engine
 from .uvicorn_server import loop_factory
 from .store import Cassette, CassetteError
 from .store import migrate as run_migrate
@@ -164,6 +165,12 @@ def fault_options(f):
 
 
 def _fault_config(faults, chaos_seed, chaos_rate, chaos_kinds) -> FaultConfig:
+    if chaos_seed is None:  # a rate or kinds alone would be ignored: the run would test no failure
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in ("chaos_rate", "chaos_kinds")
+                 if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            raise UserError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --chaos SEED")
     try:
         return FaultConfig.build(faults, chaos_seed, chaos_rate, chaos_kinds)
     except FaultError as e:
@@ -238,6 +245,7 @@ def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> Non
     # uvloop only where nothing but the replay server runs on the loop (mitmproxy, which
     # records and fronts forward mode, runs on asyncio's own loop)
     replay_only = config.mode is RecordMode.NONE and config.proxy_mode == "reverse"
+    replay_engine.FREEZE_INDEXES = True  # this process is ours alone (see there)
     try:
         with asyncio.Runner(loop_factory=loop_factory() if replay_only else None) as runner:
             session, summary = runner.run(main())
@@ -445,7 +453,10 @@ def ca(confdir) -> None:
         from .record.runner import ca_path
     except ImportError as e:
         raise UserError(f"the CA belongs to mitmproxy: {_INSTALL_RECORD} ({e})") from None
-    click.echo(ca_path(confdir))
+    try:
+        click.echo(ca_path(confdir))
+    except RecordError as e:
+        raise UserError(str(e)) from None
 
 
 @cli.command()

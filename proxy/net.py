@@ -1,12 +1,16 @@
 """Sockets and addresses shared by the servers: the listening socket (replay server,
 simulator, the recorder's port check), the address it listens on, and what an ASGI app
-may ask of the server beyond ASGI: to drop a connection on purpose, to decline deflate."""
+may ask of the server beyond ASGI: to drop a connection on purpose, to decline deflate;
+and a way through a test's network guard to the proxy's own address (the pytest plugin)."""
 
 from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 class PortInUse(OSError):
@@ -66,3 +70,35 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+# socket.connect as it was when proxy.net was imported, before a test's network guard replaced it.
+_CONNECT, _CONNECT_EX = socket.socket.connect, socket.socket.connect_ex
+
+
+@contextmanager
+def reachable_through_guard(url: str) -> Iterator[None]:
+    """While it runs, connections to ``url``'s host and port bypass a guard that replaced
+    ``socket.connect`` since import (pytest-recording's ``--block-network``); the guard
+    still decides every other connection, and is back in place afterwards. Without a
+    guard it does nothing."""
+    guarded, guarded_ex = socket.socket.connect, socket.socket.connect_ex
+    if guarded is _CONNECT:
+        yield
+        return
+    parts = urlsplit(url)
+    own = (parts.hostname, parts.port)
+
+    def connect(sock, address, *args, **kwargs):
+        through = _CONNECT if isinstance(address, tuple) and tuple(address[:2]) == own else guarded
+        return through(sock, address, *args, **kwargs)
+
+    def connect_ex(sock, address, *args, **kwargs):
+        through = _CONNECT_EX if isinstance(address, tuple) and tuple(address[:2]) == own else guarded_ex
+        return through(sock, address, *args, **kwargs)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex = guarded, guarded_ex

@@ -41,9 +41,14 @@ from pathlib import Path
 import pytest
 
 from .api import ModelProxy, use_cassette
+from .net import reachable_through_guard
 from .replay.faults import DEFAULT_CHAOS_KINDS, FaultError, parse_fault, parse_kinds
 from .serve import RecordMode, ServeError
 from .store import CassetteError
+
+# Set when the test's call raised or failed: record mode all then keeps the old cassette
+# (as ``proxy.recording`` does for a block that raised), not the partial recording.
+_FAILED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser) -> None:
@@ -61,6 +66,12 @@ def pytest_addoption(parser) -> None:
                     help="proxy cassettes: with --proxy-chaos, the share of recordings that get a fault (0.2).")
     group.addoption("--proxy-chaos-kinds", action="store", default=",".join(DEFAULT_CHAOS_KINDS), metavar="KINDS",
                     help="proxy cassettes: with --proxy-chaos, the fault kinds to pick from.")
+
+
+def _listed(value) -> list:
+    """A marker option that takes a list also takes one item (``faults="status:429@#1"``):
+    a string is not spread into its characters."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def pytest_configure(config) -> None:
@@ -106,6 +117,8 @@ def cassette_path(request, name: str | None) -> Path:
 
 @pytest.fixture
 def model_proxy(request):
+    if "block_network" in request.fixturenames:  # pytest-recording's guard first, so it is seen below
+        request.getfixturevalue("block_network")
     marker = request.node.get_closest_marker("cassette")
     kwargs = dict(marker.kwargs) if marker else {}
     name = marker.args[0] if marker and marker.args else kwargs.pop("name", None)
@@ -120,7 +133,7 @@ def model_proxy(request):
                           strict_match=bool(kwargs.get("strict_match", False)), presets=kwargs.get("presets", ()),
                           strict=bool(kwargs.get("strict", False)), check=False,
                           proxy_mode=str(kwargs.get("proxy_mode", "reverse")),
-                          faults=[*opt("proxy_fault"), *kwargs.get("faults", ())],
+                          faults=[*opt("proxy_fault"), *_listed(kwargs.get("faults", ()))],
                           chaos=kwargs.get("chaos", opt("proxy_chaos")),
                           chaos_rate=kwargs.get("chaos_rate", opt("proxy_chaos_rate")),
                           chaos_kinds=kwargs.get("chaos_kinds", opt("proxy_chaos_kinds")), fault_salt=request.node.nodeid)
@@ -137,8 +150,13 @@ def model_proxy(request):
         pytest.fail(f"{e}{hint}", pytrace=False)
     except ServeError as e:
         pytest.fail(str(e), pytrace=False)
-    yield mp
-    mp.stop()
+    try:
+        # pytest-recording's --block-network (and its block_network marker) replace
+        # socket.connect with a guard that refuses every host not allowed, loopback included.
+        with reachable_through_guard(mp.url):
+            yield mp
+    finally:
+        mp.stop(clean=not request.node.stash.get(_FAILED, False))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -146,15 +164,17 @@ def pytest_runtest_call(item):
     mp = getattr(item, "funcargs", {}).get("model_proxy")
     try:
         result = yield
-    except Exception as e:
+    except BaseException as e:  # pytest.fail and pytest.skip are BaseExceptions
+        item.stash[_FAILED] = True
         # The test raised (often because of the miss itself: the SDK's NotFoundError);
         # the reason goes with its traceback.
-        if isinstance(mp, ModelProxy):
+        if isinstance(mp, ModelProxy) and isinstance(e, Exception):
             mp.annotate(e)
         raise
     finally:
         if isinstance(mp, ModelProxy) and mp.faults:  # shown with a failure (and with -rP)
             item.add_report_section("call", "proxy faults", "\n".join(a.line() for a in mp.faults))
     if isinstance(mp, ModelProxy) and mp.errors:
+        item.stash[_FAILED] = True
         pytest.fail("\n".join(mp.errors), pytrace=False)
     return result

@@ -286,6 +286,8 @@ class Detector:
         # with user patterns any byte may be inside a match
         self.breakers = BREAKERS if not self.user else frozenset()
         self._lit_prefixes = frozenset(f[:i] for lit in self.literals for f in lit.forms for i in range(1, len(f)))
+        # every rule is tried only where one of its anchors is: one pass finds whether any is
+        self._any_anchor = re.compile(b"|".join(re.escape(a) for r in RULES for a in r.anchors))
 
     def find(self, data: bytes | bytearray, start: int = 0, final: bool = True) -> list[Hit]:
         """Secrets in ``data[start:]`` (``data[:start]`` is context for boundaries),
@@ -293,7 +295,7 @@ class Detector:
         ``data`` is left out: more bytes might extend or cancel it."""
         hits: list[Hit] = []
         end = len(data)
-        for rule, rx in self.rules:
+        for rule, rx in self.rules if self._any_anchor.search(data, start) else ():
             for anchor in rule.anchors:
                 i = data.find(anchor, start)
                 while i >= 0:
@@ -371,9 +373,26 @@ def _apply(buf: bytearray, hits: list[Hit], offset: int = 0) -> None:
 _B64_RUN = re.compile(rb"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{16,}={0,2}(?![A-Za-z0-9+/=_\-])")
 
 
+# The same runs found faster (no look-behind tried at every byte): a greedy match starts
+# where a run starts, since the search resumes only after a run or its padding; the
+# look-ahead is checked by hand.
+_B64_GREEDY = re.compile(rb"[A-Za-z0-9+/_\-]{16,}={0,2}")
+_B64_AFTER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-")
+
+
+def _b64_matches(data: bytes):
+    """What ``_B64_RUN.finditer(data)`` finds."""
+    n = len(data)
+    for m in _B64_GREEDY.finditer(data):
+        end = m.end()
+        if end < n and data[end] in _B64_AFTER:
+            continue
+        yield m
+
+
 def base64_runs(data: bytes):
     """(start, end, decoded, urlsafe) for each run that decodes and re-encodes exactly."""
-    for m in _B64_RUN.finditer(data):
+    for m in _b64_matches(data):
         run = m.group()
         if run.islower() or run.isupper():
             continue  # words and hex: base64 of anything holding a key mixes cases

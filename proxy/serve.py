@@ -126,6 +126,7 @@ class Summary:
     unused: list = field(default_factory=list)  # model.Interaction, only when the Session collects them
     faults: list = field(default_factory=list)  # replay.faults.Applied, in the order injected
     faulting: bool = False  # faults were configured (the line says how many were injected, even 0)
+    not_injected: list = field(default_factory=list)  # "SPEC: why" of each given fault that hit nothing
 
     @property
     def served(self) -> int:
@@ -157,7 +158,8 @@ class Summary:
         out = [self.line()] + [f"  {n}" for n in self.notes[:limit]]
         if len(self.notes) > limit:
             out.append(f"  ... and {len(self.notes) - limit} more")
-        return out + [f"  fault: {a.line()}" for a in self.faults]  # every one: they are what the run tested
+        out += [f"  fault: {a.line()}" for a in self.faults]  # every one: they are what the run tested
+        return out + [f"  fault never injected: {n}" for n in self.not_injected]  # a test that tested nothing
 
     def to_json(self) -> dict:
         return {
@@ -173,6 +175,7 @@ class Summary:
             "recorded": self.recorded,
             "forwarded": self.forwarded,
             "faults": [a.to_json() for a in self.faults],
+            "faults_not_injected": list(self.not_injected),
         }
 
 
@@ -253,6 +256,18 @@ class Session:
         return RecordingProxy(self._record_config(cassette, host, port), self.on_recorded)
 
     async def start(self) -> str:
+        try:
+            return await self._start()
+        except BaseException:
+            # Half started (the port taken, the recorder refused): close what was opened
+            # (the cassette, its check thread, the match worker, a recorder), nothing served.
+            try:
+                await self.stop(clean=False)
+            except Exception:  # the start's own error is the one to report
+                pass
+            raise
+
+    async def _start(self) -> str:
         c = self.config
         self._loop = asyncio.get_running_loop()
         if self.action is Action.REPLAY:
@@ -333,9 +348,9 @@ class Session:
             self._loop.call_soon_threadsafe(self.request_stop)
 
     def _ca(self) -> str:
-        from .record.runner import ca_path
+        from .record.runner import DEFAULT_CONFDIR, ca_path
 
-        return ca_path(self.config.confdir or "~/.mitmproxy")
+        return ca_path(self.config.confdir or DEFAULT_CONFDIR)
 
     async def _start_forward(self, record: RecordConfig | None = None) -> None:
         """The replay server on loopback behind mitmproxy as an HTTPS proxy on the
@@ -400,6 +415,9 @@ class Session:
         if self.app is not None:
             self.app.close()
         engines = self.app.engines() if self.app is not None else []
+        given = self.config.faults.faults if self.action.replays else ()
+        never = set(range(len(given)))  # the given faults no cassette's plan applied
+        reasons: dict[int, str] = {}
         for engine in engines:  # closed before the recorder, whose last step needs the file to itself
             try:
                 s.recordings += len(engine.source)
@@ -418,7 +436,15 @@ class Session:
                     self.failure = self.failure or e
             if engine.faults is not None:
                 s.faults += engine.faults.applied
+                never &= engine.faults.never_applied()
+                if len(engines) == 1 and never:
+                    try:
+                        reasons = {i: engine.faults.why_never(i, engine.source) for i in never}
+                    except CassetteError as e:
+                        self.failure = self.failure or e
             engine.close()
+        s.not_injected = [f"{given[i].label()}: {reasons.get(i, 'no request reached a recording it targets')}"
+                          for i in sorted(never)]
         if self._forwarder is not None:
             s.misses = []  # forwarded and recorded, not errors
         if self._recorder is not None:

@@ -350,6 +350,8 @@ class UvicornServer:
         self.request_stop()
         if self._task is not None:
             await self._task
+        else:  # bound, never served
+            self.sock.close()
 
     def start_in_thread(self) -> "UvicornServer":
         self._background = BackgroundLoop("proxy-server", self.start, self.stop)

@@ -174,3 +174,72 @@ def test_use_cassette_reads_the_environment(monkeypatch, tmp_path):
     assert m.mode is proxy.RecordMode.NONE and "not running" in repr(m)
     with pytest.raises(RuntimeError, match="not running"):
         m.base_url  # noqa: B018
+
+
+def _open_files(path) -> int:
+    """How many of this process's file descriptors are open on ``path`` (or its -wal/-shm)."""
+    import os
+
+    fds = os.listdir("/proc/self/fd")
+    names = []
+    for fd in fds:
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return sum(1 for n in names if n.startswith(str(path)))
+
+
+def _threads(prefix: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def test_a_proxy_started_again_is_stopped_again(tmp_path):
+    """start() / stop() twice on one ModelProxy (unittest's setUp / tearDown on a proxy made
+    once): the second stop() stops the second server, whose summary is its own."""
+    p = proxy.replaying(EXAMPLE, speed=0)
+    p.start()
+    assert httpx.get(p.base_url + "/models").status_code == 200
+    first = p.stop()
+    p.start()
+    with pytest.raises(RuntimeError, match="already running"):
+        p.start()
+    url = p.url
+    assert httpx.get(p.base_url + "/models").status_code == 200  # each run has the whole cassette
+    second = p.stop()
+    assert second is not first and second.served == 1
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/v1/models", timeout=2)
+    assert _threads("proxy-serve") == []
+
+
+def test_a_start_that_fails_leaves_nothing_open():
+    """The port is taken: start() raises, and the cassette, the match worker and the check
+    thread it had opened are closed, for ``with`` and ``async with`` alike."""
+    import asyncio
+    import socket
+    import time
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with taken:
+        for _ in range(2):
+            with pytest.raises(OSError, match="in use"):
+                with proxy.replaying(EXAMPLE, port=port):
+                    pass
+
+        async def main():
+            async with proxy.replaying(EXAMPLE, port=port):
+                pass
+
+        with pytest.raises(OSError, match="in use"):
+            asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while (_open_files(EXAMPLE) or _threads("proxy-check")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_files(EXAMPLE) == 0
+    assert _threads("proxy-replay-match") == [] and _threads("proxy-check") == [] and _threads("proxy-serve") == []

@@ -45,15 +45,18 @@ def test_no_redact_help_says_what_it_does_on_replay():
 
 
 def _cli_without(module: str, *args: str):
-    # `import MODULE` raises ImportError in this process, as when it is not installed.
-    code = f"import sys; sys.modules[{module!r}] = None\nfrom proxy.cli import main; sys.argv = sys.argv[1:]; main()"
+    # `import MODULE` raises ImportError in this process, as when it is not installed
+    # (MODULE may name several, comma-separated).
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in module.split(","))
+    code = f"import sys; {blocked}\nfrom proxy.cli import main; sys.argv = sys.argv[1:]; main()"
     return subprocess.run([sys.executable, "-c", code, "proxy", *args], capture_output=True, text=True, timeout=60,
                           cwd=ROOT)
 
 
 def test_only_a_missing_mitmproxy_is_reported_as_needing_mitmproxy(tmp_path, upstream):
-    # uvicorn imports its h11 protocol when the replay server starts
-    broken = _cli_without("h11", "replay", "--cassette", EXAMPLE, "--listen", "127.0.0.1:0")
+    # uvicorn imports its h11 protocol when the replay server starts (httptools missing
+    # too: with it the server would use httptools and need no h11)
+    broken = _cli_without("httptools,h11", "replay", "--cassette", EXAMPLE, "--listen", "127.0.0.1:0")
     assert broken.returncode != 0
     assert "mitmproxy" not in broken.stderr and "h11" in broken.stderr
     # serve in a record mode does need it, and says so

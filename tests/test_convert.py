@@ -32,6 +32,15 @@ EXAMPLE = ROOT / "cassettes" / "example.db"
 PACKED = {"packed": True, "text": "squeeze " * 40}
 
 
+# Text bodies that a HAR holds decoded, by the charset its writer chose: an SSE stream with no
+# charset (mitmproxy decodes it as latin-1), a latin-1 page that says so, a UTF-8 JSON body.
+TEXTS = {
+    "/sse-utf8": ("text/event-stream", 'data: {"delta": "h\u00e9llo \u2713 \U0001f600"}\n\n'.encode()),
+    "/latin1": ("text/plain; charset=iso-8859-1", "caf\u00e9 cr\u00e8me".encode("latin-1")),
+    "/json-utf8": ("application/json", '{"t": "\u65e5\u672c"}'.encode()),
+}
+
+
 class GzipAndSimulator:
     """The simulator, plus GET /gz: a gzip-encoded JSON body, as many real APIs send."""
 
@@ -39,6 +48,12 @@ class GzipAndSimulator:
         self.sim = Simulator()
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in TEXTS:
+            ctype, body = TEXTS[scope["path"]]
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         if scope["type"] == "http" and scope["path"] == "/gz":
             body = gzip.compress(json.dumps(PACKED).encode())
             await send({"type": "http.response.start", "status": 200, "headers": [
@@ -133,6 +148,35 @@ def test_old_httpx_format_and_bad_files(tmp_path):
     assert r.returncode == 2 and "not a VCR.py cassette" in r.stderr and not (tmp_path / "x.db").exists()
     r = run_cli("import", str(old), "--cassette", str(tmp_path / "old.db"))
     assert r.returncode == 2 and "already exists" in r.stderr
+    bad = tmp_path / "port.yaml"  # a URI whose port is out of range: one line, no traceback
+    bad.write_text(old.read_text().replace("api.example.test/", "api.example.test:99999999/"))
+    r = run_cli("import", str(bad), "--cassette", str(tmp_path / "port.db"))
+    assert r.returncode == 2 and "interaction 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_vcr_body_in_an_encoding_it_does_not_check_keeps_its_header(tmp_path):
+    """The requests and httpx stubs store a body as sent: one whose coding this proxy cannot
+    decode (``compress``) or that decodes to more than the decoding limit (a 70 MB gzip of
+    zeros, 71 KB stored) is still encoded, so its Content-Encoding stays. Dropping it would
+    serve compressed bytes as the body."""
+    yaml = pytest.importorskip("yaml")
+    big = gzip.compress(b"0" * (70 * 1024 * 1024), 9)
+    lzw = b"\x1f\x9d\x90abc"
+
+    def interaction(path, encoding, body):
+        return {"request": {"method": "GET", "uri": "https://api.example.test" + path, "body": None, "headers": {}},
+                "response": {"status": {"code": 200, "message": "OK"},
+                             "headers": {"Content-Encoding": [encoding], "Content-Type": ["text/plain"]},
+                             "body": {"string": body}}}
+
+    src = tmp_path / "enc.yaml"
+    src.write_text(yaml.safe_dump({"version": 1, "interactions": [interaction("/big", "gzip", big),
+                                                                  interaction("/lzw", "compress", lzw)]}))
+    r = run_cli("import", str(src), "--cassette", str(tmp_path / "enc.db"))
+    assert r.returncode == 0, r.stderr
+    with Cassette.open(tmp_path / "enc.db") as c:
+        got = [(it.response.header("content-encoding"), it.body) for it in c.interactions()]
+    assert got == [("gzip", big), ("compress", lzw)]
 
 
 def _free_port() -> int:
@@ -347,6 +391,44 @@ def test_export_har_is_read_by_mitmproxy_and_imports_back_to_the_same_cassette(t
             assert [f.offset for f in x.frames] == pytest.approx([f.offset for f in y.frames], abs=1e-5)
 
 
+def test_export_import_round_trip_ipv6_no_timings_and_early_clock(tmp_path):
+    """What the example cassette does not hold: an upstream on IPv6 (its URL needs brackets),
+    an interaction cut before any response (no time to headers, no duration), and frames of
+    a session whose start time is early on the clock (an import's, not an epoch)."""
+    from proxy.model import Chunk, Direction, End, Frame, Interaction, Kind, Request, Response
+
+    src = tmp_path / "src.db"
+    at = {"scheme": "http", "host": "::1", "port": 8443}
+    with Cassette.create(src, upstream="http://[::1]:8443") as c:
+        c.append(Interaction(Kind.HTTP, Request("POST", "/v1/x", "a=1", [("content-type", "application/json")],
+                                                b'{"a":1}', **at),
+                             Response(200, "OK", [("content-type", "text/event-stream")]),
+                             [Chunk(0.01, b"data: 1\n\n"), Chunk(0.02, b"data: 2\n\n")], ttfb=0.005, duration=0.03,
+                             end=End.COMPLETE, started_at=1000.0))
+        c.append(Interaction(Kind.HTTP, Request("GET", "/v1/cut", **at), None, end=End.INCOMPLETE, started_at=1000.5))
+        c.append(Interaction(Kind.WEBSOCKET, Request("GET", "/ws", "", [("upgrade", "websocket")], **at),
+                             Response(101, "Switching Protocols", []),
+                             frames=[Frame(Direction.CLIENT, True, 0.01, b'{"type":"x"}'),
+                                     Frame(Direction.SERVER, False, 0.02, b"\x00\xff")],
+                             ttfb=0.003, duration=0.05, end=End.COMPLETE, started_at=1000.8))
+    har = tmp_path / "out.har"
+    assert run_cli("export", str(src), "--har", str(har)).returncode == 0
+    doc = json.loads(har.read_text())
+    _check_har_12(doc)
+    assert [e["request"]["url"] for e in doc["log"]["entries"]] == [
+        "http://[::1]:8443/v1/x?a=1", "http://[::1]:8443/v1/cut", "ws://[::1]:8443/ws"]
+    back = tmp_path / "back.db"
+    r = run_cli("import", str(har), "--cassette", str(back))
+    assert r.returncode == 0, r.stderr
+    assert run_cli("inspect", "--text", str(src)).stdout == run_cli("inspect", "--text", str(back)).stdout
+    with Cassette.open(src) as a, Cassette.open(back) as b:
+        assert dict(b.meta)["upstream"] == "http://[::1]:8443"
+        for x, y in zip(a.interactions(), b.interactions()):
+            assert (x.request.host, x.request.port, x.ttfb, x.duration) == (y.request.host, y.request.port, y.ttfb,
+                                                                            y.duration)
+            assert [f.offset for f in x.frames] == pytest.approx([f.offset for f in y.frames], abs=1e-5)
+
+
 def test_imports_are_redacted_like_recordings(tmp_path):
     """A key in a header, the query, a request body, a gzip response body and a WebSocket
     frame: none reaches the cassette (`proxy audit` reads it fully decoded), and the
@@ -377,3 +459,45 @@ def test_imports_are_redacted_like_recordings(tmp_path):
     with proxy.replaying(db, speed=0) as p:
         r = httpx.post(p.base_url + "/echo?key=REDACTED", json={"input": "x"})
         assert r.json()["ok"] is True and key not in r.text  # gzip re-encoded, its content-length true
+
+
+def test_har_text_bodies_come_back_as_the_bytes_sent(origin, tmp_path):
+    """HAR holds text bodies as text decoded by a charset: mitmproxy's hardump decodes a
+    body whose type names none (text/event-stream, text/plain) as latin-1, and a declared
+    charset as declared. The import encodes each back the same way, so a model's non-ASCII
+    SSE output and a latin-1 page replay as the bytes that were sent, not re-encoded."""
+    mitmdump = Path(sys.executable).with_name("mitmdump")
+    if not mitmdump.exists():
+        pytest.skip("mitmdump not installed (the record extra)")
+    har, port = tmp_path / "texts.har", _free_port()
+    p = subprocess.Popen([str(mitmdump), "-q", "--mode", f"reverse:{origin}", "--listen-host", "127.0.0.1",
+                          "--listen-port", str(port), "--set", f"hardump={har}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/json-utf8", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and p.poll() is None
+                time.sleep(0.1)
+        live = {path: httpx.get(base + path).content for path in TEXTS}
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=30)
+    assert live == {path: body for path, (_, body) in TEXTS.items()}
+    db = tmp_path / "texts.db"
+    r = run_cli("import", str(har), "--cassette", str(db))
+    assert r.returncode == 0, r.stderr
+    with Cassette.open(db) as c:
+        got = {it.request.path: it.body for it in c.interactions()}
+    assert {path: got[path] for path in TEXTS} == live
+    # Our own export (text as UTF-8) still comes back byte for byte, the latin-1 page too.
+    out = tmp_path / "again.har"
+    assert run_cli("export", str(db), "--har", str(out)).returncode == 0
+    again = tmp_path / "again.db"
+    assert run_cli("import", str(out), "--cassette", str(again)).returncode == 0
+    with Cassette.open(again) as c:
+        assert {it.request.path: it.body for it in c.interactions() if it.request.path in TEXTS} == live

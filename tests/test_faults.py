@@ -16,7 +16,7 @@ from proxy.replay.faults import (KINDS, Chaos, Cut, Drip, Facts, Fault, FaultCon
                                  Status, Target, Ttfb, WsAccept, WsClose, WsDrop, WsRefuse, WsStall, apply_http,
                                  apply_ws, error_body, parse_fault, sse_error_event)
 from proxy.matching import MatchConfig
-from proxy.sse import event_ends, parse as parse_sse
+from proxy.sse import SSEParser, event_ends, parse as parse_sse
 
 # -- the spec syntax ---------------------------------------------------------------
 
@@ -84,6 +84,16 @@ def test_spec_forms_and_defaults():
     ("status:429@#1@#2", "more than one @"),
     ('ws-close:1011,reason="open', "unbalanced double quote"),
     ("cut:3", "'3' needs a name"),
+    ("drip:inf", "drip:inf: the rate (bytes per second) must be a number > 0"),
+    ("drip:1e999", "must be a number > 0"),
+    ("cut:event=3,event=5", "cut: event given twice"),
+    ("status:429,code=500", "status: code given twice"),
+    ("stall:1s,for=2s,event=1", "stall: for given twice"),
+    ("status:429@/v1/a,/v1/b", "one path glob per fault"),
+    ("status:429@every=2,every=3", "every given twice"),
+    ("status:429@#1,times=2", "times=N is a parameter: put it before the @, e.g. status:429,times=2@#1"),
+    ("status:429@", "nothing after @"),
+    ("status:429@ ", "nothing after @"),
 ])
 def test_bad_specs_name_the_offending_value(spec, message):
     with pytest.raises(FaultError, match=None) as e:
@@ -188,6 +198,24 @@ def test_every_nth_counts_recordings_not_retries():
     assert seen == [(1, 200), (2, 429), (2, 200), (3, 200), (4, 429), (4, 200), (5, 200), (6, 429), (6, 200)]
 
 
+def test_every_nth_is_by_recording_number_whatever_order_requests_arrive_in():
+    """Concurrent clients (subagents, parallel tests) reach recordings in any order: every=N
+    picks the same recordings each run, as #N does, and counts recordings never requested."""
+    def faulted(order):
+        e = engine([http_it(i, "/v1/a" if i % 2 else "/v1/b") for i in range(1, 9)], "status:429@/v1/*,every=2",
+                   "status:500@/v1/a,every=2")
+        for path in order:
+            while e.http(Request("POST", path)).status != 200:
+                pass  # the retry gets the recording
+        return sorted((a.seq, a.fault) for a in e.faults.applied)
+
+    want = [(2, "status:429"), (3, "status:500"), (4, "status:429"), (6, "status:429"), (7, "status:500"),
+            (8, "status:429")]
+    assert faulted(["/v1/a", "/v1/b"] * 4) == want
+    assert faulted(["/v1/b", "/v1/a"] * 4) == want
+    assert faulted(["/v1/b"] * 4 + ["/v1/a"] * 4) == want
+
+
 def test_one_ending_fault_per_request_with_the_delays():
     e = engine([http_it(1)], "ttfb:2s", "cut:event=3,how=end", "sse-error:event=1", "stall:0.5s,event=2")
     s = e.http(POST)
@@ -198,6 +226,24 @@ def test_one_ending_fault_per_request_with_the_delays():
     assert s2.faults == ("sse-error:event=1",)  # the retry: the next ending fault, once
     assert parse_sse(b"".join(d for _, d in s2.chunks))[-1].event == "error"
     assert e.http(POST).faults == ()
+
+
+def test_a_delay_past_the_end_an_ending_fault_makes_waits_for_the_retry(caplog):
+    """A stall after the point where a cut ends the response never happens: it must not be
+    reported as injected nor use up its times, so the retry gets it."""
+    e = engine([http_it(1)], "cut:event=2@#1", "stall:1s,event=4@#1", "stall:0.5s,event=2@#1")
+    with caplog.at_level("INFO", "proxy.replay"):
+        first = e.http(POST)
+    assert first.faults == ("stall:0.5s,event=2", "cut:event=2")  # the stall before event 2 lands
+    assert "stall:1s,event=4 on #1 waits: the response ends before it" in caplog.text
+    retry = e.http(POST)
+    assert retry.faults == ("stall:1s,event=4",) and retry.delays == {3: 1.0}
+    assert [a.fault for a in e.faults.applied] == ["stall:0.5s,event=2", "cut:event=2", "stall:1s,event=4"]
+    ws = engine([ws_it(1)], "ws-close:1011,frame=2@#1", "ws-stall:1s,frame=4@#1")
+    m = ws.handshake(HANDSHAKE)
+    assert ws.ws_script(m.interaction).faults == ("ws-close:1011,frame=2",)
+    m2 = ws.handshake(HANDSHAKE)
+    assert ws.ws_script(m2.interaction).faults == ("ws-stall:1s,frame=4",)
 
 
 def test_a_fault_that_cannot_apply_is_skipped_and_logged(caplog):
@@ -248,11 +294,22 @@ def test_handshake_faults():
     assert e2.misses == [] and isinstance(engine([http_it(1)]).handshake(HANDSHAKE), Miss)
 
 
+def test_a_path_refusal_never_hides_a_miss_of_a_used_up_session():
+    """The refusal stands in for sessions the cassette does not have, not for a client that
+    reconnects more often than recorded: that stays a miss, reported as one."""
+    e = engine([ws_it(1)], "ws-refuse:426@/v1/realtime")
+    assert e.handshake(HANDSHAKE).interaction.response.status == 426  # #1, given back
+    assert e.handshake(HANDSHAKE).interaction.kind is Kind.WEBSOCKET  # #1 itself
+    third = e.handshake(HANDSHAKE)
+    assert isinstance(third, Miss) and third.reason == "all_used" and e.misses == [third]
+    assert [a.seq for a in e.faults.applied] == [1]
+
+
 def test_ws_close_and_drop_release_the_session_stall_does_not():
-    e = engine([ws_it(1)], "ws-close:1013,frame=3,reason=busy@#1", "ws-stall:0.5s,frame=4@#1")
+    e = engine([ws_it(1)], "ws-close:1013,frame=3,reason=busy@#1", "ws-stall:0.5s,frame=3@#1")
     m = e.handshake(HANDSHAKE)
     s = e.ws_script(m.interaction)
-    assert s.faults == ("ws-stall:0.5s,frame=4", "ws-close:1013,frame=3,reason=busy")
+    assert s.faults == ("ws-stall:0.5s,frame=3", "ws-close:1013,frame=3,reason=busy")
     assert [it.seq for it in e.unused()] == [1]
     m2 = e.handshake(HANDSHAKE)
     assert e.ws_script(m2.interaction).faults == () and e.unused() == []
@@ -362,6 +419,86 @@ def test_turns_add_the_injected_lags_to_the_recorded_schedule():
     assert turns.next_due() == pytest.approx(20.05)
     turns.due(20.05)
     assert turns.next_due() == pytest.approx(20.1 + 0.5) and turns.unfinished()  # the stalled frame
+
+
+def test_a_client_that_keeps_sending_still_gets_the_injected_close():
+    """A client that streams frames without waiting (audio appends, a pipelined request)
+    sends frames the recording has beyond the injected close: they are let through, and the
+    client sees the close it was promised, not a 4001 mismatch."""
+    from proxy.model import Frame as F
+    from proxy.replay.turns import Close as CloseAction, Turns
+
+    ok = type("ok", (), {"ok": True, "weak": False})()
+    for fault in (WsClose(1011, frame=2, reason="overloaded"), WsDrop(2)):
+        s = apply_ws(ws_script(ws_it(1), MatchConfig()), [WsStall(1.0, frame=2), fault])
+        turns = Turns(s, after=lambda anchor, offset: anchor + offset, check=lambda *a: ok)
+        turns.accepted(10.0)
+        turns.due(10.11)
+        assert turns.client_frame(10.2, b'{"type": "response.create"}', True) is None
+        # during the stall before frame 2, the client sends its next frame (and one more)
+        assert turns.client_frame(10.5, b'{"type": "response.create"}', True) is None
+        assert turns.client_frame(10.6, F(Direction.CLIENT, True, 0, b"x").payload, True) is None
+        actions = turns.due(11.3)
+        assert [type(a).__name__ for a in actions] == ["Send", "Close" if isinstance(fault, WsClose) else "Drop"]
+        if isinstance(fault, WsClose):
+            assert actions[-1] == CloseAction(1011, "overloaded")
+    plain = Turns(ws_script(ws_it(1), MatchConfig()), after=lambda anchor, offset: anchor + offset, check=lambda *a: ok)
+    plain.accepted(0.0)
+    for _ in range(2):
+        plain.client_frame(1.0, b"{}", True)
+    assert plain.client_frame(2.0, b"{}", True).code == 4001  # without faults, an extra frame is still one
+
+
+def _reference_ends(stream: bytes) -> list[int]:
+    """Where events end, by the SSE rules written out plainly (a blank line after data or event)."""
+    import re
+    ends, pending = [], False
+    for m in re.finditer(rb"([^\r\n]*)(\r\n|\r|\n)", stream):
+        line = m.group(1)
+        if m.group(2) == b"\r" and m.end() == len(stream):
+            break  # might be the first half of \r\n
+        if line == b"":
+            if pending:
+                ends.append(m.end())
+            pending = False
+        elif line.startswith((b"data", b"event")):
+            pending = True
+    return ends
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"\n", b"\r\n", b"\r"]), st.sampled_from([b"data: x", b"event: e", b": ping", b""])),
+                max_size=30), st.lists(st.integers(1, 40), max_size=10))
+def test_event_ends_by_the_sse_rules_whatever_the_line_endings_and_chunking(lines, cuts):
+    stream = b"".join(text + nl for nl, text in lines)
+    p, pos = SSEParser(), 0
+    for cut in cuts:
+        p.feed(stream[pos: pos + cut])
+        pos += cut
+    p.feed(stream[pos:])
+    assert p.ends == event_ends(stream) == _reference_ends(stream)
+
+
+def test_event_ends_is_linear_in_the_stream():
+    """Facts for faults parse a recording's whole body under the engine's lock: a long answer
+    (20k events, 2.5 MB) took 6.7 s when the parser cut its buffer once per line."""
+    import time
+    ev = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}\n\n'
+    t0 = time.process_time()  # CPU time: other processes on the machine do not count
+    assert len(event_ends(ev * 20000)) == 20000
+    assert time.process_time() - t0 < 1.5
+
+
+def test_a_recording_no_fault_can_hit_is_not_parsed():
+    """The facts (event offsets) are worked out only for a recording a fault may hit: with
+    --fault on one recording, a request for a long stream is matched in no time."""
+    import time
+    long = http_it(1, chunks=[Chunk(0.0, sse_body(40000))])
+    for faults in (["status:429@#2"], ["ws-refuse:426", "stall:1s,event=2@/v1/other"]):
+        e = engine([long, http_it(2)], *faults)
+        t0 = time.process_time()  # CPU time: other processes on the machine do not count
+        assert e.http(POST).seq == 1
+        assert time.process_time() - t0 < 0.1
 
 
 # -- provider shapes -------------------------------------------------------------------

@@ -237,6 +237,24 @@ def test_httpx_read_timeout_sees_the_stall_and_its_retry_gets_the_recording(reco
     assert rp.summary.used == 1 and rp.summary.misses == []
 
 
+def test_a_client_that_leaves_during_a_stall_before_a_cut_leaves_nothing_playing(recorded):
+    """A stall with an ending fault (the recording goes back at once): the client's timeout
+    ends the exchange, not the stall. Before, the player slept out the stall for no one and
+    the stop counted it as an open connection it cut."""
+    with replaying(recorded, "stall:5s,event=2@#1", "cut:event=4@#1", "drip:200@#2",
+                   "sse-error:event=4@#2", speed=0) as rp:
+        _, error, _ = raw_stream(rp.url, "/v1/responses", STREAM, httpx.Timeout(5, read=0.3))
+        assert isinstance(error, httpx.ReadTimeout)
+        chat = {"model": "sim-1", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.Client() as c, c.stream("POST", rp.url + "/v1/chat/completions", json=chat, headers=AUTH) as r:
+            next(r.iter_raw())  # a client that reads a little of the dripped stream and hangs up
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 0.4  # nothing left for the stop to wait out (GRACE is 0.5 s)
+    assert rp.summary.cut == 0 and "cut by the stop" not in rp.summary.line()
+    assert len(rp.summary.faults) == 4 and rp.summary.used == 0
+
+
 def test_stall_and_time_to_headers_keep_the_recorded_gaps_around_them(recorded):
     """Timing of injected delays, at recorded pace and at --speed 0 (where they still happen)."""
     it = recorded["its"][RESPONSES]
@@ -279,6 +297,43 @@ def test_drip_caps_the_byte_rate(recorded):
     assert abs(took - len(it.body) / 4000) < 0.1, took
     assert len(chunks) > 3 * len(it.chunks)  # small pieces, not the recorded chunks
     assert rp.summary.used == 1  # delivered whole: served (a client that had left would have given it back)
+
+
+def test_drip_holds_its_rate_after_a_stall(recorded):
+    """The drip's schedule must not bank the stalled time: the bytes after a stall keep the
+    rate instead of bursting out until the schedule catches up."""
+    it = recorded["its"][RESPONSES]
+    ends = event_ends(it.body)
+    with replaying(recorded, "drip:4000@#1", "stall:1s,event=2@#1") as rp:
+        chunks, error, _ = raw_stream(rp.url, "/v1/responses", STREAM)
+    assert error is None and _body(chunks) == it.body
+    pos, after = 0, []
+    for t, b in chunks:
+        if pos >= ends[0]:
+            after.append(t)
+        pos += len(b)
+    rest = len(it.body) - ends[0]
+    assert after[0] >= 1.0  # the stall
+    assert after[-1] - after[0] >= 0.9 * rest / 4000, (after[-1] - after[0], rest / 4000)
+
+
+def test_the_summary_names_the_faults_that_hit_nothing(recorded):
+    """A fault aimed at a recording that does not exist (a typo in the path, #9 of 5, an HTTP
+    fault on a session) tests nothing: the summary says so instead of a quiet "0 injected"."""
+    with replaying(recorded, "status:429@#9", "stall:1s,event=2@/v1/response", "cut:event=1@#5",
+                   f"status:500@#{CHAT}", "ws-refuse@/v1/realtime", f"status:429@#{RESPONSES}") as rp:
+        raw_stream(rp.url, "/v1/responses", STREAM)
+    s = rp.summary
+    assert [a.fault for a in s.faults] == ["status:429"]
+    assert s.not_injected == [
+        "status:429@#9: the cassette has no HTTP recording it targets",
+        "stall:1s,event=2@/v1/response: the cassette has no HTTP recording it targets",
+        "cut:event=1@#5: the cassette has no HTTP recording it targets",
+        "status:500@#2: no request reached a recording it targets, or it could not apply (the log says why)",
+        "ws-refuse:426@/v1/realtime: no request reached a recording it targets, or it could not apply (the log says why)",
+    ]
+    assert "  fault never injected: status:429@#9: the cassette has no HTTP recording it targets" in s.lines()
+    assert s.to_json()["faults_not_injected"] == s.not_injected
 
 
 # -- HTTP: cuts and error events -------------------------------------------------
@@ -368,6 +423,19 @@ def test_ws_drop_after_frame_n_has_no_close_frame(recorded):
         assert e.value.rcvd is None and got == recorded["session"][:2]  # 1006: dropped, no close frame
         with connect(rp.ws + "/v1/responses", additional_headers=AUTH) as ws:
             assert _turns(ws) == recorded["session"]
+
+
+def test_a_client_gone_during_an_accept_delay_before_a_close_leaves_nothing_waiting(recorded):
+    """An accept delay with an ending fault (the session goes back at once): the client's open
+    timeout ends it. Before, the player waited out the delay for no one and the stop counted an
+    open connection it cut."""
+    with replaying(recorded, "ws-accept:5s@#5", "ws-close:1011,frame=1@#5", speed=0) as rp:
+        with pytest.raises(TimeoutError):
+            connect(rp.ws + "/v1/responses", additional_headers=AUTH, open_timeout=0.2)
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 0.4  # nothing left for the stop to wait out (GRACE is 0.5 s)
+    assert rp.summary.cut == 0 and len(rp.summary.faults) == 2 and rp.summary.used == 0
 
 
 def test_ws_accept_delay_set_and_a_client_that_times_out_reconnects(recorded):
@@ -498,6 +566,9 @@ def test_a_bad_fault_is_one_line_and_exit_2(recorded):
         "proxy: fault 'cut:event=three': event='three': expected a whole number")
     r = run_cli("serve", "--cassette", str(recorded["path"]), "--chaos", "1", "--chaos-kinds", "status,teapot")
     assert r.returncode == 2 and "unknown fault kind 'teapot'" in r.stderr
+    # chaos options without --chaos would change nothing: say so rather than run without faults
+    r = run_cli("replay", "--cassette", str(recorded["path"]), "--chaos-rate", "0.5", "--chaos-kinds", "cut")
+    assert r.returncode == 2 and r.stderr.strip() == "proxy: --chaos-rate and --chaos-kinds need --chaos SEED"
 
 
 PLUGIN_TESTS = """
@@ -512,6 +583,12 @@ def test_retry(model_proxy):
     raw = client.responses.with_raw_response.create(model="sim-1", input="Say hello", stream=True)
     assert raw.retries_taken == 1 and list(raw.parse())[-1].type == "response.completed"
     assert [(a.seq, a.fault) for a in model_proxy.faults] == [(1, "status:429,retry_after=0.05s")]
+
+@pytest.mark.cassette("rec", speed=0, faults="status:429,retry_after=0.05@#1")  # one fault, not in a list
+def test_one_fault_as_a_string(model_proxy):
+    client = openai.OpenAI(base_url=model_proxy.base_url, api_key=fake_key("t"), max_retries=2)
+    raw = client.responses.with_raw_response.create(model="sim-1", input="Say hello", stream=True)
+    assert raw.retries_taken == 1
 
 @pytest.mark.cassette("rec", speed=0, chaos=5, chaos_rate=1, chaos_kinds="status")
 def test_chaos_listed_in_the_failure(model_proxy):
@@ -535,7 +612,7 @@ def test_pytest_marker_option_and_chaos(recorded, pytester):
     (pytester.path / "cassettes" / "rec.db").write_bytes(recorded["path"].read_bytes())
     pytester.makepyfile(test_suite=PLUGIN_TESTS)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--proxy-fault", "ws-refuse:426@/v1/responses")
-    r.assert_outcomes(passed=2, failed=1, errors=1)
+    r.assert_outcomes(passed=3, failed=1, errors=1)
     out = r.stdout.str()
     assert "proxy faults" in out and "#1 POST /v1/responses <- status:" in out and "(chaos 5)" in out
     assert "cassette marker: fault 'cut:event=x': event='x': expected a whole number" in out

@@ -427,3 +427,115 @@ def test_the_python_api_serves_forward_mode_and_its_env(recorded, confdir, monke
         status, body = curl_client(p.env)
     assert status == "2 200" and body == recorded["curl"][1]
     assert p.summary.served == 1
+
+
+def _ws_endings_cassette(path) -> None:
+    """One WebSocket session per host, each ending another way: the server drops the
+    connection (no close frame), closes with no status, closes with a code and reason."""
+    from proxy.model import Close, Direction, End, Frame, Interaction, Kind, Request, Response
+
+    c = Cassette.create(path, mode="forward")
+    for host, close in [("drop.test.local", Close(None)), ("nostatus.test.local", Close(1005, "", Direction.SERVER)),
+                        ("code.test.local", Close(4001, "bye", Direction.SERVER))]:
+        req = Request("GET", "/v1/responses", headers=[("upgrade", "websocket")], scheme="https", host=host, port=443)
+        frames = [Frame(Direction.CLIENT, True, 0.01, b"hi"), Frame(Direction.SERVER, True, 0.02, b"reply")]
+        c.append(Interaction(Kind.WEBSOCKET, req, Response(101, "Switching Protocols", [("upgrade", "websocket")]),
+                             frames=frames, ttfb=0.0, duration=0.05, end=End.COMPLETE, close=close))
+    c.close()
+
+
+def _ws_ending(url: str, **kw) -> tuple[str, int | None, str | None]:
+    """(reply, the close frame's code and reason as the client received it, or None: no close frame)."""
+    from websockets.exceptions import ConnectionClosed
+
+    with connect(url, open_timeout=10, **kw) as ws:
+        ws.send("hi")
+        reply = ws.recv(timeout=10)
+        try:
+            ws.recv(timeout=10)
+        except ConnectionClosed:
+            pass
+        rcvd = ws.protocol.close_rcvd
+        return reply, None if rcvd is None else rcvd.code, None if rcvd is None else rcvd.reason
+
+
+def test_websocket_endings_reach_the_client_as_in_base_url_replay(confdir, tmp_path):
+    """A recorded drop stays a drop through the front: mitmproxy's WebSocket layer would
+    answer the replay server's dropped connection with a close frame 1000 of its own."""
+    c = tmp_path / "endings.db"
+    _ws_endings_cassette(c)
+    hosts = ("drop.test.local", "nostatus.test.local", "code.test.local")
+    with proxy_proc("replay", "--cassette", str(c), "--listen", "127.0.0.1:0", "--speed", "0") as p:
+        base = [_ws_ending(p.url.replace("http", "ws", 1) + "/v1/responses") for _ in hosts]
+    assert base == [("reply", None, None), ("reply", 1005, ""), ("reply", 4001, "bye")]  # in recorded order
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(c), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--confdir", str(confdir)) as p:
+        env = env_for(p.url, confdir)
+        ctx = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        forward = [_ws_ending(f"wss://{h}/v1/responses", proxy=p.url, ssl=ctx) for h in hosts]
+    assert forward == base
+
+
+def test_the_replay_server_sees_the_host_header_the_client_sent(confdir, tmp_path):
+    """The front hands the request on without rewriting Host to the replay server's
+    address: a recording matched on its Host header (--match-header host) is served."""
+    from proxy.model import Chunk, End, Interaction, Kind, Request, Response
+
+    path = tmp_path / "host.db"
+    c = Cassette.create(path, mode="forward")
+    sent = [(API, True), (API, False), ("http://tools.test.local:8080", False)]  # (origin, HTTP/2)
+    for base, _ in sent:
+        url = httpx.URL(base)
+        req = Request("GET", "/v1/models", headers=[("host", url.netloc.decode())], scheme=url.scheme, host=url.host,
+                      port=url.port or {"http": 80, "https": 443}[url.scheme])
+        c.append(Interaction(Kind.HTTP, req, Response(200, "OK", [("content-type", "application/json")]),
+                             chunks=[Chunk(0.0, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE))
+    c.close()
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--confdir", str(confdir), "--match-header", "host") as p:
+        verify = ssl.create_default_context(cafile=env_for(p.url, confdir)["SSL_CERT_FILE"])
+        for base, http2 in sent:
+            with httpx.Client(proxy=p.url, verify=verify, http2=http2) as client:
+                r = client.get(base + "/v1/models")
+            assert r.status_code == 200, r.text
+
+
+def test_a_connection_cut_before_the_headers_stays_a_cut_not_a_502(confdir, tmp_path):
+    """The replay server closes the connection without a response (here ``--fault
+    cut:headers``): through the front the client loses its connection (HTTP/1.1) or its
+    stream (HTTP/2), as on a base URL, instead of mitmproxy's own 502 page."""
+    from proxy.model import Chunk, End, Interaction, Kind, Request, Response
+
+    path = tmp_path / "cut.db"
+    c = Cassette.create(path, mode="forward")
+    for _ in range(3):
+        req = Request("GET", "/v1/models", scheme="https", host="api.test.local", port=443)
+        c.append(Interaction(Kind.HTTP, req, Response(200, "OK", [("content-type", "application/json")]),
+                             chunks=[Chunk(0.0, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE))
+    c.close()
+    with proxy_proc("replay", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--fault", "cut:headers,times=3") as p:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(p.url + "/v1/models")
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(path), "--listen", "127.0.0.1:0", "--speed", "0",
+                    "--confdir", str(confdir), "--fault", "cut:headers,times=3") as p:
+        verify = ssl.create_default_context(cafile=env_for(p.url, confdir)["SSL_CERT_FILE"])
+        for http2 in (False, True):
+            with httpx.Client(proxy=p.url, verify=verify, http2=http2) as client:
+                with pytest.raises(httpx.TransportError):
+                    r = client.get(API + "/v1/models")
+                    print(r.status_code, r.headers, r.text)  # what came instead
+
+
+def test_a_confdir_where_the_ca_cannot_be_made_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    bad = str(tmp_path / "file" / "mitm")  # under a regular file: not creatable, even as root
+    cassette = tmp_path / "c.db"
+    Cassette.create(cassette, mode="forward").close()
+    for args in (("ca",),
+                 ("replay", "--mode", "forward", "--cassette", str(cassette)),
+                 ("record", "--mode", "forward", "--cassette", str(tmp_path / "r.db"))):
+        r = run_cli(*args, "--confdir", bad, *(("--listen", "127.0.0.1:0") if args[0] != "ca" else ()), timeout=30)
+        assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
+        assert f"cannot create mitmproxy's CA in {bad} (--confdir)" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "recording to" not in r.stdout

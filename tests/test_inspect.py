@@ -132,6 +132,29 @@ def test_text_dump_works_as_git_textconv(tmp_path):
     assert not any("#1 http POST" in ln for ln in added)
 
 
+def _small(request_body: bytes, chunk: bytes):
+    def write(path):
+        with Cassette.create(path, upstream="http://sim.test") as c:
+            c.append(Interaction(Kind.HTTP, Request("POST", "/v1/x", "", [("content-type", "application/json")],
+                                                    request_body),
+                                 Response(200, "OK", [("content-type", "text/plain")]), [Chunk(0.01, chunk)],
+                                 ttfb=0.001, duration=0.002, end=End.COMPLETE, started_at=1000.0))
+    return write
+
+
+@pytest.mark.parametrize("before, after", [
+    ((b'{"a":1, "b":2}', b"ok\n"), (b'{"a":1 ,"b":2}', b"ok\n")),  # JSON spacing moved, same size
+    ((b'{"a": 1.0}', b"ok\n"), (b'{"a":1.00}', b"ok\n")),  # the same number, spelled otherwise
+    ((b'{"a":1}', b"ok \n"), (b'{"a":1}', b"ok\t\n")),  # trailing white space, same size
+], ids=["json-spacing", "json-number", "trailing-space"])
+def test_text_dump_shows_any_changed_byte(tmp_path, before, after):
+    """README: with the textconv driver ``git diff`` shows any change. Same-size changes
+    that a pretty-printed JSON body or stripped line ends would hide show up as lines."""
+    diff = textconv_diff(tmp_path, _small(*before), _small(*after))
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed, diff
+
+
 def test_html_page_in_headless_chromium(tmp_path):
     """The page as a person uses it: a screenshot, a click that expands a row (headers,
     body, events with offsets), a typed path filter, the status filter, outcome colours."""
@@ -268,6 +291,37 @@ def test_terminal_output_escapes_control_characters_and_markup(tmp_path):
     assert "/echo/[/bold][/]x<script>" in out["1"]  # rich markup in a path is text, not markup
     assert "\\e]0;title\\x07" in out["1"] and "\\u001b[31mred" in out["1"]  # JSON escapes its own
     assert "/ws/[red]<script>" in out["2"] and "\\e[5m" in out["text"]
+
+
+def test_the_list_escapes_a_crafted_method(tmp_path):
+    """The method is text from the file like the path: a terminal escape in it (set the
+    window title, clear the screen) is shown escaped in the table too."""
+    path = tmp_path / "method.db"
+    with Cassette.create(path, upstream="http://sim.test") as c:
+        c.append(Interaction(Kind.HTTP, Request("GE\x1b]0;pwned\x07T\x1b[2J", "/v1/x"), Response(200, "OK", []),
+                             [Chunk(0.01, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE, started_at=1000.0))
+    for args in ((str(path),), (str(path), "1"), ("--text", str(path))):
+        r = run_cli("inspect", *args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, args
+        assert "GE\\e]0;pwned\\x07T\\e[2J" in r.stdout, args
+
+
+def test_body_that_does_not_decode_says_so(tmp_path):
+    """A body whose Content-Encoding does not hold (a truncated gzip, a header that lies)
+    is written as stored, and stderr says it is not decoded: never passed off as decoded."""
+    import gzip
+
+    path = tmp_path / "bad.db"
+    stored = gzip.compress(b'{"answer": 42}' * 50)[:40]  # cut short
+    with Cassette.create(path, upstream="http://sim.test") as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/v1/x"),
+                             Response(200, "OK", [("content-type", "application/json"), ("content-encoding", "gzip")]),
+                             [Chunk(0.01, stored)], ttfb=0.01, duration=0.02, end=End.UPSTREAM_CUT, started_at=1000.0))
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "inspect", str(path), "1", "--body"], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout == stored
+    assert b"not decoded" in r.stderr and b"gzip" in r.stderr, r.stderr
 
 
 def test_body_prints_decoded_bytes_and_escapes_them_on_a_terminal(tmp_path):

@@ -65,6 +65,13 @@ def test_the_front_origin_header_becomes_scheme_host_port_and_is_not_a_header():
     assert (r.scheme, r.host, r.port, r.origin) == ("http", "tools.test.local", 80, "http://tools.test.local")
 
 
+def test_an_origin_header_that_is_not_the_fronts_is_dropped_not_a_crash():
+    # Base-URL replay has no front: whatever a client sends under that name arrives as is.
+    for bad in (b"http://[::1", b"http://api.test.local:99999", b"http://api.test.local:port"):
+        r = request_from_scope(scope([(b"accept", b"*/*"), (ORIGIN_HEADER.encode(), bad)]))
+        assert (r.scheme, r.host, r.port) == ("http", "", 0) and r.headers == [("accept", "*/*")]
+
+
 def test_load_engine_matches_origin_only_for_forward_replay_of_a_forward_cassette(tmp_path):
     for mode in ("forward", "reverse"):
         with Cassette.create(tmp_path / f"{mode}.db", upstream="x", mode=mode) as c:

@@ -160,3 +160,47 @@ def test_beside_pytest_recording_default_names_async_and_xdist(pytester, upstrea
     r = pytester.runpytest_subprocess("-n", "2")  # both in mode none: the upstream is gone
     r.assert_outcomes(passed=4)
     assert "2 workers" in r.stdout.str()
+
+
+FAILING_RECORD_TESTS = '''
+import httpx, pytest
+
+@pytest.mark.cassette("recorded")
+def test_models(model_proxy):
+    httpx.get(model_proxy.base_url + "/models")
+    httpx.get(model_proxy.base_url + "/models")
+    assert False, "the client broke half-way"
+'''
+
+
+def test_record_mode_all_keeps_the_old_cassette_when_the_test_fails(suite, upstream):
+    """As ``proxy.recording``: mode all replaces a cassette only after a test that passed,
+    so a test that failed half-way does not leave its partial recording in its place."""
+    suite.makepyfile(test_rec=RECORD_TESTS)
+    suite.runpytest_subprocess("--proxy-record-mode", "all", "--proxy-upstream", upstream.url).assert_outcomes(passed=1)
+    cassette = suite.path / "cassettes" / "recorded.db"
+    suite.makepyfile(test_rec=FAILING_RECORD_TESTS)
+    r = suite.runpytest_subprocess("--proxy-record-mode", "all", "--proxy-upstream", upstream.url)
+    r.assert_outcomes(failed=1)
+    with Cassette.open(cassette) as c:
+        assert c.count() == 1
+
+
+BLOCKED_TESTS = '''
+import socket, httpx, pytest
+
+@pytest.mark.cassette("example", speed=0)
+def test_models(model_proxy):
+    assert httpx.get(model_proxy.base_url + "/models").json()["data"][0]["id"] == "sim-1"
+    with pytest.raises(RuntimeError, match="Network is disabled"):  # everything else stays blocked
+        socket.create_connection(("192.0.2.1", 443), timeout=1)
+'''
+
+
+def test_runs_under_pytest_recordings_block_network(suite, monkeypatch):
+    """pytest-recording's --block-network (its CI setting) blocks every connect, loopback
+    included: the client's connection to this test's own proxy is let through, nothing else."""
+    monkeypatch.delenv("PROXY_RECORD_MODE", raising=False)
+    suite.makepyfile(test_blocked=BLOCKED_TESTS)
+    r = suite.runpytest_subprocess("-p", "no:cacheprovider", "--block-network")
+    r.assert_outcomes(passed=1)

@@ -217,6 +217,39 @@ def test_in_flight_parts_read_back_and_fold_into_one_in_order(tmp_path):
         assert c.get(seq).frames == frames and c.get(seq).close == it.close
 
 
+def test_writer_calls_run_on_its_thread_in_order_with_the_writes(tmp_path):
+    """The recorder redacts on the writer thread (CassetteWriter.call / begin_with): what a
+    call writes lands between the writes queued before and after it, in one batch."""
+    import threading
+
+    path = tmp_path / "c.db"
+    w = CassetteWriter(Cassette.create(path))
+    threads = set()
+
+    def build(cassette):
+        threads.add(threading.get_ident())
+        return http(1, chunks=0)
+
+    def chunk(cassette, seq, i):
+        threads.add(threading.get_ident())
+        cassette.add_chunk(seq, Chunk(i / 1000, b"call %d\n" % i))
+
+    seq = w.begin_with(build)
+    for i in range(200):
+        if i % 3:
+            w.call(chunk, seq, i)
+        else:
+            w.add_chunk(seq, Chunk(i / 1000, b"call %d\n" % i))
+    w.finish(seq, End.COMPLETE, duration=0.2)
+    w.flush().result(5)
+    w.close()
+    assert threads and threading.get_ident() not in threads
+    with Cassette.open(path) as c:
+        got = c.get(seq)
+    assert got.request.path == "/v1/responses" and got.end is End.COMPLETE
+    assert [ch.data for ch in got.chunks] == [b"call %d\n" % i for i in range(200)]
+
+
 def test_dictionary_is_trained_once_and_never_changes_old_bytes(tmp_path):
     path = tmp_path / "c.db"
     c = Cassette.create(path)

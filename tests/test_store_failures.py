@@ -226,3 +226,29 @@ def test_disk_filling_up_mid_recording_fails_every_flush_and_keeps_what_was_comm
         assert [it["seq"] for it in its][: len(done)] == done
         assert all(len(it["chunks"]) == 1 for it in its[: len(done)])
         assert raw(path, "SELECT count(*) FROM interactions")[0][0] == len(done)
+
+
+def test_a_writer_call_that_raises_fails_the_writer_like_a_failed_write(tmp_path):
+    """Redaction runs on the writer thread: a bug there must stop the recording visibly,
+    never let the interaction through unrecorded."""
+    path = tmp_path / "c.db"
+    errors = []
+    w = CassetteWriter(Cassette.create(path), on_error=errors.append)
+    ok = w.begin(http(1))
+    w.finish(ok, End.COMPLETE)
+    w.flush().result(5)
+
+    def broken(cassette):
+        raise ValueError("redactor bug")
+
+    seq = w.begin(Interaction(Kind.HTTP, Request("POST", "/v1/responses"), Response(200, "OK", [])))
+    w.call(broken)
+    w.finish(seq, End.COMPLETE)
+    with pytest.raises(CassetteWriteFailed, match="redactor bug"):
+        w.flush().result(5)
+    assert len(errors) == 1
+    with pytest.raises(CassetteWriteFailed):
+        w.begin_with(lambda c: http(3))
+    with pytest.raises(CassetteWriteFailed):
+        w.close()
+    assert [it["seq"] for it in read_all(path)] == [ok]  # the failed batch rolled back whole

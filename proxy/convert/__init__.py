@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model import Interaction
+from ..model import Interaction, origin
 from ..record import RedactionOptions
 from ..store import Cassette, CassetteError
 from .common import ConvertError, redact
@@ -67,11 +67,11 @@ def import_into(sources: list[str | Path], cassette: str | Path, fmt: str | None
     if not interactions:
         raise ConvertError("nothing to import: " + "; ".join(s for imp in read_all for s in imp.skipped or ["no entries"]))
     first = interactions[0].request
-    origin = f"{first.scheme}://{first.host}" + (f":{first.port}" if first.port not in (0, 80, 443) else "")
+    upstream = origin(first.scheme or "http", first.host, first.port)  # IPv6 in brackets
     if Path(cassette).exists():
         raise CassetteError(cassette, "already exists; import into a new cassette")
     redactor = redaction.redactor()
-    with Cassette.create(cassette, upstream=origin, mode="import",
+    with Cassette.create(cassette, upstream=upstream, mode="import",
                          imported_from=", ".join(f"{Path(s).name} ({imp.format})" for s, imp in zip(sources, read_all))
                          ) as c:
         for it in interactions:

@@ -4,7 +4,7 @@ imported interaction (the recorder's rules)."""
 
 from __future__ import annotations
 
-from ..encoding import DecodeError, decode_body
+from ..encoding import BodyTooLarge, DecodeError, UnsupportedEncoding, decode_body
 from ..model import Chunk, Headers, Interaction
 from ..redaction import Redactor
 
@@ -18,7 +18,8 @@ def fix_body_headers(headers: Headers, body: bytes, stored_decoded: bool) -> Hea
 
     ``stored_decoded``: the source keeps bodies decoded (HAR), so a ``Content-Encoding``
     no longer applies. Otherwise (VCR.py) the header stays when the body decodes as it
-    says and goes when it does not (aiohttp's stub stores decoded bodies). A
+    says and goes when it does not (aiohttp's stub stores decoded bodies); a coding that
+    cannot be checked (unknown here, or past the decoding limit) stays. A
     ``Content-Length`` is set to the body's length either way."""
     encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
     drop_encoding = False
@@ -28,6 +29,8 @@ def fix_body_headers(headers: Headers, body: bytes, stored_decoded: bool) -> Hea
         else:
             try:
                 decode_body(body, encoding)
+            except (UnsupportedEncoding, BodyTooLarge):  # not checked, so not known to be decoded
+                pass
             except DecodeError:
                 drop_encoding = True
     out = []

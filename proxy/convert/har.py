@@ -5,7 +5,9 @@ exchange, or a WebSocket session when it has Chrome's ``_webSocketMessages`` ext
 (``{type: send|receive, time: epoch seconds, opcode: 1 text | 2 binary (base64), data}``)
 or a 101 status. HAR keeps response bodies decoded (``content.text``, base64 when
 ``content.encoding`` says so), so ``Content-Encoding`` is dropped and ``Content-Length``
-set to the body. Timing kept: ``startedDateTime``; ``timings.wait`` as the time to
+set to the body. Text is held as text, decoded by a charset its writer chose; it is
+encoded back by the same rule (``_text_charset``: mitmproxy decodes an SSE stream as
+latin-1). Timing kept: ``startedDateTime``; ``timings.wait`` as the time to
 headers (accept delay for a socket); the body as one chunk at wait + receive; frames at
 their own times. HTTP/2 pseudo-headers (``:authority``...) are dropped. Entries with no
 response (status 0: blocked, failed) are skipped and reported.
@@ -26,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from ..encoding import DecodeError, decode_body
-from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
+from ..model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response, origin
 from ..store import Cassette
 from .common import ConvertError, fix_body_headers
 
@@ -34,6 +36,11 @@ _VERSION = "0.1.0"
 
 
 # -- reading -----------------------------------------------------------------
+
+def _exact(ext: dict, name: str) -> float | None:
+    """A time our own export wrote in ``_proxy`` (null: never measured)."""
+    return None if ext[name] is None else float(ext[name])
+
 
 def _epoch(text: str) -> float:
     try:
@@ -57,19 +64,54 @@ def _headers(items) -> list[tuple[str, str]]:
     return out
 
 
-def _text(obj: dict) -> bytes:
+def _charset(ctype: str) -> str | None:
+    for param in ctype.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip("'\"")
+    return None
+
+
+_UTF8_TYPES = ("json", "html", "xml", "javascript", "ecmascript", "text/css")
+
+
+def _text_charset(ctype: str, writer: str) -> str:
+    """The charset the HAR's writer decoded a text body with, to encode it back. A
+    declared charset, else UTF-8; but mitmproxy (``hardump``) decodes a type that names
+    none and is not JSON, HTML, XML, JavaScript or CSS as latin-1 (text/event-stream,
+    text/plain), and our own export always writes UTF-8."""
+    if writer == "proxy":
+        return "utf-8"
+    declared = _charset(ctype)
+    if declared:
+        return "gb18030" if declared.lower() in ("gb2312", "gbk") else declared
+    if writer == "mitmproxy" and not any(t in ctype.lower() for t in _UTF8_TYPES):
+        return "latin-1"
+    return "utf-8"
+
+
+def _text(obj: dict, ctype: str = "", writer: str = "") -> bytes:
     text = obj.get("text") or ""
     if obj.get("encoding") == "base64":
         return base64.b64decode(text)
-    return text.encode("utf-8")
+    # mitmproxy writes bytes it could not decode surrogate-escaped: they come back as they were.
+    try:
+        return text.encode(_text_charset(ctype, writer), "surrogateescape")
+    except (LookupError, UnicodeEncodeError):  # an unknown charset, or text it cannot hold
+        return text.encode("utf-8", "surrogateescape")
 
 
-def _request(entry: dict, ws: bool) -> Request:
+def _header(headers, name: str) -> str:
+    return next((v for k, v in headers if k.lower() == name), "")
+
+
+def _request(entry: dict, ws: bool, writer: str = "") -> Request:
     raw = entry["request"]
     parts = urlsplit(raw["url"])
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     headers = _headers(raw.get("headers"))
-    body = _text(raw.get("postData") or {})
+    post = raw.get("postData") or {}
+    body = _text(post, _header(headers, "content-type") or str(post.get("mimeType") or ""), writer)
     encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
     if encoding and body:
         try:
@@ -81,30 +123,30 @@ def _request(entry: dict, ws: bool) -> Request:
                    port=parts.port or (443 if scheme == "https" else 80))
 
 
-def _entry(entry: dict) -> Interaction | None:
+def _entry(entry: dict, writer: str = "") -> Interaction | None:
     resp_raw = entry.get("response") or {}
     status = resp_raw.get("status")
     ext = entry.get("_proxy") or {}
     if not isinstance(status, int) or status <= 0:
         if ext.get("end") == End.INCOMPLETE.value:  # our own export of an interaction cut before its response
-            return Interaction(Kind.HTTP, _request(entry, False), None, end=End.INCOMPLETE,
-                               started_at=float(ext.get("startedAt", 0.0)), ttfb=ext.get("ttfb"),
-                               duration=ext.get("duration"))
+            return Interaction(Kind.HTTP, _request(entry, False, writer), None, end=End.INCOMPLETE,
+                               started_at=float(ext.get("startedAt", 0.0)), ttfb=_exact(ext, "ttfb") if "ttfb" in ext
+                               else None, duration=_exact(ext, "duration") if "duration" in ext else None)
         return None
     messages = entry.get("_webSocketMessages")
     ws = messages is not None or entry.get("_resourceType") == "websocket" or status == 101
-    req = _request(entry, ws)
+    req = _request(entry, ws, writer)
     started = float(ext.get("startedAt", _epoch(entry["startedDateTime"])))
     timings = entry.get("timings") or {}
-    ttfb = float(ext["ttfb"]) if "ttfb" in ext else _ms(timings.get("wait"))
+    ttfb = _exact(ext, "ttfb") if "ttfb" in ext else _ms(timings.get("wait"))
     receive = _ms(timings.get("receive"))
-    duration = float(ext["duration"]) if "duration" in ext else (_ms(entry.get("time")) or ttfb + receive)
+    duration = _exact(ext, "duration") if "duration" in ext else (_ms(entry.get("time")) or (ttfb or 0.0) + receive)
     content = resp_raw.get("content") or {}
     headers = _headers(resp_raw.get("headers"))
     if "rawBody" in ext:  # our own export of a content-encoded body: the bytes as they were sent
         body = base64.b64decode(ext["rawBody"])
     else:
-        body = _text(content)
+        body = _text(content, _header(headers, "content-type") or str(content.get("mimeType") or ""), writer)
         headers = fix_body_headers(headers, body, stored_decoded=True)
     resp = Response(status, str(resp_raw.get("statusText") or ""), headers)
     try:
@@ -121,7 +163,7 @@ def _entry(entry: dict) -> Interaction | None:
             data = str(m.get("data", ""))
             payload = data.encode("utf-8") if text else base64.b64decode(data)
             t = float(m.get("time", started))
-            offset = max(0.0, t - started if t > 1e9 else t)  # epoch seconds (Chrome, mitmproxy), else relative
+            offset = max(0.0, t - started if t >= started else t)  # epoch seconds (Chrome, mitmproxy), else relative
             it.frames.append(Frame(Direction.CLIENT if m.get("type") == "send" else Direction.SERVER, text, offset,
                                    payload))
         close = ext.get("close")
@@ -138,7 +180,7 @@ def _entry(entry: dict) -> Interaction | None:
         if pos != len(body):
             raise ConvertError("_proxy.chunks do not add up to the body")
     elif body:
-        it.chunks.append(Chunk(ttfb + receive, body))
+        it.chunks.append(Chunk((ttfb or 0.0) + receive, body))
     return it
 
 
@@ -148,12 +190,13 @@ def read_har(path: str | Path) -> tuple[list[Interaction], list[str]]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         entries = doc["log"]["entries"]
-    except (ValueError, KeyError, TypeError) as e:
+        writer = str((doc["log"].get("creator") or {}).get("name") or "")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConvertError(f"{path}: not a HAR file ({e!r})") from None
     out, skipped = [], []
     for i, entry in enumerate(entries, 1):
         try:
-            it = _entry(entry)
+            it = _entry(entry, writer)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ConvertError):
                 raise ConvertError(f"{path}: entry {i}: {e}") from None
@@ -191,18 +234,16 @@ def _url(it: Interaction, default_origin: str) -> str:
     scheme = r.scheme or "http"
     if it.kind is Kind.WEBSOCKET:
         scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-    if r.host:
-        default_port = 443 if scheme in ("https", "wss") else 80
-        origin = f"{scheme}://{r.host}" + (f":{r.port}" if r.port and r.port != default_port else "")
-    else:
-        origin = default_origin
-    return origin + r.target
+    # model.origin: an IPv6 host in brackets, the port only when not the scheme's default
+    return (origin(scheme, r.host, r.port) if r.host else default_origin) + r.target
 
 
 def _export(it: Interaction, default_origin: str) -> dict:
     req, resp = it.request, it.response
     ttfb, duration = it.ttfb or 0.0, it.duration or 0.0
-    ext: dict = {"seq": it.seq, "startedAt": it.started_at, "ttfb": ttfb, "duration": duration, "end": it.end.value}
+    # The exact values, None (never measured: cut before a response) included.
+    ext: dict = {"seq": it.seq, "startedAt": it.started_at, "ttfb": it.ttfb, "duration": it.duration,
+                 "end": it.end.value}
     if it.end_detail:
         ext["endDetail"] = it.end_detail
     mime = req.header("content-type") or ""

@@ -100,10 +100,10 @@ def read_vcr(path: str | Path) -> list[Interaction]:
         try:
             req = _request(entry["request"])
             resp, body = _response(entry["response"])
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ConvertError(f"{path}: interaction {i} is malformed ({e!r})") from None
         except ConvertError as e:
             raise ConvertError(f"{path}: interaction {i}: {e}") from None
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # ValueError: a port out of range
+            raise ConvertError(f"{path}: interaction {i} is malformed ({e!r})") from None
         out.append(Interaction(Kind.HTTP, req, resp, [Chunk(0.0, body)] if body else [], ttfb=0.0, duration=0.0,
                                end=End.COMPLETE))
     return out

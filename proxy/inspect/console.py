@@ -76,7 +76,7 @@ def show_list(c: Cassette, as_json: bool) -> None:
     first = True
     style = lambda r: "" if r[-1] == "complete" else "red"  # noqa: E731
     for r in listing_rows(c):
-        block.append([str(r["n"]), r["kind"], r["method"], printable(r["path"]), str(r["status"] or "-"),
+        block.append([str(r["n"]), printable(r["kind"]), printable(r["method"]), printable(r["path"]), str(r["status"] or "-"),
                       str(r["events"]), str(r["bytes"]), fmt_ms(r["ttfb_ms"]), fmt_ms(r["duration_ms"]),
                       printable(r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else ""))])
         if len(block) >= (FIRST_BLOCK if first else BLOCK):
@@ -129,7 +129,10 @@ def show_body(c: Cassette, seq: int) -> str | None:
         return f"interaction {seq} is a WebSocket session; its frames are in --json and --text"
     if it.response is None:
         return f"interaction {seq} has no response"
-    body, _, _ = response_body(it)
+    body, enc, problem = response_body(it)
+    if problem:  # written as stored: say so where it does not mix with the bytes
+        print(printable(f"proxy: interaction {seq}'s body is not decoded from {enc}, written as stored ({problem})"),
+              file=sys.stderr)
     if not sys.stdout.isatty():
         sys.stdout.flush()
         sys.stdout.buffer.write(body)

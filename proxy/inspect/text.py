@@ -1,15 +1,17 @@
 """``proxy inspect --text``: everything a cassette holds as stable plain text, for
 ``git diff`` (textconv): every header, the request body, every response chunk and
 WebSocket frame in full with its offset and size (decoded from its content encoding;
-binary as a hex dump), the close. A change to any byte shows up as a changed line.
+binary as a hex dump; a JSON request body pretty-printed when that loses nothing), the
+close. A change to any byte shows up as a changed line.
 Control characters are escaped; no colours, no terminal width, no wall-clock fields."""
 
 from __future__ import annotations
 
 import base64
+import json
 
 from ..store import Cassette
-from .view import body_text, detail, fmt_ms, hexdump, listing, printable
+from .view import body_text, data_view, detail, fmt_ms, hexdump, listing, printable
 
 
 def _data_lines(prefix: str, view: dict) -> list[str]:
@@ -20,7 +22,24 @@ def _data_lines(prefix: str, view: dict) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "" and len(lines) > 1:
         lines.pop()  # the chunk ended with a newline: no empty last line
-    return [f"{prefix}  {printable(ln)}".rstrip() for ln in lines]
+    # White space at a line's end is data (a changed byte is a changed line): kept.
+    return [f"{prefix}  {printable(ln)}" if ln else prefix for ln in lines]
+
+
+_SPELLINGS = [(a, sep) for a in (False, True) for sep in ((",", ":"), (", ", ": "))]
+
+
+def _as_sent(view: dict, raw: bytes) -> dict:
+    """A JSON body is shown pretty-printed only when that loses nothing: when the bytes
+    sent are what a JSON writer makes of it (compact or with spaces, escaped or not).
+    Otherwise (other spacing, ``1.00``, a repeated key) the text as sent, so any change
+    to it is a changed line."""
+    if "json" not in view:
+        return view
+    for ensure_ascii, sep in _SPELLINGS:
+        if json.dumps(view["json"], ensure_ascii=ensure_ascii, separators=sep).encode() == raw:
+            return view
+    return data_view(raw)
 
 
 def _kind(view: dict) -> str:
@@ -40,6 +59,7 @@ def text_dump(c: Cassette, seq: int | None = None) -> str:
         out.append(printable(f"== #{d['n']} {d['kind']} {req['method']} {req['target']} -> "
                              f"{resp['status'] if resp else '-'} ({end})"))
         out += [printable(f"> {k}: {v}") for k, v in req["headers"]]
+        req["body"] = _as_sent(req["body"], it.request.body)
         if req["body"]["size"]:
             sent = f", sent as {req['body_encoding']}" if req["body_encoding"] else ""
             out.append(f"> body {req['body']['size']} bytes {_kind(req['body'])}{printable(sent)}")

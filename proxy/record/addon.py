@@ -13,9 +13,10 @@ below are absolute and the module ends with ``addons = [Recorder()]``. ``proxy r
 runs the same addon in-process and sets the same options (``record.runner``).
 
 Hooks hand their writes to a CassetteWriter (a thread that batches commits), so the
-event loop that moves bytes never waits for SQLite: an interaction is queued when
-its request is complete, each chunk as it passes, each WebSocket message as it is
-seen. The hooks that end an interaction (response, error, websocket_end) await the
+event loop that moves bytes never waits for SQLite, nor for redaction of HTTP exchanges:
+an interaction is queued when its request is complete, each chunk as it passes (the
+loop takes its time and queues the bytes, nothing more), each WebSocket message as it
+is seen (likewise). The hooks that end an interaction (response, error, websocket_end) await the
 writer's flush, so the end of a response reaches the client only once the whole
 interaction is committed. A recorder killed mid-stream keeps every finished
 interaction and the in-flight ones up to (at most) the last chunks still queued.
@@ -30,7 +31,9 @@ Streaming: mitmproxy buffers a whole response unless ``flow.response.stream`` is
 set; we set it to a callable for every response, so SSE events reach the client
 as upstream sends them and each call is one recorded chunk with its offset.
 
-Redaction (``proxy.redaction``) happens here, before anything is queued: the path,
+Redaction (``proxy.redaction``) happens before anything is written, on the writer
+thread, in order with the writes (``CassetteWriter.call``), so neither a request going
+upstream nor a chunk or message going on its way waits for it. It covers the path,
 query and headers; the request body decoded by its Content-Encoding with the shared
 codec (one that does not decode is stored as a marker, with a warning); response
 chunks through a streaming redactor that catches a key split across chunks and keeps
@@ -46,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 
@@ -71,11 +75,15 @@ def _format_error(status: int, message: str) -> bytes:
         return f"<html><body><h1>{status}</h1><p>{message}</p></body></html>".encode()
 
 
+BACKLOG = 64 * 1024  # body bytes queued for redaction beyond which a chunk waits for the writer
+
+
 class _Live:
     """An interaction in flight. (A plain class: mitmproxy runs this file as a script that
     is not in sys.modules while it loads, which @dataclass needs.)"""
 
-    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames")
+    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames", "scrubbed",
+                 "waiter")
 
     def __init__(self, iid: int, t0: float) -> None:
         self.iid, self.t0 = iid, t0
@@ -86,6 +94,8 @@ class _Live:
         self.ttfb: float | None = None
         self.body = None  # the response body's stream redactor
         self.frames = None  # the session's FrameRedactor
+        self.scrubbed = 0  # body bytes the writer thread has redacted (body_bytes: queued)
+        self.waiter: tuple[int, threading.Event] | None = None  # the loop waits until scrubbed reaches it
 
 
 async def _flushed(writer: CassetteWriter) -> None:
@@ -98,6 +108,80 @@ def _upstream(modes: Sequence[str]) -> tuple[str, str]:
         if spec.startswith("reverse:"):
             return spec.split(":", 1)[1], "reverse"
     return "(forward proxy)", "forward"
+
+
+# -- on the writer thread (CassetteWriter.call): redaction and what it decides ---------
+# These run in order with the writes they feed, inside the writer's transaction; a live
+# interaction's ``response``, ``body`` and ``frames`` are touched only here once the
+# response began.
+
+def _stored_request(redactor: Redactor, method: str, target: str, headers: list, raw: bytes, scheme: str,
+                    host: str, port: int, started_at: float) -> Interaction:
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
+    path, _, query = target.partition("?")
+    path = redactor.path(path)
+    body, problem = redactor.request_body(raw, encoding)
+    if problem:
+        log.warning("%s %s: request body stored as a marker, not as sent (%s)", method, path, problem)
+    req = Request(method=method, path=path, query=redactor.query(query), headers=redactor.headers(headers),
+                  body=body, body_encoding=encoding, scheme=scheme, host=host, port=port)
+    return Interaction(Kind.HTTP, req, started_at=started_at)
+
+
+def _store_response(cassette, redactor: Redactor, live: _Live, status: int, reason: str, headers: list,
+                    is_ws: bool) -> None:
+    live.response = Response(status, reason, redactor.headers(headers))
+    cassette.set_response(live.iid, live.response, live.ttfb, Kind.WEBSOCKET if is_ws else None)
+    if is_ws:
+        live.frames = redactor.frames()
+    else:
+        live.body = redactor.response_body(next((v for k, v in headers if k.lower() == "content-encoding"), None))
+
+
+def _store_chunk(cassette, live: _Live, offset: float, data: bytes) -> None:
+    if live.body is not None:  # else already ended (a chunk queued after the stop cut it)
+        for t, clean in live.body.feed(data, offset):
+            cassette.add_chunk(live.iid, Chunk(t, clean))
+    live.scrubbed += len(data)
+    waiter = live.waiter
+    if waiter is not None and live.scrubbed >= waiter[0]:
+        waiter[1].set()
+
+
+def _store_message(cassette, live: _Live, tag: Frame, payload: bytes) -> None:
+    if live.frames is None:  # already ended
+        return
+    for frame, clean in live.frames.feed(tag.direction, payload, tag):
+        frame.payload = clean
+        cassette.add_frame(live.iid, frame)
+
+
+def _end_stored_frames(cassette, live: _Live) -> None:
+    if live.frames is None:
+        return
+    frames, live.frames = live.frames, None
+    for frame, clean in frames.finish():
+        frame.payload = clean
+        cassette.add_frame(live.iid, frame)
+
+
+def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str, str] | None) -> None:
+    """Store what the body redactor still holds; fix a content-length the re-encoding of a
+    compressed body made untrue."""
+    if live.body is None:
+        return
+    body, live.body = live.body, None
+    stored = 0  # a re-encoded body (the only kind whose length changes) is released whole here
+    for offset, clean in body.finish():
+        cassette.add_chunk(live.iid, Chunk(offset, clean))
+        stored += len(clean)
+    if body.warning:
+        what = f"{label[0]} {redactor.path(label[1])}" if label else "a response cut by the stop"
+        log.warning("%s: %s", what, body.warning)
+    if body.length_changed and live.response is not None and live.response.header("content-length") is not None:
+        headers = [(k, str(stored) if k.lower() == "content-length" else v) for k, v in live.response.headers]
+        live.response = Response(live.response.status, live.response.reason, headers)
+        cassette.set_response(live.iid, live.response, live.ttfb)
 
 
 class Recorder:
@@ -214,26 +298,11 @@ class Recorder:
             flow.kill()  # it could not be recorded
             return
         r = flow.request
-        encoding = r.headers.get("content-encoding")
-        path, _, query = r.path.partition("?")
-        path = self.redactor.path(path)
-        body, problem = self.redactor.request_body(r.raw_content or b"", encoding)
-        if problem:
-            log.warning("%s %s: request body stored as a marker, not as sent (%s)", r.method, path, problem)
-        req = Request(
-            method=r.method,
-            path=path,
-            query=self.redactor.query(query),
-            headers=self.redactor.headers(list(r.headers.items(multi=True))),
-            body=body,
-            body_encoding=encoding,
-            scheme=r.scheme,
-            host=r.host,
-            port=r.port,
-        )
-        it = Interaction(Kind.HTTP, req, started_at=r.timestamp_start)
+        # Redacted and built on the writer thread: the request goes upstream without waiting for it.
+        what = (self.redactor, r.method, r.path, list(r.headers.items(multi=True)), r.raw_content or b"", r.scheme,
+                r.host, r.port, r.timestamp_start)
         try:
-            seq = self.cassette.begin(it)
+            seq = self.cassette.begin_with(lambda _: _stored_request(*what))
         except CassetteError:
             flow.kill()  # the writer failed meanwhile
             return
@@ -245,49 +314,48 @@ class Recorder:
             return
         resp = flow.response
         is_ws = resp.status_code == 101
-        live.response = Response(resp.status_code, resp.reason,
-                                 self.redactor.headers(list(resp.headers.items(multi=True))))
         live.ttfb = resp.timestamp_start - live.t0
-        self.cassette.set_response(live.iid, live.response, live.ttfb, kind=Kind.WEBSOCKET if is_ws else None)
+        self.cassette.call(_store_response, self.redactor, live, resp.status_code, resp.reason,
+                           list(resp.headers.items(multi=True)), is_ws)
         if is_ws:
             live.kind = Kind.WEBSOCKET
-            live.frames = self.redactor.frames()
             return
-        live.body = self.redactor.response_body(resp.headers.get("content-encoding"))
+        writer, t0 = self.cassette, live.t0
 
         def stream(data: bytes) -> bytes:
+            # Per chunk, only what must be taken now (its time); the body's redactor runs on
+            # the writer thread, which stores the chunks in order once they are scrubbed.
             if data and self.live.get(flow.id) is live:  # b"" marks the end; not live: cut by the stop
                 live.body_bytes += len(data)
-                for offset, clean in live.body.feed(data, time.time() - live.t0):
-                    self.cassette.add_chunk(live.iid, Chunk(offset, clean))
+                writer.call(_store_chunk, live, time.time() - t0, data)
+                if live.body_bytes - live.scrubbed > BACKLOG:
+                    self._catch_up(flow, live, writer)
             return data
 
         resp.stream = stream
 
+    def _catch_up(self, flow: http.HTTPFlow, live: _Live, writer: CassetteWriter) -> None:
+        """Hold this chunk until the writer has redacted it: a body that comes faster than
+        it can be scrubbed (megabytes of base64, say) is slowed to that pace as it passes,
+        as the client would see it recorded, instead of its end waiting for the backlog."""
+        done = threading.Event()
+        live.waiter = (live.body_bytes, done)
+        writer.hurry()
+        while live.scrubbed < live.body_bytes and not done.wait(0.05):
+            if writer.error is not None or self.live.get(flow.id) is not live or self.cassette is not writer:
+                break
+        live.waiter = None
+
     def _end_body(self, flow: http.HTTPFlow | None, live: _Live) -> None:
-        """Store the chunks the body redactor still holds; fix a content-length the
-        re-encoding of a compressed body made untrue."""
-        if live.body is None:
-            return
-        body, live.body = live.body, None
-        stored = 0  # a re-encoded body (the only kind whose length changes) is released whole here
-        for offset, clean in body.finish():
-            self.cassette.add_chunk(live.iid, Chunk(offset, clean))
-            stored += len(clean)
-        if body.warning:
-            log.warning("%s: %s", f"{flow.request.method} {self._path(flow)}" if flow else "a response cut by the stop",
-                        body.warning)
-        if body.length_changed and live.response is not None and live.response.header("content-length") is not None:
-            headers = [(k, str(stored) if k.lower() == "content-length" else v) for k, v in live.response.headers]
-            live.response = Response(live.response.status, live.response.reason, headers)
-            self.cassette.set_response(live.iid, live.response, live.ttfb)
+        """Store the chunks the body redactor still holds (on the writer thread, in order)."""
+        if live.kind is Kind.HTTP and live.ttfb is not None:
+            label = (flow.request.method, flow.request.path.partition("?")[0]) if flow else None
+            self.cassette.call(_end_stored_body, self.redactor, live, label)
 
     def _end_frames(self, live: _Live) -> None:
-        if live.frames is not None:
-            frames, live.frames = live.frames, None
-            for frame, clean in frames.finish():
-                frame.payload = clean
-                self.cassette.add_frame(live.iid, frame)
+        """Store the messages the frame redactor still holds (on the writer thread, in order)."""
+        if live.kind is Kind.WEBSOCKET:
+            self.cassette.call(_end_stored_frames, live)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
@@ -333,16 +401,14 @@ class Recorder:
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
-        if live is None or flow.websocket is None or live.frames is None:
+        if live is None or flow.websocket is None or live.kind is not Kind.WEBSOCKET:
             return
         msg = flow.websocket.messages[-1]
         live.frames_seen += 1
         direction = Direction.CLIENT if msg.from_client else Direction.SERVER
         # the Frame rides along as the tag; its payload is set when the redactor releases it
         tag = Frame(direction, msg.is_text, msg.timestamp - live.t0, b"")
-        for frame, clean in live.frames.feed(direction, msg.content, tag):
-            frame.payload = clean
-            self.cassette.add_frame(live.iid, frame)
+        self.cassette.call(_store_message, live, tag, msg.content)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)

@@ -24,6 +24,9 @@ def parse(spec: str) -> tuple[tuple[str, int], tuple[str, int]]:
     if m is None:
         raise ValueError(f"expected HOST:PORT:HOST2:PORT2, got {spec!r}")
     host, port, host2, port2 = m.groups()
+    for p in (port, port2):
+        if not 0 < int(p) < 65536:
+            raise ValueError(f"port {p} is not in 1-65535, in {spec!r}")
     return (host.strip("[]").lower(), int(port)), (host2.strip("[]"), int(port2))
 
 

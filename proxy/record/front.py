@@ -45,14 +45,35 @@ class Retarget:
         flow.metadata[REPLAYED] = True
         # Set, not added: a client's own x-proxy-origin never decides what matches.
         r.headers[ORIGIN_HEADER] = origin(r.scheme, r.host, r.port)
+        # Through .data: the host and port setters would also rewrite the Host header (and
+        # :authority) to the replay server's address, and the replay server must see the
+        # request as the client sent it.
         r.scheme = "http"
-        r.host, r.port = self.address
+        r.data.host, r.data.port = self.address
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Unless told to stream, mitmproxy holds a whole response back (an SSE stream
         # would arrive in one piece at its end).
         if flow.response is not None and flow.response.status_code != 101:
             flow.response.stream = True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # A WebSocket session the replay server answers passes through as bytes (mitmproxy's
+        # TCP layer after the 101), not through its WebSocket layer: that layer answers a
+        # dropped connection with a close frame 1000 of its own, so a recorded drop would
+        # reach the client as a clean close. As bytes, frames, their compression and the
+        # end are the replay server's. (A relay keeps the WebSocket layer: it is recorded.)
+        if flow.metadata.get(REPLAYED) and flow.websocket is not None:
+            flow.websocket = None
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        # The replay server closed the connection before any response (a recorded cut, a
+        # cut:headers fault): the client must lose its connection (its stream, on HTTP/2)
+        # as on a base URL, not get mitmproxy's 502 page. A killed flow is closed without
+        # one. Not when the replay server could not be reached at all: that 502 says so.
+        if (flow.metadata.get(REPLAYED) and flow.response is None and flow.server_conn.timestamp_tcp_setup
+                and flow.killable):
+            flow.kill()
 
     def tls_start_client(self, tls_start) -> None:
         # A real API (and mitmproxy's upstream, when it has one) picks HTTP/2 whenever the

@@ -45,11 +45,18 @@ def check_port_free(host: str, port: int) -> None:
         raise RecordError(str(e)) from None
 
 
-def ca_path(confdir: str = "~/.mitmproxy") -> str:
-    """The PEM file of mitmproxy's CA in ``confdir``, created if it does not exist yet."""
+DEFAULT_CONFDIR = "~/.mitmproxy"  # mitmproxy's own default
+
+
+def ca_path(confdir: str = DEFAULT_CONFDIR) -> str:
+    """The PEM file of mitmproxy's CA in ``confdir``, created if it does not exist yet;
+    RecordError names the directory when it cannot be."""
     directory = os.path.expanduser(confdir)
-    os.makedirs(directory, exist_ok=True)
-    certs.CertStore.from_store(directory, "mitmproxy", 2048)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        certs.CertStore.from_store(directory, "mitmproxy", 2048)
+    except OSError as e:
+        raise RecordError(f"cannot create mitmproxy's CA in {directory} (--confdir): {e.strerror or e}") from None
     return os.path.join(directory, "mitmproxy-ca-cert.pem")
 
 
@@ -66,6 +73,8 @@ class _InProcess:
     async def _start(self, host: str, port: int, mode: str, confdir: str | None, addons: list,
                      options_: dict) -> tuple[str, int]:
         check_port_free(host, port)
+        # mitmproxy would only log that it cannot make its CA, and exit without saying why.
+        ca_path(confdir or DEFAULT_CONFDIR)
         ready = asyncio.get_running_loop().create_future()
 
         def on_listening(h: str, p: int) -> None:
@@ -187,7 +196,8 @@ class ForwardFront(RecordingProxy):
 
     async def start(self) -> tuple[str, int]:
         # lazy + no upstream certificate: mitmproxy never contacts the host a client names.
-        addons, update = [], {"connection_strategy": "lazy", "upstream_cert": False}
+        # rawtcp: a replayed WebSocket session passes as bytes after its 101 (Retarget.response).
+        addons, update = [], {"connection_strategy": "lazy", "upstream_cert": False, "rawtcp": True}
         if self.config is not None:
             self.relay_header = (RELAY_HEADER, secrets.token_hex(16))
             self.recorder, addons, record_update = _recording(self.config, self.on_recorded)

@@ -48,9 +48,14 @@ def _parts(scope, raw_path: bytes) -> tuple:
     scheme, host, port = "http", "", 0
     origin = header_value(headers, ORIGIN_HEADER)
     if origin:
-        url = urlsplit(origin)
-        scheme, host = url.scheme, url.hostname or ""
-        port = url.port or DEFAULT_PORTS.get(url.scheme, 0)
+        try:
+            url = urlsplit(origin)
+            url_port = url.port
+        except ValueError:  # not the front's (it writes model.origin()): a client's own, in base-URL mode
+            url = None
+        if url is not None:
+            scheme, host = url.scheme, url.hostname or ""
+            port = url_port or DEFAULT_PORTS.get(url.scheme, 0)
     return (scope.get("method", "GET"), raw_path.decode("latin-1").split("?", 1)[0],
             scope.get("query_string", b"").decode("latin-1"),
             tuple((k, v) for k, v in headers if k.lower() != ORIGIN_HEADER),

@@ -142,6 +142,15 @@ _HAND_OVER_EVERY = 0.0002  # seconds of worker-thread work between two hand-over
 _handed_over = threading.local()
 
 
+# An index lives as long as its engine and holds no reference cycles: frozen out of the
+# cyclic garbage collector's sight (gc.freeze), full collections no longer walk it (with
+# 100k recordings indexed, those walks cost 60 us per request served); refcounting still
+# frees it with the engine. gc.freeze() takes in every object of the process, though, so
+# only a process that is ours alone (`proxy replay`) turns this on, not a test suite
+# replaying in-process.
+FREEZE_INDEXES = False
+
+
 def _hand_over_gil() -> None:
     # Called by a worker thread between recordings: a short sleep releases the GIL so the
     # event loop (playing other streams on time) never waits behind a whole index or
@@ -276,11 +285,8 @@ class Engine:
         except CassetteError as e:
             with self._lock:
                 self.failed(e, req)
-        # An index lives as long as the engine and holds no reference cycles: out of the
-        # cyclic garbage collector's sight, a full collection no longer walks it (with 100k
-        # recordings indexed, those walks cost 60 us per request served; refcounting still
-        # frees the index with the engine).
-        gc.freeze()
+        if FREEZE_INDEXES:
+            gc.freeze()
 
     def _freeze_now_and_then(self) -> None:
         # What matches fingerprint as they go is kept out of the cyclic GC's sight too (see
@@ -315,6 +321,7 @@ class Engine:
         return MissReply(result)
 
     def _fault_http(self, req: Request, match: Match, script: HttpScript) -> HttpScript:
+        self.faults.recordings = self.source
         script, release = self.faults.http(req, match.interaction, script)
         if release:
             self.matcher.release(match)
@@ -345,6 +352,7 @@ class Engine:
             except CassetteError as e:
                 return self.failed(e, req)
             if self.faults is not None:
+                self.faults.recordings = self.source
                 answer, what = self.faults.handshake(req, result)
                 if what == "release":
                     self.matcher.release(result)
@@ -494,6 +502,7 @@ class WsScript:
     end_lag: float = 0.0  # added to the end (close or drop)
     release_if_gone: bool = False  # a client gone before the end (during an injected delay) gives the session back
     faults: tuple[str, ...] = ()
+    cut_short: bool = False  # an injected close or drop dropped the turns after it: later client frames pass unanswered
 
     def lag(self, lags: list[float], i: int) -> float:
         return lags[i] if i < len(lags) else 0.0

@@ -22,8 +22,9 @@ faulted one. The players only execute scripts.
     ws-stall:1s,frame=2           nothing for 1 s before server frame 2
 
 TARGET is ``#N`` (recording N, as ``proxy inspect`` numbers them; ``#1,#3`` for several), a path
-glob (``/v1/responses``, ``/v1/*``), ``every=N`` (every Nth recording the fault could hit), joined
-by commas (all must hold). Without a target a fault hits every recording of its kind (HTTP or
+glob (``/v1/responses``, ``/v1/*``), ``every=N`` (every Nth recording by number among those of
+the fault's kind the other conditions select, whatever order requests arrive in), joined by
+commas (all must hold). Without a target a fault hits every recording of its kind (HTTP or
 WebSocket). Every kind takes ``times=N`` (default 1). Values with ``,`` or ``@`` go in double quotes.
 
 Rules:
@@ -33,10 +34,12 @@ Rules:
 - Faults that only delay (stall, drip, ttfb, ws-accept, ws-stall) serve the recording; a client that
   leaves before the end (its timeout) gives it back too.
 - One request gets every delaying fault that hits it and at most one ending fault (the first given);
-  status and ws-refuse answer alone.
+  status and ws-refuse answer alone. A stall past the point where the ending fault ends the
+  exchange (stall before event 5, cut after event 3) is left for the retry.
 - Durations are real seconds, never divided by ``--speed``: a stall at ``--speed 0`` still stalls.
 - ``ws-refuse`` with a path target also refuses handshakes the cassette has no session for (every
-  time), so an HTTP-only recording tests a client's fallback.
+  time), so an HTTP-only recording tests a client's fallback. A handshake whose sessions were
+  all used stays a miss.
 - Chaos (``Chaos(seed, rate, kinds)``) picks for each recording, from the seed, the salt and the
   recording's number alone, whether it gets a fault and which: the same seed gives the same faults
   whatever order requests arrive in.
@@ -54,7 +57,7 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import ClassVar
 
-from ..matching import Match, Miss
+from ..matching import Match, Miss, request_class
 from ..model import Chunk, Direction, End, Interaction, Kind, Request, Response
 from ..sse import event_ends, parse as parse_sse
 from .engine import Ending, HttpScript, WsEnding, WsScript
@@ -335,8 +338,8 @@ class Drip(Action):
     params: ClassVar[dict] = {"rate": _rate}
 
     def __post_init__(self) -> None:
-        if not self.rate > 0:
-            raise FaultError(f"drip:{_num(self.rate)}: the rate (bytes per second) must be > 0")
+        if not (self.rate > 0 and math.isfinite(self.rate)):  # inf would reach the player as a crash
+            raise FaultError(f"drip:{_num(self.rate)}: the rate (bytes per second) must be a number > 0")
 
 
 @dataclass(frozen=True)
@@ -568,13 +571,23 @@ def _unquote(text: str) -> str:
 def parse_target(text: str) -> Target:
     seqs: set[int] = set()
     path, every = None, None
+    if not text.strip():
+        raise FaultError("nothing after @: give a target (#N, a /path glob, every=N) or leave out the @")
     for item in (i.strip() for i in text.split(",")):
         if item.startswith("#") or item.isdigit():
             seqs.add(_count("#N", item.lstrip("#"), 1))
         elif item.startswith("/"):
+            if path is not None:  # all conditions must hold: two globs would be silently one
+                raise FaultError(f"target {text!r}: one path glob per fault (give the fault once per path, "
+                                 "or a glob that covers both)")
             path = item
         elif item.startswith("every="):
+            if every is not None:
+                raise FaultError(f"target {text!r}: every given twice")
             every = _count("every", item[6:], 1)
+        elif item.startswith("times="):
+            raise FaultError(f"target {text!r}: times=N is a parameter: put it before the @, "
+                             "e.g. status:429,times=2@#1")
         else:
             raise FaultError(f"target {item!r}: expected #N (a recording), a /path glob or every=N")
     return Target(frozenset(seqs), path, every)
@@ -593,7 +606,7 @@ def parse_fault(text: str) -> Fault:
     if cls is None:
         raise FaultError(f"unknown fault kind {kind.strip()!r}; choose one of {', '.join(KINDS)}")
     values: dict = {}
-    times = 1
+    times = None
     for i, item in enumerate(_split_outside_quotes(args, ",") if args.strip() else []):
         name, eq, value = item.partition("=")
         if not eq:
@@ -602,10 +615,12 @@ def parse_fault(text: str) -> Fault:
             name, value = cls.bare(item.strip())
         name = name.strip().lower()
         value = _unquote(value)
+        fname = cls.names.get(name, name)
+        if fname in values or (name == "times" and times is not None):  # not silently the last one
+            raise FaultError(f"{cls.kind}: {name} given twice")
         if name == "times":
             times = _count("times", value, 1)
             continue
-        fname = cls.names.get(name, name)
         try:
             values[fname] = cls.convert(fname, value)
         except KeyError:
@@ -616,7 +631,7 @@ def parse_fault(text: str) -> Fault:
         action = cls(**values)
     except TypeError as e:
         raise FaultError(f"{cls.kind}: {e}") from None
-    return Fault(action, parse_target(where) if where.strip() else Target(), times)
+    return Fault(action, parse_target(where) if len(pieces) == 2 else Target(), times or 1)
 
 
 DEFAULT_CHAOS_KINDS = ("status", "cut", "stall", "sse-error", "ws-close", "ws-drop", "ws-stall")
@@ -647,10 +662,14 @@ class Chaos:
             raise FaultError(f"chaos rate {self.rate}: must be between 0 and 1")
         object.__setattr__(self, "kinds", parse_kinds(self.kinds))
 
-    def pick(self, salt: str, seq: int | None, scope: str, facts: Facts) -> Fault | None:
+    def pick(self, salt: str, seq: int | None, scope: str, facts) -> Fault | None:
+        """``facts``: the recording's Facts, or a function giving them (called only when the
+        recording gets a fault)."""
         rng = random.Random(f"{self.seed}:{salt}:{seq}")  # str seeds hash with sha512: stable across runs
         if rng.random() >= self.rate:
             return None
+        if callable(facts):
+            facts = facts()
         kinds = [k for k in self.kinds if KINDS[k].scope == scope and _possible(k, facts)]
         if not kinds:
             return None
@@ -1009,6 +1028,7 @@ def apply_ws(script: WsScript, actions: list[Action]) -> WsScript:
                     after = turn.replies[index][0]
                 s.end_lag = lst[index]
             s.ending = WsEnding("close", after, a.code, a.reason) if isinstance(a, WsClose) else WsEnding("drop", after)
+            s.cut_short = True
     return s
 
 
@@ -1023,6 +1043,38 @@ def refusal(action: WsRefuse, req: Request, seq: int | None, provider: str, requ
 
 
 # -- the plan: which recording gets which fault ---------------------------------------
+
+def _lands(delay: Action, ending: Action, facts: Facts) -> bool:
+    """Whether a delaying fault takes effect in a response or session that ``ending`` cuts short."""
+    if isinstance(delay, Stall) and isinstance(ending, (Cut, SseError)):
+        if isinstance(ending, Cut) and ending.headers:
+            return False
+        at = _point(facts, delay.event, delay.byte, before=True)
+        return at < _point(facts, ending.event, getattr(ending, "byte", None), before=False)
+    if isinstance(delay, Drip) and isinstance(ending, Cut) and ending.headers:
+        return False
+    if isinstance(delay, WsStall) and isinstance(ending, (WsClose, WsDrop)):
+        return delay.frame <= ending.frame
+    return True
+
+
+def _once(make):
+    """``make``, called at most once, and only when first asked."""
+    done: list = []
+
+    def get():
+        if not done:
+            done.append(make())
+        return done[0]
+    return get
+
+
+def _scope(it: Interaction) -> str | None:
+    """Which faults a recording can get: "http", "ws" (a session), None (a recorded refusal)."""
+    if it.kind is Kind.WEBSOCKET:
+        return "ws"
+    return "http" if request_class(it.request, it.kind) == "http" else None
+
 
 def http_facts(req: Request, it: Interaction, provider: str) -> Facts:
     body = it.body
@@ -1047,7 +1099,9 @@ class FaultPlan:
         self.applied: list[Applied] = []
         self._selected: dict[tuple, bool] = {}  # (fault index, seq) -> the target holds (decided once)
         self._times: dict[tuple, int] = {}  # (fault index or "chaos", seq) -> times applied
-        self._every: dict[int, int] = {}  # fault index -> recordings that passed its other conditions
+        self._every: dict[int, int] = {}  # fault index -> recordings that passed its other conditions (no recordings)
+        self._every_seqs: dict[int, frozenset] = {}  # fault index -> the recordings every=N selects
+        self.recordings = None  # every recording, in order (the engine's source): every=N counts them
         self._chaos: dict[int | None, Fault | None] = {}  # seq -> chaos's pick
         self._pending: dict[int, list[Action]] = {}  # id(session) -> faults for ws()
         self._answers = 0
@@ -1057,15 +1111,30 @@ class FaultPlan:
         if key not in self._selected:
             t = fault.target
             hit = (not t.seqs or seq in t.seqs) and (t.path is None or fnmatch.fnmatchcase(req.path, t.path))
-            if hit and t.every:
+            if hit and t.every and self.recordings is not None:
+                hit = seq in self._every_nth(i, fault)
+            elif hit and t.every:  # no list of recordings (a plan used alone): count them as they come
                 self._every[i] = self._every.get(i, 0) + 1
                 hit = self._every[i] % t.every == 0
             self._selected[key] = hit
         return self._selected[key]
 
-    def _choose(self, req: Request, seq: int | None, scope: str, facts: Facts) -> list[tuple[tuple, Action, str]]:
+    def _every_nth(self, i: int, fault: Fault) -> frozenset:
+        """The recordings ``every=N`` hits: every Nth, by recording number, of those of the
+        fault's kind that its other conditions select. By number, not by arrival: concurrent
+        requests arrive in any order, and the same spec must hit the same recordings."""
+        if i not in self._every_seqs:
+            t = fault.target
+            seqs = [it.seq for it in self.recordings
+                    if _scope(it) == fault.scope and (not t.seqs or it.seq in t.seqs)
+                    and (t.path is None or fnmatch.fnmatchcase(it.request.path, t.path))]
+            self._every_seqs[i] = frozenset(seqs[t.every - 1:: t.every])
+        return self._every_seqs[i]
+
+    def _choose(self, req: Request, seq: int | None, scope: str, facts) -> list[tuple[tuple, Action, str]]:
         """(key, action, source) of every fault this request gets: the delaying ones and at most one
-        that ends the exchange (alone if it answers instead of the recording)."""
+        that ends the exchange (alone if it answers instead of the recording). ``facts()`` gives
+        the recording's Facts; called only when a fault may hit it (it parses the whole body)."""
         candidates = []
         for i, f in enumerate(self.config.faults):
             if f.scope != scope or not self._targets(i, f, req, seq) or self._times.get((i, seq), 0) >= f.times:
@@ -1074,13 +1143,13 @@ class FaultPlan:
         chaos = self.config.chaos
         if chaos is not None:
             if seq not in self._chaos:
-                self._chaos[seq] = chaos.pick(self.salt, seq, scope, facts)
+                self._chaos[seq] = chaos.pick(self.salt, seq, scope, facts)  # facts() only if it picks one
             pick = self._chaos[seq]
             if pick is not None and pick.scope == scope and self._times.get(("chaos", seq), 0) < 1:
                 candidates.append((("chaos", seq), pick.action, f"chaos {chaos.seed}"))
         chosen, ending = [], None
         for key, action, source in candidates:
-            why = action.why_not(facts)
+            why = action.why_not(facts())
             if why:
                 log.info("fault %s not applied to #%s: %s", action.label(), seq, why)
                 continue
@@ -1092,7 +1161,14 @@ class FaultPlan:
         if ending is not None:
             if isinstance(ending[1], (Status, WsRefuse)):
                 return [ending]
-            chosen.append(ending)
+            landing = []
+            for key, action, source in chosen:
+                if _lands(action, ending[1], facts()):
+                    landing.append((key, action, source))
+                else:  # not applied (nor counted): the retry gets it
+                    log.info("fault %s on #%s waits: the response ends before it (%s)", action.label(), seq,
+                             ending[1].label())
+            chosen = landing + [ending]
         return chosen
 
     def _record(self, chosen, req: Request, seq: int | None) -> None:
@@ -1102,6 +1178,21 @@ class FaultPlan:
             self.applied.append(applied)
             log.info("fault: %s", applied.line())
 
+    def never_applied(self) -> set[int]:
+        """Which of the given faults (by index; chaos apart) hit nothing so far."""
+        return set(range(len(self.config.faults))) - {k[0] for k in self._times if k[0] != "chaos"}
+
+    def why_never(self, i: int, recordings) -> str:
+        """Why fault ``i`` may have hit nothing, as far as ``recordings`` (the cassette) tell."""
+        f = self.config.faults[i]
+        t = f.target
+        refuses_misses = isinstance(f.action, WsRefuse) and t.path is not None and not t.seqs
+        if not refuses_misses and not any(
+                _scope(it) == f.scope and (not t.seqs or it.seq in t.seqs)
+                and (t.path is None or fnmatch.fnmatchcase(it.request.path, t.path)) for it in recordings):
+            return f"the cassette has no {'WebSocket session' if f.scope == 'ws' else 'HTTP recording'} it targets"
+        return "no request reached a recording it targets, or it could not apply (the log says why)"
+
     def _request_id(self) -> str:
         self._answers += 1
         return f"req_proxyfault{self._answers:06d}"
@@ -1109,7 +1200,7 @@ class FaultPlan:
     def http(self, req: Request, it: Interaction, script: HttpScript) -> tuple[HttpScript, bool]:
         """(script to play, whether the recording goes back for the retry)."""
         provider = provider_for(req)
-        facts = http_facts(req, it, provider)
+        facts = _once(lambda: http_facts(req, it, provider))
         chosen = self._choose(req, it.seq, "http", facts)
         if not chosen:
             return script, False
@@ -1118,7 +1209,7 @@ class FaultPlan:
         if isinstance(actions[0], Status):
             a = actions[0]
             return status_script(a, req, it.seq, a.provider or provider, self._request_id()), True
-        out = apply_http(script, actions, facts, req.path)
+        out = apply_http(script, actions, facts(), req.path)
         ends = any(a.ends_exchange for a in actions)
         # a recording held until its client left is fully served when the client leaves
         return replace(out, release_if_gone=not ends and out.ending is not Ending.HOLD), ends
@@ -1129,6 +1220,8 @@ class FaultPlan:
         connection), or None (no fault)."""
         provider = provider_for(req)
         if isinstance(result, Miss):
+            if result.reason != "no_recording" or result._why not in ("key", "origin"):
+                return result, None  # sessions exist (used up, or other headers): a miss stays a miss
             for i, f in enumerate(self.config.faults):
                 a = f.action
                 if isinstance(a, WsRefuse) and not f.target.seqs and f.target.path \
@@ -1139,7 +1232,7 @@ class FaultPlan:
         it = result.interaction
         if it.kind is not Kind.WEBSOCKET:
             return result, None  # a recorded refusal: replayed as it is
-        chosen = self._choose(req, it.seq, "ws", ws_facts(req, it, provider))
+        chosen = self._choose(req, it.seq, "ws", _once(lambda: ws_facts(req, it, provider)))
         if not chosen:
             return result, None
         self._record(chosen, req, it.seq)

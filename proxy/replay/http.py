@@ -40,13 +40,16 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         await app.offload(engine.diagnose, result.miss)  # other streams keep their timing
         await send_miss(result, scope, receive, send)
         return
-    if not result.release_if_gone:
+    if not result.faults or result.ending is Ending.HOLD:  # (hold watches the client itself)
         await play(result, pacer, receive, send)
         return
+    # An injected stall or drip can outlast the client by far: stop playing when it leaves
+    # (uvicorn's send to a gone client returns silently), and give back a recording that
+    # only delaying faults were playing on.
     delivered = False
 
     def gave_up() -> None:
-        if not delivered:  # a completed response also ends receive(): that is no giving up
+        if not delivered and result.release_if_gone:  # a completed response also ends receive()
             engine.release(result.seq)
 
     async def deliver() -> None:
@@ -69,6 +72,8 @@ async def _paced_body(script: HttpScript, pacer: Pacer, lag: float, send) -> Non
         if script.drip:
             sent += len(data)
             due = max(due, body_start + sent / script.drip)
+            # a stall (or a slow recording) must not bank bytes for a burst after it
+            body_start = due - sent / script.drip
         await pacer.at(due)
         await send({"type": "http.response.body", "body": data, "more_body": True})
 

@@ -78,8 +78,10 @@ async def _session(engine, match, pacer: Pacer, receive, send) -> None:
     sent before it came from the reserved one, everything after from the bound one."""
     scripted = match.interaction
     script: WsScript = engine.ws_script(scripted)
-    # an injected accept delay: a client that gives up during it gives the session back
-    gone = when_gone(receive, lambda: engine.release(script.seq)) if script.release_if_gone else None
+    # an injected accept delay can outlast the client: stop waiting when it leaves, and give the
+    # session back when only delaying faults were to play on it
+    gave_up = (lambda: engine.release(script.seq)) if script.release_if_gone else (lambda: None)
+    gone = when_gone(receive, gave_up) if script.faults else None
     if not await unless_gone(pacer.at(pacer.due(script.accept_delay) + script.accept_lag), gone):
         return
     if gone is not None:

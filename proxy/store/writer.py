@@ -2,9 +2,14 @@
 
 Contract: operations are applied in the order they are submitted. The writer wakes on
 the first queued operation, collects for up to BATCH_WINDOW (or until a flush is
-asked for), then applies everything queued in one transaction and commits. Waking
+asked for), then applies everything queued in one transaction and commits. While
+operations come faster than one per window (a stream's chunks, say) it stays on that
+timer, so it wakes once per window and the event loop's enqueueing never has a thread
+to wake; after a window with one operation or none it blocks until the next. Waking
 once per window instead of once per chunk keeps the writer from contending for the
-GIL with the event loop that forwards bytes. ``flush()`` returns a future that
+GIL with the event loop that forwards bytes. ``call`` queues work of the caller's own
+(the recorder's redaction) to run here, in order with the writes and inside their
+transaction, so that work need not delay the bytes on their way. ``flush()`` returns a future that
 resolves once everything submitted before it is committed: the recorder awaits it
 before an interaction's end reaches the client, so an interaction the client saw
 complete is in the cassette. A recorder killed mid-stream can lose the chunks still in
@@ -62,6 +67,26 @@ class CassetteWriter:
     def add_frame(self, seq: int, frame: Frame) -> None:
         self._queue.put((self.cassette.add_frame, (seq, frame)))
 
+    def begin_with(self, build: Callable[[WritableCassette], Interaction]) -> int:
+        """Like ``begin``, but the interaction is built by ``build(cassette)`` on the writer
+        thread (its seq is reserved now). An exception ``build`` raises fails the writer."""
+        if self.error is not None:
+            raise self.error
+        seq = self.cassette.allocate()
+        self._queue.put((self._insert_built, (seq, build)))
+        return seq
+
+    def call(self, fn: Callable, *args) -> None:
+        """Queue ``fn(cassette, *args)`` to run on the writer thread, after everything queued
+        before it and inside the same transaction; what it writes to ``cassette`` (a
+        WritableCassette: its steps, uncommitted) is committed with the batch. An exception
+        it raises fails the writer, as a failed write does."""
+        self._queue.put((fn, (self.cassette, *args)))
+
+    def hurry(self) -> None:
+        """End the current window now (someone waits for what is queued)."""
+        self._urgent.set()
+
     def finish(self, seq: int, end: End, detail: str = "", duration: float | None = None,
                close: Close | None = None) -> None:
         self._queue.put((self.cassette.finish, (seq, end, detail, duration, close)))
@@ -94,9 +119,15 @@ class CassetteWriter:
 
     # -- the writer thread -----------------------------------------------------
 
+    def _insert_built(self, seq: int, build: Callable[[WritableCassette], Interaction]) -> None:
+        it = build(self.cassette)
+        it.id = it.seq = seq
+        self.cassette.insert(it)
+
     def _run(self) -> None:
+        active = False  # operations came faster than one per window: stay on the timer
         while True:
-            batch = [self._queue.get()]
+            batch = [] if active else [self._queue.get()]
             self._urgent.wait(BATCH_WINDOW)
             self._urgent.clear()
             while True:
@@ -104,6 +135,9 @@ class CassetteWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            active = len(batch) > 1
+            if not batch:
+                continue
             waiting = [args for fn, args in batch if fn is None]
             stop = any(fn is _STOP for fn, _ in batch)
             if self.error is None:

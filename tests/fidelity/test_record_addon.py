@@ -154,3 +154,34 @@ def test_websocket_ends(tmp_path, code, by_client, stored, end):
     assert [(f.direction.value, f.is_text, f.offset) for f in it.frames] == [("client", True, 3), ("server", False, 4)]
     assert it.close.code == stored and it.end.value == end
     assert it.close.by.value == ("client" if by_client else "server")
+
+
+def test_a_key_in_a_compressed_streamed_response_is_scrubbed_with_chunks_and_length_kept(tmp_path):
+    """The body's redactor runs on the writer thread: a key split across chunks of a gzip
+    body is still caught, every chunk keeps its place, and the content-length the
+    re-encoding made untrue is fixed once the response ends."""
+    from proxy.encoding import Encoder, decode_body
+
+    from ..fake_secrets import fake
+
+    key = fake("openai-project-key")
+    sse = b"".join(f'data: {{"i":{i},"text":"{key if i == 5 else "word"}"}}\n\n'.encode() for i in range(12))
+    e = Encoder("gzip")
+    chunks = [e.feed(sse[i : i + 61]) for i in range(0, len(sse), 61)] + [e.finish()]
+    wire = b"".join(chunks)
+
+    async def scenario(addon):
+        f = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/v1/responses"))
+        addon.request(f)
+        f.response = tutils.tresp(content=None)
+        f.response.headers["content-encoding"] = "gzip"
+        f.response.headers["content-length"] = str(len(wire))
+        _streamed(addon, f, *chunks, b"")
+        await addon.response(f)
+
+    (it,) = record(tmp_path, scenario)
+    stored = b"".join(c.data for c in it.chunks)
+    body = decode_body(stored, "gzip")
+    assert key.encode() not in body and b"REDACTED" in body and len(body) == len(sse)
+    assert len(it.chunks) == len(chunks)
+    assert it.response.header("content-length") == str(len(stored)) != str(len(wire))
