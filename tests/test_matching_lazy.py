@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from proxy.matching import Match, MatchConfig, Matcher, Miss, NotIndexed
 from proxy.model import Chunk, End, Interaction, Kind, Request, Response
-from proxy.replay.engine import NOT_INDEXED, Engine, HttpScript
+from proxy.replay.engine import Engine, HttpScript, NotIndexedYet
 from proxy.store import Cassette
 from proxy.store.source import SqliteSource
 
@@ -50,9 +50,9 @@ class CountingSource(SqliteSource):
 def serve(engine: Engine, req: Request):
     """As the replay server asks: inline, and after ``prepare`` when that is not enough."""
     result = engine.http(req, lazy=True)
-    if result is NOT_INDEXED:
+    if isinstance(result, NotIndexedYet):
         engine.prepare(req)
-        result = engine.http(req)
+        result = engine.http(req, again=result)
     return result
 
 
@@ -94,7 +94,7 @@ def test_a_run_that_used_every_recording_hands_the_next_request_to_prepare(many)
             list(range(1, 3001))
         assert not engine.matcher.prepared(Request("POST", "/v1/responses"))
         again = Request("POST", "/v1/responses", body=turn(0))
-        assert engine.http(again, lazy=True) is NOT_INDEXED
+        assert isinstance(engine.http(again, lazy=True), NotIndexedYet)
         miss = serve(engine, again).miss
         assert miss.reason == "all_used" and "all 3000 recording(s)" in miss.message
     finally:
@@ -108,7 +108,7 @@ def test_a_request_that_needs_the_whole_key_is_handed_to_prepare(many):
     try:
         engine = Engine(c.source())
         near = Request("POST", "/v1/responses", body=turn(5).replace(b'"model": "m"', b'"model": "m2"'))
-        assert engine.http(near, lazy=True) is NOT_INDEXED
+        assert isinstance(engine.http(near, lazy=True), NotIndexedYet)
         assert engine.matcher.served == 0 and engine.misses == []
         engine.prepare(near)
         got = engine.http(near)

@@ -9,7 +9,7 @@ What may take long is split out so that the players can run it in a worker threa
 keep other streams on time: ``prepare`` (index all the recordings of a path) and
 ``diagnose`` (a miss's nearest recording and diff). ``http`` and ``handshake`` answer in
 about a millisecond when asked with ``lazy=True``: they fingerprint a path's recordings
-only as far as an exact match needs (``INLINE_SCAN``), and answer ``NOT_INDEXED`` when
+only as far as an exact match needs (``INLINE_SCAN``), and answer ``NotIndexedYet`` when
 the request needs more (a weak or nearest match, a miss, an exact match far ahead): the
 player then runs ``prepare`` in its worker thread and asks again without ``lazy``.
 
@@ -105,22 +105,25 @@ def http_script(it: Interaction) -> HttpScript:
     )
 
 
-class _NotIndexed:
-    """What ``http`` and ``handshake`` answer when the request needs its path indexed first."""
+@dataclass
+class NotIndexedYet:
+    """What ``http`` and ``handshake`` answer with ``lazy`` when the request needs its path
+    indexed first: ``prepare``, then pass this back as ``again``. It carries the request
+    as normalized (decoded, redacted, fingerprinted: linear in the body's size, and not
+    to be done twice on the event loop)."""
 
-    def __repr__(self) -> str:
-        return "NOT_INDEXED"
-
-
-NOT_INDEXED = _NotIndexed()
+    normalized: tuple
 # Recorded request bytes (plus matching.SCAN_COST per recording) a match may fingerprint on
 # the event loop (100 KB took 2.4 ms here) before it hands the rest to ``prepare``: requests
-# replayed in their recorded order scan one recording each, a swapped pair two.
-INLINE_SCAN = 128 * 2**10
+# replayed in their recorded order scan one recording each (up to 63 KB), a swapped pair of
+# small ones two. (At 128 KB, four 100 KB requests arriving at once fingerprinted one
+# recording each on the event loop, and a stream played meanwhile once came 86 ms late.)
+INLINE_SCAN = 64 * 2**10
 FREEZE_FIRST = 4096
 
 MATCH_LIMIT = 64 * 2**20  # decoded request bytes compared at most (a 9.6 KB zstd body can expand to 300 MB)
 LARGE_BODY = 256 * 2**10  # a body this large (or encoded: it may expand) is matched in a worker thread
+MEDIUM_BODY = 64 * 2**10  # ... and one this large while its path is not fully indexed (serve_http)
 
 
 def large(req: Request) -> bool:
@@ -290,21 +293,24 @@ class Engine:
 
     def _freeze_now_and_then(self) -> None:
         # What matches fingerprint as they go is kept out of the cyclic GC's sight too (see
-        # prepare), each time it has doubled: the freezes cost nothing per request.
-        if self.matcher.scanned >= self._freeze_at:
+        # FREEZE_INDEXES), each time it has doubled: the freezes cost nothing per request.
+        if FREEZE_INDEXES and self.matcher.scanned >= self._freeze_at:
             gc.freeze()
             self._freeze_at = 2 * self.matcher.scanned
 
     def _keyed(self, req: Request) -> Request:
         return Request(req.method, self.redactor.path(req.path), self.redactor.query(req.query), req.headers)
 
-    def http(self, req: Request, lazy: bool = False) -> HttpScript | MissReply | _NotIndexed:
+    def http(self, req: Request, lazy: bool = False,
+             again: NotIndexedYet | None = None) -> HttpScript | MissReply | NotIndexedYet:
         """The script for a request, or a miss still to be diagnosed (``diagnose``); with
-        ``lazy``, ``NOT_INDEXED`` instead of indexing the path here: ``prepare``, then ask again.
+        ``lazy``, ``NotIndexedYet`` instead of indexing the path here: ``prepare``, then
+        ask again with it as ``again``.
         Decoding, redacting and fingerprinting the body are linear in its size and done
         before taking the lock: a large body may be handed over in a worker thread
         (``large``) without holding up other requests."""
-        req, problem, fq = self._normalized_print(req)
+        normalized = again.normalized if again is not None else self._normalized_print(req)
+        req, problem, fq = normalized
         with self._lock:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(
@@ -314,7 +320,7 @@ class Engine:
                     script = http_script(self._full(result.interaction))
                     return self._fault_http(req, result, script) if self.faults is not None else script
             except NotIndexed:
-                return NOT_INDEXED
+                return NotIndexedYet(normalized)
             except CassetteError as e:
                 return MissReply(self.failed(e, req), status=500)
             self.misses.append(result)
@@ -334,12 +340,14 @@ class Engine:
         target = f"{req.method.upper()} {req.path}"
         return Miss(target, "body_too_large", f"{target}: {problem}", diagnosed=True)
 
-    def handshake(self, req: Request, lazy: bool = False) -> Match | Miss | _NotIndexed:
+    def handshake(self, req: Request, lazy: bool = False,
+                  again: NotIndexedYet | None = None) -> Match | Miss | NotIndexedYet:
         """Match a WebSocket handshake: a recorded session (reserved until the first
         client frame binds it, see ``bind``), or a recorded refusal (or one an injected
         fault made up). A session faults will play on is kept for its connection (no bind).
-        ``NOT_INDEXED`` as for ``http``."""
-        req, problem = self._normalize(req)
+        ``lazy`` and ``again`` as for ``http``."""
+        normalized = again.normalized if again is not None else self._normalize(req)
+        req, problem = normalized
         with self._lock:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(
@@ -348,7 +356,7 @@ class Engine:
                 if isinstance(result, Match):
                     self._full(result.interaction)
             except NotIndexed:
-                return NOT_INDEXED
+                return NotIndexedYet(normalized)
             except CassetteError as e:
                 return self.failed(e, req)
             if self.faults is not None:

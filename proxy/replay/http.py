@@ -11,7 +11,7 @@ import logging
 from ..net import IntendedReset
 from ..timing import Pacer
 from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
-from .engine import NOT_INDEXED, Engine, Ending, HttpScript, MissReply, large
+from .engine import MEDIUM_BODY, Engine, Ending, HttpScript, MissReply, NotIndexedYet, large
 
 log = logging.getLogger("proxy.replay")
 
@@ -27,11 +27,14 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         if not msg.get("more_body"):
             break
     req = request_from_scope(scope, bytes(body))
-    # a large or encoded body is decoded, redacted and fingerprinted off the event loop
-    result = await app.offload(engine.http, req, True) if large(req) else engine.http(req, True)
-    if result is NOT_INDEXED:  # it needs all the recordings of its path indexed: off the event loop too
+    # A large or encoded body is decoded, redacted and fingerprinted off the event loop; so is
+    # a medium one while its path is not fully indexed: a burst of first requests (misses,
+    # say) of 100 KB would otherwise hold up streams for milliseconds each.
+    offload = large(req) or (len(req.body) > MEDIUM_BODY and not engine.prepared(req))
+    result = await app.offload(engine.http, req, True) if offload else engine.http(req, True)
+    if isinstance(result, NotIndexedYet):  # it needs all the recordings of its path indexed: off the event loop too
         await app.offload(engine.prepare, req)
-        result = await app.offload(engine.http, req) if large(req) else engine.http(req)
+        result = engine.http(req, again=result)  # normalized already: the match alone, and indexed
     if isinstance(result, MissReply):
         if app.forwarder is not None:
             log.info("no recording of %s: forwarding it upstream and recording it", result.miss.request)

@@ -18,7 +18,7 @@ from ..model import Kind
 from ..net import ACCEPT_DEFLATE
 from ..timing import Pacer
 from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
-from .engine import NOT_INDEXED, MissReply, WsScript, held_until
+from .engine import MissReply, NotIndexedYet, WsScript, held_until
 from .turns import Close, Drop, Fail, Send, Turns
 
 log = logging.getLogger("proxy.replay")
@@ -37,9 +37,9 @@ async def serve_websocket(app, engine, scope, receive, send) -> None:
         return
     req = request_from_scope(scope)
     result = engine.handshake(req, True)
-    if result is NOT_INDEXED:  # it needs all the recordings of its path indexed: off the event loop
+    if isinstance(result, NotIndexedYet):  # it needs all the recordings of its path indexed: off the event loop
         await app.offload(engine.prepare, req, "ws")
-        result = engine.handshake(req)
+        result = engine.handshake(req, again=result)
     if isinstance(result, Miss) and app.forwarder is not None:
         log.info("no recording of WebSocket %s: forwarding it upstream and recording it", result.request)
         await app.forwarder.websocket(scope, req, receive, send)

@@ -20,7 +20,7 @@ from .reading import FROM, ROW, CassetteReader
 
 PAGE = 256  # candidates read per query
 FIRST_PAGE = 16  # ... but the first pages of a key are smaller (16, 32, ...): its first match reads little
-PAGE_BYTES = 512 * 2**10  # ... and a page ends once its request bodies add up to this (large bodies: fewer rows)
+PAGE_BYTES = 256 * 2**10  # ... and a page ends once its request bodies add up to this (large bodies: fewer rows)
 ROW_BYTES = 512  # what a row counts for beyond its body, for PAGE_BYTES
 AHEAD = 32  # recordings whose events are read with the one asked for (see load_events)
 AHEAD_EVENTS = 64  # ... if they have at most this many events (small exchanges, where a query costs most)
