@@ -429,6 +429,39 @@ def test_the_python_api_serves_forward_mode_and_its_env(recorded, confdir, monke
     assert p.summary.served == 1
 
 
+NO_PROXY_CLIENTS = """
+import json, sys, httpx, requests
+url = "https://api.test.local/v1/not-recorded"
+print(json.dumps({"httpx": httpx.get(url, timeout=30).json(), "requests": requests.get(url, timeout=30).json()}))
+"""
+
+
+def test_env_overrides_an_inherited_no_proxy(recorded, monkeypatch, tmp_path):
+    # {**os.environ, **model_proxy.env}: a host in the parent's NO_PROXY must still go through
+    # the front (here a miss, 404 no_recording), never straight to the network.
+    import proxy
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the CA goes to ~/.mitmproxy
+    monkeypatch.setenv("NO_PROXY", "api.test.local")
+    monkeypatch.setenv("no_proxy", "localhost,.test.local")
+    with proxy.replaying(recorded["cassette"], speed=0, proxy_mode="forward", check=False) as p:
+        env = {**os.environ, **p.env}
+        assert env["NO_PROXY"] == env["no_proxy"] == ""
+        r = subprocess.run([sys.executable, "-c", NO_PROXY_CLIENTS], capture_output=True, text=True, timeout=60,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert got["httpx"]["error"]["code"] == got["requests"]["error"]["code"] == "no_recording"
+        if shutil.which("curl"):
+            r = subprocess.run(["curl", "-sS", "https://api.test.local/v1/not-recorded"], capture_output=True,
+                               timeout=30, env=env)
+            assert json.loads(r.stdout)["error"]["code"] == "no_recording", r.stderr
+        if shutil.which("node"):
+            script = NODE.replace("/v1/responses", "/v1/not-recorded")
+            r = subprocess.run([*node_cmd()[:-1], script, KEY], capture_output=True, text=True, timeout=60, env=env)
+            assert r.returncode == 0 and json.loads(r.stdout)["status"] == 404, r.stderr
+
+
 def _ws_endings_cassette(path) -> None:
     """One WebSocket session per host, each ending another way: the server drops the
     connection (no close frame), closes with no status, closes with a code and reason."""
