@@ -36,8 +36,8 @@ ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, 
              _I + _N, _S + _N, _S + _N, _B + _N, _I, _I)
 
 SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
-           "event_count", "body_bytes", "close_code")
-SUMMARY_TYPES = (_I, _S, _R, _S, _S, _S, _I + _N, _R + _N, _R + _N, _S, _S, _I, _I, _I + _N)
+           "event_count", "body_bytes", "close_code", "scheme", "host", "port")
+SUMMARY_TYPES = (_I, _S, _R, _S, _S, _S, _I + _N, _R + _N, _R + _N, _S, _S, _I, _I, _I + _N, _S, _S, _I)
 
 
 class CassetteReader:
@@ -106,6 +106,10 @@ class CassetteReader:
 
     def last_seq(self) -> int:
         return self._read("SELECT coalesce(max(seq), 0) FROM interactions").fetchone()[0]
+
+    def origins(self, limit: int = 2) -> list[tuple]:
+        """Distinct (scheme, host, port) the interactions were sent to, at most ``limit``."""
+        return [tuple(r) for r in self._read("SELECT DISTINCT scheme, host, port FROM interactions LIMIT ?", (limit,))]
 
     def summaries(self) -> Iterator[dict]:
         """One dict per interaction in recorded order, without headers or bodies; streamed
