@@ -462,6 +462,36 @@ def test_env_overrides_an_inherited_no_proxy(recorded, monkeypatch, tmp_path):
             assert r.returncode == 0 and json.loads(r.stdout)["status"] == 404, r.stderr
 
 
+UNTRUSTING_SDK = """
+import openai, sys
+client = openai.OpenAI(base_url="https://api.test.local/v1", api_key=sys.argv[1], max_retries=2)
+try:
+    client.models.list()
+except openai.APIConnectionError as e:
+    print(type(e).__name__)
+"""
+
+
+def test_a_client_that_does_not_trust_the_ca_is_told_once_per_host(recorded, confdir):
+    # The SDK's own message is only "Connection error."; the proxy says why, once per host
+    # however many connections (the SDK retries twice), and what to trust.
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(recorded["cassette"]), "--listen", "127.0.0.1:0",
+                    "--confdir", str(confdir)) as p:
+        env.update(HTTPS_PROXY=p.url, https_proxy=p.url, NO_PROXY="", no_proxy="")
+        r = subprocess.run([sys.executable, "-c", UNTRUSTING_SDK, KEY], capture_output=True, text=True, timeout=60,
+                           env=env, cwd=ROOT)
+        assert r.stdout.strip() == "APIConnectionError", r.stderr
+        if shutil.which("curl"):
+            assert subprocess.run(["curl", "-sS", "https://api.test.local/v1/models"], env=env, capture_output=True,
+                                  timeout=30).returncode != 0
+    lines = [ln for ln in p.err.splitlines() if "certificate" in ln]
+    assert len(lines) == 1, p.err
+    ca = str(confdir / "mitmproxy-ca-cert.pem")
+    assert "a client at 127.0.0.1:" in lines[0] and "rejected the proxy's certificate for api.test.local" in lines[0]
+    assert f"make it trust {ca}" in lines[0]
+
+
 def _ws_endings_cassette(path) -> None:
     """One WebSocket session per host, each ending another way: the server drops the
     connection (no close frame), closes with no status, closes with a code and reason."""
