@@ -16,7 +16,8 @@ Writing: every entry valid HAR 1.2 (the fields Chrome DevTools and other viewers
 require), bodies decoded from their content encoding, WebSocket frames as
 ``_webSocketMessages``, and a ``_proxy`` extension with what HAR has no place for
 (chunk boundaries and offsets, the raw body when it was content-encoded, exact timing,
-how the interaction ended, the close), so export -> import gives the cassette back.
+how the interaction ended, the close; on the log, the cassette's upstream and mode), so
+export -> import gives the cassette back, a forward-mode one still in forward mode.
 """
 
 from __future__ import annotations
@@ -186,11 +187,20 @@ def _entry(entry: dict, writer: str = "") -> Interaction | None:
 
 def read_har(path: str | Path) -> tuple[list[Interaction], list[str]]:
     """(interactions in the file's order, why entries were skipped)."""
+    interactions, skipped, _ = load_har(path)
+    return interactions, skipped
+
+
+def load_har(path: str | Path) -> tuple[list[Interaction], list[str], dict[str, str]]:
+    """``read_har`` and the cassette's own ``upstream`` and ``mode`` when the file is our
+    export (its log's ``_proxy``), so a forward-mode cassette comes back one."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         entries = doc["log"]["entries"]
         writer = str((doc["log"].get("creator") or {}).get("name") or "")
+        ext = doc["log"].get("_proxy") if writer == "proxy" else None
+        meta = {k: str(ext[k]) for k in ("upstream", "mode") if ext.get(k)} if isinstance(ext, dict) else {}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConvertError(f"{path}: not a HAR file ({e!r})") from None
     out, skipped = [], []
@@ -207,7 +217,7 @@ def read_har(path: str | Path) -> tuple[list[Interaction], list[str]]:
             skipped.append(f"entry {i} {url}: {error}")
         else:
             out.append(it)
-    return out, skipped
+    return out, skipped, meta
 
 
 # -- writing -----------------------------------------------------------------
@@ -309,9 +319,12 @@ def _export(it: Interaction, default_origin: str) -> dict:
 
 def export_har(c: Cassette) -> dict:
     """The cassette as a HAR 1.2 document (a dict; ``json.dump`` it)."""
-    upstream = str(dict(c.meta).get("upstream") or "")
+    meta = dict(c.meta)
+    upstream = str(meta.get("upstream") or "")
     origin = upstream if upstream.startswith(("http://", "https://")) else "http://localhost"
     entries = [_export(it, origin.rstrip("/")) for it in c.interactions()]
+    # What the cassette is, beyond its entries: a forward-mode one matches on origin when replayed.
+    ext = {k: meta[k] for k in ("upstream", "mode") if meta.get(k)}
     return {"log": {"version": "1.2", "creator": {"name": "proxy", "version": _VERSION,
                                                   "comment": f"exported from {c.path}"},
-                    "pages": [], "entries": entries}}
+                    "pages": [], "entries": entries, "_proxy": ext}}
