@@ -462,6 +462,24 @@ def test_env_overrides_an_inherited_no_proxy(recorded, monkeypatch, tmp_path):
             assert r.returncode == 0 and json.loads(r.stdout)["status"] == 404, r.stderr
 
 
+def test_har_round_trip_of_a_forward_cassette_is_identical_and_keeps_http2(recorded, tmp_path):
+    har, again = tmp_path / "f.har", tmp_path / "again.db"
+    assert run_cli("export", str(recorded["cassette"]), "--har", str(har)).returncode == 0
+    r = run_cli("import", str(har), "--cassette", str(again))
+    assert r.returncode == 0, r.stderr
+    one, two = (run_cli("inspect", "--text", str(p)).stdout for p in (recorded["cassette"], again))
+    assert one == two
+    assert one.startswith("# proxy cassette, schema 3, upstream (forward proxy),")
+    entries = json.loads(har.read_text())["log"]["entries"]
+    # curl offers h2 first and got HTTP/2 from the recorder (httpx lists http/1.1 first), the
+    # others HTTP/1.1: the export says which.
+    versions = {e["request"]["httpVersion"] for e in entries}
+    assert versions == {"HTTP/2.0", "HTTP/1.1"}, versions
+    h2 = [e for e in entries if e["request"]["httpVersion"] == "HTTP/2.0"]
+    assert all(e["response"]["httpVersion"] == "HTTP/2.0" for e in h2)
+    assert [e["request"]["url"] for e in h2] == [API + "/v1/chat/completions"]  # curl's
+
+
 UNTRUSTING_SDK = """
 import openai, sys
 client = openai.OpenAI(base_url="https://api.test.local/v1", api_key=sys.argv[1], max_retries=2)

@@ -459,3 +459,23 @@ def test_damage_anywhere_in_a_compacted_cassette_is_an_error_or_harmless(data, t
                 src.load_events(it)
     except CassetteError as e:
         assert str(path) in str(e) and "\n" not in str(e)
+
+
+def test_a_file_older_than_the_http_version_column_is_read_and_appended_to(tmp_path):
+    import sqlite3
+
+    from proxy.model import End, Interaction, Kind, Request
+
+    path = tmp_path / "old.db"
+    with Cassette.create(path, upstream="x") as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/a", http_version="HTTP/2.0"), end=End.COMPLETE))
+    with Cassette.open(path) as c:
+        assert [it.request.http_version for it in c.interactions()] == ["HTTP/2.0"]
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE interactions DROP COLUMN http_version")
+    conn.close()
+    with Cassette.open_or_create(path) as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/b", http_version="HTTP/1.1"), end=End.COMPLETE))
+    with Cassette.open(path) as c:
+        assert [(it.request.path, it.request.http_version) for it in c.interactions()] == [("/a", ""), ("/b", "")]
+        assert c.get(2).request.http_version == ""

@@ -119,9 +119,12 @@ def _request(entry: dict, ws: bool, writer: str = "") -> Request:
             body = decode_body(body, encoding)
         except DecodeError:
             pass  # HAR tools store request bodies decoded already
+    ext = entry.get("_proxy") or {}
+    # Our own export says when its httpVersion is only HAR's required placeholder (not recorded).
+    version = ext["httpVersion"] if "httpVersion" in ext else raw.get("httpVersion")
     return Request(method=str(raw.get("method", "GET")).upper(), path=parts.path or "/", query=parts.query,
                    headers=headers, body=body, body_encoding=encoding, scheme=scheme, host=parts.hostname or "",
-                   port=parts.port or (443 if scheme == "https" else 80))
+                   port=parts.port or (443 if scheme == "https" else 80), http_version=str(version or ""))
 
 
 def _entry(entry: dict, writer: str = "") -> Interaction | None:
@@ -256,6 +259,9 @@ def _export(it: Interaction, default_origin: str) -> dict:
                  "end": it.end.value}
     if it.end_detail:
         ext["endDetail"] = it.end_detail
+    version = req.http_version or "HTTP/1.1"  # HAR requires one; a cassette made before it was recorded has none
+    if not req.http_version:
+        ext["httpVersion"] = None
     mime = req.header("content-type") or ""
     entry: dict = {
         "startedDateTime": _iso(it.started_at),
@@ -263,7 +269,7 @@ def _export(it: Interaction, default_origin: str) -> dict:
         "request": {
             "method": req.method,
             "url": _url(it, default_origin),
-            "httpVersion": "HTTP/1.1",
+            "httpVersion": version,
             "cookies": [],
             "headers": _name_values(req.headers),
             "queryString": _name_values(parse_qsl(req.query, keep_blank_values=True)),
@@ -281,7 +287,7 @@ def _export(it: Interaction, default_origin: str) -> dict:
     headers = resp.headers if resp else []
     ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
     response = {"status": resp.status if resp else 0, "statusText": resp.reason if resp else "",
-                "httpVersion": "HTTP/1.1", "cookies": [], "headers": _name_values(headers),
+                "httpVersion": version, "cookies": [], "headers": _name_values(headers),
                 "content": {"size": 0, "mimeType": ctype},
                 "redirectURL": next((v for k, v in headers if k.lower() == "location"), ""),
                 "headersSize": -1, "bodySize": -1}

@@ -146,7 +146,8 @@ def _detail(d: dict) -> str:
     req, resp = d["request"], d["response"]
     timing = "accept delay" if d["kind"] == "websocket" else "time to headers"
     parts = [f"<p>{_e(req['method'])} {_e(req['origin'])}{_e(req['target'])} (scheme {_e(req['scheme'])}, "
-             f"host {_e(req['host'] or '-')}, port {_e(req['port'])})</p>",
+             f"host {_e(req['host'] or '-')}, port {_e(req['port'])}"
+             f"{', ' + _e(req['http_version']) if req['http_version'] else ''})</p>",
              f"<p>{_e(timing)} {_e(fmt_ms(d['ttfb_ms']) or '-')}, duration {_e(fmt_ms(d['duration_ms']) or '-')}, "
              f"end {_e(d['end'])}{(': ' + _e(d['end_detail'])) if d['end_detail'] else ''}</p>",
              f"<h3>request headers</h3>{_headers(req['headers'])}",

@@ -59,7 +59,8 @@ def text_dump(c: Cassette, seq: int | None = None) -> str:
         out.append(printable(f"== #{d['n']} {d['kind']} {req['method']} {req['target']} -> "
                              f"{resp['status'] if resp else '-'} ({end})"))
         # As stored (not model.origin's spelling): a changed case or default port is a changed line.
-        out.append(printable(f"  origin {req['scheme']}://{req['host']}, port {req['port']}"))
+        version = f", {req['http_version']}" if req["http_version"] else ""
+        out.append(printable(f"  origin {req['scheme']}://{req['host']}, port {req['port']}{version}"))
         out += [printable(f"> {k}: {v}") for k, v in req["headers"]]
         req["body"] = _as_sent(req["body"], it.request.body)
         if req["body"]["size"]:

@@ -264,6 +264,7 @@ def detail(it: Interaction) -> dict:
             "scheme": str(it.request.scheme),
             "host": str(it.request.host),
             "port": integer(it.request.port),
+            "http_version": str(it.request.http_version or ""),
             "target": str(it.request.target),
             "headers": [[str(k), str(v)] for k, v in it.request.headers],
             "body_encoding": it.request.body_encoding,

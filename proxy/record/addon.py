@@ -230,6 +230,7 @@ class Recorder:
             scheme=r.scheme,
             host=r.host,
             port=r.port,
+            http_version=r.http_version,
         )
         it = Interaction(Kind.HTTP, req, started_at=r.timestamp_start)
         try:
