@@ -116,7 +116,7 @@ def _upstream(modes: Sequence[str]) -> tuple[str, str]:
 # response began.
 
 def _stored_request(redactor: Redactor, method: str, target: str, headers: list, raw: bytes, scheme: str,
-                    host: str, port: int, started_at: float) -> Interaction:
+                    host: str, port: int, started_at: float, http_version: str) -> Interaction:
     encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
     path, _, query = target.partition("?")
     path = redactor.path(path)
@@ -124,7 +124,7 @@ def _stored_request(redactor: Redactor, method: str, target: str, headers: list,
     if problem:
         log.warning("%s %s: request body stored as a marker, not as sent (%s)", method, path, problem)
     req = Request(method=method, path=path, query=redactor.query(query), headers=redactor.headers(headers),
-                  body=body, body_encoding=encoding, scheme=scheme, host=host, port=port)
+                  body=body, body_encoding=encoding, scheme=scheme, host=host, port=port, http_version=http_version)
     return Interaction(Kind.HTTP, req, started_at=started_at)
 
 
@@ -300,7 +300,7 @@ class Recorder:
         r = flow.request
         # Redacted and built on the writer thread: the request goes upstream without waiting for it.
         what = (self.redactor, r.method, r.path, list(r.headers.items(multi=True)), r.raw_content or b"", r.scheme,
-                r.host, r.port, r.timestamp_start)
+                r.host, r.port, r.timestamp_start, r.http_version)
         try:
             seq = self.cassette.begin_with(lambda _: _stored_request(*what))
         except CassetteError:
