@@ -115,9 +115,17 @@ def _upstream(modes: Sequence[str]) -> tuple[str, str]:
 # interaction's ``response``, ``body`` and ``frames`` are touched only here once the
 # response began.
 
+def _encoding(headers: list) -> str | None:
+    """The Content-Encoding of these headers, all its lines joined ("gzip" and "br" on two
+    lines are "gzip, br", as mitmproxy's ``headers.get`` has it): a layer left out
+    would hide a key from the scan."""
+    values = [v for k, v in headers if k.lower() == "content-encoding"]
+    return ", ".join(values) if values else None
+
+
 def _stored_request(redactor: Redactor, method: str, target: str, headers: list, raw: bytes, scheme: str,
                     host: str, port: int, started_at: float) -> Interaction:
-    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
+    encoding = _encoding(headers)
     path, _, query = target.partition("?")
     path = redactor.path(path)
     body, problem = redactor.request_body(raw, encoding)
@@ -135,7 +143,7 @@ def _store_response(cassette, redactor: Redactor, live: _Live, status: int, reas
     if is_ws:
         live.frames = redactor.frames()
     else:
-        live.body = redactor.response_body(next((v for k, v in headers if k.lower() == "content-encoding"), None))
+        live.body = redactor.response_body(_encoding(headers))
 
 
 def _store_chunk(cassette, live: _Live, offset: float, data: bytes) -> None:

@@ -185,3 +185,38 @@ def test_a_key_in_a_compressed_streamed_response_is_scrubbed_with_chunks_and_len
     assert key.encode() not in body and b"REDACTED" in body and len(body) == len(sse)
     assert len(it.chunks) == len(chunks)
     assert it.response.header("content-length") == str(len(stored)) != str(len(wire))
+
+
+def test_encodings_stacked_on_two_header_lines_are_all_undone_before_the_scan(tmp_path):
+    """``Content-Encoding: gzip`` and ``Content-Encoding: br`` on two lines mean "gzip, br"
+    (RFC 9110 5.3): a key inside must be found in the request body and in the response,
+    not left inside the brotli layer that a scan of the gzip-decoded bytes cannot read."""
+    from proxy.encoding import Encoder, decode_body
+
+    from ..fake_secrets import fake
+
+    key = fake("openai-project-key")
+    plain = json.dumps({"input": f"my key is {key}", "pad": "x" * 200}).encode()
+    sse = b"".join(f'data: {{"i":{i},"text":"{key if i == 3 else "word"}"}}\n\n'.encode() for i in range(8))
+
+    def two_lines(**more) -> http.Headers:
+        return http.Headers([(b"content-encoding", b"gzip"), (b"content-encoding", b"br")]
+                            + [(k.encode(), v.encode()) for k, v in more.items()])
+
+    e = Encoder("gzip, br")
+    chunks = [e.feed(sse[i : i + 80]) for i in range(0, len(sse), 80)] + [e.finish()]
+
+    async def scenario(addon):
+        body = Encoder("gzip, br")
+        f = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/v1/responses", headers=two_lines(),
+                                        content=body.feed(plain) + body.finish()))
+        addon.request(f)
+        f.response = tutils.tresp(content=None, headers=two_lines())
+        _streamed(addon, f, *chunks, b"")
+        await addon.response(f)
+
+    (it,) = record(tmp_path, scenario)
+    body = decode_body(b"".join(c.data for c in it.chunks), "gzip, br")
+    assert key.encode() not in body and b"REDACTED" in body and len(body) == len(sse)
+    assert it.request.body_encoding == "gzip, br"
+    assert key.encode() not in it.request.body and json.loads(it.request.body)["pad"] == "x" * 200
