@@ -151,6 +151,10 @@ class CassetteWriter:
                 except Exception as e:  # a bug of ours: fail loudly all the same
                     self._fail(CassetteWriteFailed(self.cassette.path, f"writing failed ({e!r})"))
             for fut in waiting:
+                # False: cancelled by whoever gave up waiting (a cancelled hook task, via
+                # asyncio.wrap_future); answering it would raise here and end this thread
+                if not fut.set_running_or_notify_cancel():
+                    continue
                 if self.error is None:
                     fut.set_result(None)
                 else:
