@@ -45,6 +45,7 @@ class CassetteWriter:
         self.error: CassetteError | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._urgent = threading.Event()
+        self._after: list[tuple[Callable, tuple]] = []  # after_commit() of the batch being written
         self._thread = threading.Thread(target=self._run, name="proxy-cassette-writer", daemon=True)
         self._thread.start()
 
@@ -82,6 +83,16 @@ class CassetteWriter:
         WritableCassette: its steps, uncommitted) is committed with the batch. An exception
         it raises fails the writer, as a failed write does."""
         self._queue.put((fn, (self.cassette, *args)))
+
+    def after_commit(self, fn: Callable, *args) -> None:
+        """From a writer call (on the writer thread): run ``fn(*args)`` there once the batch
+        being written is committed; never if it fails. What the recorder knows is on disk."""
+        self._after.append((fn, args))
+
+    @property
+    def running(self) -> bool:
+        """The writer thread is alive (it ends after ``close``)."""
+        return self._thread.is_alive()
 
     def hurry(self) -> None:
         """End the current window now (someone waits for what is queued)."""
@@ -146,10 +157,13 @@ class CassetteWriter:
                         for fn, args in batch:
                             if fn is not None and fn is not _STOP:
                                 fn(*args)
+                    for fn, args in self._after:
+                        fn(*args)
                 except CassetteError as e:
                     self._fail(e)
                 except Exception as e:  # a bug of ours: fail loudly all the same
                     self._fail(CassetteWriteFailed(self.cassette.path, f"writing failed ({e!r})"))
+                self._after.clear()
             for fut in waiting:
                 # False: cancelled by whoever gave up waiting (a cancelled hook task, via
                 # asyncio.wrap_future); answering it would raise here and end this thread

@@ -220,3 +220,64 @@ def test_encodings_stacked_on_two_header_lines_are_all_undone_before_the_scan(tm
     assert key.encode() not in body and b"REDACTED" in body and len(body) == len(sse)
     assert it.request.body_encoding == "gzip, br"
     assert key.encode() not in it.request.body and json.loads(it.request.body)["pad"] == "x" * 200
+
+
+def _committed_bytes(path) -> int:
+    """What a reader of the file sees now (what a SIGKILL would leave) of every interaction."""
+    from proxy.store import Cassette
+
+    with Cassette.open(path) as c:
+        return sum(len(ch.data) for it in c.interactions() for ch in it.chunks) + sum(
+            len(f.payload) for it in c.interactions() for f in it.frames)
+
+
+@pytest.mark.parametrize("kind", ["sse", "websocket"])
+def test_a_killed_recorder_loses_at_most_the_backlog_of_a_fast_stream(tmp_path, kind):
+    """README: a recorder killed while redaction is behind loses at most the last 64 KB of
+    a stream. Chunks and messages of base64 audio come as fast as the hooks can take them
+    (far faster than they can be scrubbed); after each hook returns, all but BACKLOG bytes
+    of what passed are committed: redacted is not enough (a batch is committed after its
+    last operation), and WebSocket messages are held to it too."""
+    import base64
+    import random
+
+    from proxy.record.addon import BACKLOG
+
+    rnd = random.Random(7)
+    path = tmp_path / "addon.db"
+    behind = []
+
+    async def main() -> None:
+        with adapter.record_addon(path) as addon:
+            if kind == "websocket":
+                f = tflow.twebsocketflow()
+                f.websocket.messages = []
+            else:
+                f = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/v1/realtime"))
+            addon.request(f)
+            if kind != "websocket":
+                f.response = tutils.tresp(content=None)
+            addon.responseheaders(f)
+            sent = 0
+            for i in range(40):
+                audio = base64.b64encode(rnd.randbytes(30_000)).decode()
+                msg = json.dumps({"type": "response.audio.delta", "delta": audio}).encode()
+                if kind == "websocket":
+                    f.websocket.messages.append(WebSocketMessage(Opcode.TEXT, False, msg, 946681203 + i / 100))
+                    addon.websocket_message(f)
+                else:
+                    msg = b"data: " + msg + b"\n\n"
+                    f.response.stream(msg)
+                sent += len(msg)
+                behind.append(sent - _committed_bytes(path))
+            if kind == "websocket":
+                f.websocket.close_code, f.websocket.closed_by_client = 1000, False
+                await addon.websocket_end(f)
+            else:
+                f.response.stream(b"")
+                await addon.response(f)
+
+    asyncio.run(main())
+    assert max(behind) <= BACKLOG, behind
+    (it,) = adapter.interactions(path)
+    assert it.end.value == "complete"
