@@ -9,7 +9,8 @@ to wake; after a window with one operation or none it blocks until the next. Wak
 once per window instead of once per chunk keeps the writer from contending for the
 GIL with the event loop that forwards bytes. ``call`` queues work of the caller's own
 (the recorder's redaction) to run here, in order with the writes and inside their
-transaction, so that work need not delay the bytes on their way. ``flush()`` returns a future that
+transaction, so that work need not delay the bytes on their way; such work can ask
+(``after_commit``) to be told once what it wrote is committed. ``flush()`` returns a future that
 resolves once everything submitted before it is committed: the recorder awaits it
 before an interaction's end reaches the client, so an interaction the client saw
 complete is in the cassette. A recorder killed mid-stream can lose the chunks still in
