@@ -215,10 +215,10 @@ def _bounded(live: _Live, writer: CassetteWriter, n: int) -> None:
     done = threading.Event()
     live.waiter = (live.queued, done)
     writer.hurry()
-    # (the loop is held, so nothing else of it changes meanwhile: only the writer can fail)
-    while live.committed < live.queued and not done.wait(0.05):
-        if writer.error is not None or not writer.running:
-            break
+    # (the loop is held, so nothing else of it changes meanwhile: only the writer can fail,
+    # and then nothing more is committed)
+    while live.committed < live.queued and writer.error is None and writer.running:
+        done.wait(0.05)
     live.waiter = None
 
 

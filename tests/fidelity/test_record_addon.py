@@ -281,3 +281,40 @@ def test_a_killed_recorder_loses_at_most_the_backlog_of_a_fast_stream(tmp_path, 
     assert max(behind) <= BACKLOG, behind
     (it,) = adapter.interactions(path)
     assert it.end.value == "complete"
+
+
+def test_after_a_failed_write_chunks_pass_without_waiting_for_the_writer(tmp_path):
+    """Once a write failed nothing more is committed: a stream past the backlog must not
+    hold the event loop (50 ms a chunk) waiting for commits that cannot come, while the
+    stop it scheduled waits behind it."""
+    import os
+    import time
+
+    path = tmp_path / "addon.db"
+    took = []
+
+    async def main() -> None:
+        with adapter.record_addon(path) as addon:
+            f = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/v1/responses"))
+            addon.request(f)
+            f.response = tutils.tresp(content=None)
+            addon.responseheaders(f)
+            addon.cassette.flush().result(5)
+            # the disk fills up: SQLite's own limit on the writer's connection (SQLITE_FULL)
+            conn = addon.cassette.cassette._conn
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+            for _ in range(40):
+                if addon.cassette.error is not None:
+                    break
+                f.response.stream(b"data: " + os.urandom(30_000).hex().encode() + b"\n\n")
+            assert addon.cassette.error is not None
+            t = time.perf_counter()
+            for _ in range(20):
+                f.response.stream(b"data: " + os.urandom(30_000).hex().encode() + b"\n\n")
+            took.append(time.perf_counter() - t)
+            f.response.stream(b"")
+            await addon.response(f)
+
+    asyncio.run(main())
+    assert took[0] < 0.5, took
