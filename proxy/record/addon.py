@@ -184,9 +184,11 @@ def _end_stored_frames(cassette, live: _Live) -> None:
         cassette.add_frame(live.iid, frame)
 
 
-def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str, str] | None) -> None:
+def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str, str] | None,
+                     complete: bool) -> None:
     """Store what the body redactor still holds; fix a content-length the re-encoding of a
-    compressed body made untrue."""
+    compressed body made untrue. A body cut short keeps a content-length past what is
+    stored (the recorded one, unless re-encoding outgrew it), so its replay is cut too."""
     if live.body is None:
         return
     body, live.body = live.body, None
@@ -197,8 +199,12 @@ def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str
     if body.warning:
         what = f"{label[0]} {redactor.path(label[1])}" if label else "a response cut by the stop"
         log.warning("%s: %s", what, body.warning)
-    if body.length_changed and live.response is not None and live.response.header("content-length") is not None:
-        headers = [(k, str(stored) if k.lower() == "content-length" else v) for k, v in live.response.headers]
+    length = live.response.header("content-length") if live.response is not None else None
+    if body.length_changed and length is not None:
+        declared = stored
+        if not complete:  # the client saw fewer bytes than promised: so must its replay
+            declared = int(length) if length.isdigit() and int(length) > stored else stored + 1
+        headers = [(k, str(declared) if k.lower() == "content-length" else v) for k, v in live.response.headers]
         live.response = Response(live.response.status, live.response.reason, headers)
         cassette.set_response(live.iid, live.response, live.ttfb)
 
@@ -371,11 +377,11 @@ class Recorder:
 
         resp.stream = stream
 
-    def _end_body(self, flow: http.HTTPFlow | None, live: _Live) -> None:
+    def _end_body(self, flow: http.HTTPFlow | None, live: _Live, complete: bool = False) -> None:
         """Store the chunks the body redactor still holds (on the writer thread, in order)."""
         if live.kind is Kind.HTTP and live.ttfb is not None:
             label = (flow.request.method, flow.request.path.partition("?")[0]) if flow else None
-            self.cassette.call(_end_stored_body, self.redactor, live, label)
+            self.cassette.call(_end_stored_body, self.redactor, live, label, complete)
 
     def _end_frames(self, live: _Live) -> None:
         """Store the messages the frame redactor still holds (on the writer thread, in order)."""
@@ -387,7 +393,7 @@ class Recorder:
         if live is None or live.kind is Kind.WEBSOCKET:
             return
         del self.live[flow.id]
-        self._end_body(flow, live)
+        self._end_body(flow, live, complete=True)
         end_t = flow.response.timestamp_end or time.time()
         self.cassette.finish(live.iid, End.COMPLETE, duration=end_t - live.t0)
         await self._done(flow, live, End.COMPLETE)
