@@ -210,20 +210,23 @@ def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str
 
 
 def _bounded(live: _Live, writer: CassetteWriter, n: int) -> None:
-    """Count ``n`` more bytes of ``live`` queued; past BACKLOG not committed, hold the loop
-    until the writer has committed them all. A body or a WebSocket session that comes
-    faster than it can be scrubbed (megabytes of base64, say) is slowed to that pace as it
-    passes, as the client would see it recorded, instead of its end waiting for the
-    backlog; and a recorder killed meanwhile loses at most BACKLOG bytes of it."""
+    """Count ``n`` more bytes of ``live`` queued (a chunk or a message); past BACKLOG not
+    committed, hold the loop until the writer has committed every byte before these. A
+    body or a WebSocket session that comes faster than it can be scrubbed (megabytes of
+    base64, say) is slowed to that pace as it passes, as the client would see it
+    recorded, instead of its end waiting for the backlog; a recorder killed meanwhile
+    loses at most BACKLOG bytes of it, or the last chunk or message when that is bigger
+    (which goes on at once: one big message does not wait for its own redaction)."""
     live.queued += n
     if live.queued - live.committed <= BACKLOG:
         return
+    before = live.queued - n
     done = threading.Event()
-    live.waiter = (live.queued, done)
+    live.waiter = (before, done)
     writer.hurry()
     # (the loop is held, so nothing else of it changes meanwhile: only the writer can fail,
     # and then nothing more is committed)
-    while live.committed < live.queued and writer.error is None and writer.running:
+    while live.committed < before and writer.error is None and writer.running:
         done.wait(0.05)
     live.waiter = None
 

@@ -19,6 +19,8 @@ from mitmproxy.test import tflow, tutils  # noqa: E402
 from mitmproxy.websocket import WebSocketMessage  # noqa: E402
 from wsproto.frame_protocol import Opcode  # noqa: E402
 
+from proxy.model import Direction  # noqa: E402
+
 from . import adapter  # noqa: E402
 
 
@@ -352,3 +354,37 @@ def test_a_cut_compressed_body_with_a_key_keeps_a_content_length_past_what_is_st
     stored = b"".join(c.data for c in it.chunks)
     assert key.encode() not in decode_body(stored, "gzip")  # re-encoded, scrubbed
     assert int(it.response.header("content-length")) > len(stored)
+
+
+def test_one_big_message_goes_on_without_waiting_for_its_own_redaction(tmp_path):
+    """The backlog bound holds later traffic until what came before is committed; a single
+    2 MB message (audio in base64) is not held for its own redaction, which is the
+    work the writer thread exists to take off the loop."""
+    import base64
+    import random
+    import time
+
+    from proxy.redaction import Redactor
+
+    big = b'{"type":"delta","audio":"' + base64.b64encode(random.Random(3).randbytes(1_500_000)) + b'"}'
+    t = time.perf_counter()
+    Redactor().frames().feed(Direction.SERVER, big)
+    redaction = time.perf_counter() - t
+    took = []
+
+    async def main() -> None:
+        with adapter.record_addon(tmp_path / "addon.db") as addon:
+            f = tflow.twebsocketflow()
+            f.websocket.messages = [WebSocketMessage(Opcode.TEXT, False, big, 946681203)]
+            addon.request(f)
+            addon.responseheaders(f)
+            t = time.perf_counter()
+            addon.websocket_message(f)
+            took.append(time.perf_counter() - t)
+            f.websocket.close_code, f.websocket.closed_by_client = 1000, False
+            await addon.websocket_end(f)
+
+    asyncio.run(main())
+    assert took[0] < redaction / 2, (took, redaction)
+    (it,) = adapter.interactions(tmp_path / "addon.db")
+    assert [len(fr.payload) for fr in it.frames] == [len(big)]
