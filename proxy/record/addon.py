@@ -40,7 +40,8 @@ chunks through a streaming redactor that catches a key split across chunks and k
 every chunk's size and offset (it may store a chunk a little later than it passed: at
 most until the bytes after it show no key runs across its end); a compressed response
 is decoded, scrubbed and stored as it came, or re-encoded chunk by chunk (with a true
-content-length) when it held a secret, once it ends; WebSocket messages whole and per
+content-length, or one past the stored bytes when the body was cut) when it held a
+secret, once it ends; WebSocket messages whole and per
 direction as a stream. What the client receives is never changed.
 """
 
