@@ -108,7 +108,8 @@ class ModelProxy:
     def env(self) -> dict[str, str]:
         """``proxy_mode="forward"``: the environment a subprocess client needs to go through
         this HTTPS proxy (HTTPS_PROXY, HTTP_PROXY, SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
-        NODE_EXTRA_CA_CERTS, NODE_USE_ENV_PROXY=1, and curl's names)."""
+        NODE_EXTRA_CA_CERTS, NODE_USE_ENV_PROXY=1, and curl's names; NO_PROXY and no_proxy
+        empty, so an inherited exemption cannot send a host past the proxy)."""
         self._started()
         return self.session.env
 

@@ -1118,7 +1118,7 @@ class Matcher:
 
     def _take(self, bucket: _Bucket, i: int, target: str, key: Key, exact: bool = True, weak: bool = False,
               diffs=(), more: bool = False, dist: int = 0) -> Match:
-        first = bucket.first_unused()
+        first = _first_unused(bucket, i)
         it = bucket.items[i]
         bucket.used[i] = 1
         self._used.add(_ident(it))
@@ -1159,7 +1159,8 @@ class Matcher:
             best, diffs, more = miss._nearest
         elif bucket is not None and bucket.n:
             assert bucket.complete  # a miss comes of a finished index
-            pool = [i for i in range(bucket.n) if not bucket.used[i]] or range(bucket.n)
+            pool = _same_origin(bucket, req)
+            pool = [i for i in pool if not bucket.used[i]] or pool
             dist = bucket.distances(fq)
             i = min(pool, key=lambda i: (dist(i), -i if miss.reason == "all_used" else i))
             best = bucket.items[i]
@@ -1218,6 +1219,28 @@ class Matcher:
             distance(p, fq),
             it.seq or 0,
         )
+
+
+def _first_unused(bucket: _Bucket, i: int) -> int | None:
+    """The first unused recording of the bucket, when recording ``i`` is taken: with
+    ``match_origin`` the first of ``i``'s origin (another host's recordings are not in
+    this one's order, so they never make a match "out of order")."""
+    if bucket.origins is None:
+        return bucket.first_unused()
+    origin = bucket.origins[i]
+    return next(bucket.unused(lambda j: bucket.origins[j] == origin), None)
+
+
+def _same_origin(bucket: _Bucket, req: Request) -> Sequence[int]:
+    """The bucket's recordings a miss of ``req`` is compared with: with ``match_origin``
+    those of its origin when there are any (the nearest of another host is not what was
+    used up), else all."""
+    if bucket.origins is not None:
+        origin = req.origin
+        mine = [i for i, o in enumerate(bucket.origins) if o == origin]
+        if mine:
+            return mine
+    return range(bucket.n)
 
 
 def _status(it: Interaction) -> int | None:

@@ -63,6 +63,7 @@ class Request:
     scheme: str = "http"
     host: str = ""
     port: int = 0
+    http_version: str = ""  # the client's, as mitmproxy spells it ("HTTP/1.1", "HTTP/2.0"); "" unknown
 
     @property
     def target(self) -> str:

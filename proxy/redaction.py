@@ -603,7 +603,7 @@ class Redactor:
         if self.enabled and self.json_paths and data:
             try:
                 doc = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON to us (too deep: 200 KB of "[")
                 pass
             else:
                 if set_paths(doc, self.json_paths, REDACTED):

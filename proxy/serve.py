@@ -103,8 +103,14 @@ PROXY_MODES = ("reverse", "forward")
 def proxy_env(url: str, ca: str) -> dict[str, str]:
     """The environment a subprocess client needs to go through the forward-mode proxy at
     ``url`` and trust its CA: Python (httpx, requests, the SDKs), curl (which reads only
-    the lower-case http_proxy, and CURL_CA_BUNDLE), Node 22.21+/24+ (fetch)."""
+    the lower-case http_proxy, and CURL_CA_BUNDLE), Node 22.21+/24+ (fetch).
+
+    ``NO_PROXY`` and ``no_proxy`` are set, empty: merged over an inherited environment
+    (``{**os.environ, **env}``), a host the parent exempts would otherwise go straight to
+    the network. httpx, requests (urllib), curl and undici all read an empty value as
+    "no exemptions"."""
     return {"HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
+            "NO_PROXY": "", "no_proxy": "",
             "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca,
             "NODE_USE_ENV_PROXY": "1"}
 

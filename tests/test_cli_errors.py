@@ -62,4 +62,4 @@ def test_only_a_missing_mitmproxy_is_reported_as_needing_mitmproxy(tmp_path, ups
     # serve in a record mode does need it, and says so
     needs = _cli_without("mitmproxy", "serve", "--cassette", str(tmp_path / "new.db"), "--record-mode", "once",
                          "--upstream", upstream.url, "--listen", "127.0.0.1:0")
-    assert needs.returncode == 2 and "recording needs mitmproxy: pip install 'proxy[record]'" in needs.stderr
+    assert needs.returncode == 2 and "recording needs mitmproxy: pip install -e '.[record]'" in needs.stderr

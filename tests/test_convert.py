@@ -501,3 +501,25 @@ def test_har_text_bodies_come_back_as_the_bytes_sent(origin, tmp_path):
     assert run_cli("import", str(out), "--cassette", str(again)).returncode == 0
     with Cassette.open(again) as c:
         assert {it.request.path: it.body for it in c.interactions() if it.request.path in TEXTS} == live
+
+
+def test_a_forward_mode_cassette_comes_back_from_har_in_forward_mode(tmp_path):
+    """Forward replay matches on origin only for a cassette in forward mode: the round trip
+    keeps the mode (and the upstream line of --text), for a cassette of two hosts."""
+    from proxy.model import Chunk, End, Interaction, Kind, Request, Response
+
+    src = tmp_path / "fwd.db"
+    with Cassette.create(src, upstream="(forward proxy)", mode="forward") as c:
+        for host, scheme, port in (("api.test.local", "https", 443), ("tools.test.local", "http", 80)):
+            c.append(Interaction(Kind.HTTP, Request("GET", "/v1/models", "", [("accept", "*/*")], scheme=scheme,
+                                                    host=host, port=port),
+                                 Response(200, "OK", [("content-type", "application/json")]), [Chunk(0.01, b"{}")],
+                                 ttfb=0.005, duration=0.02, end=End.COMPLETE, started_at=1000.0))
+    har, back = tmp_path / "f.har", tmp_path / "again.db"
+    assert run_cli("export", str(src), "--har", str(har)).returncode == 0
+    _check_har_12(json.loads(har.read_text()))
+    r = run_cli("import", str(har), "--cassette", str(back))
+    assert r.returncode == 0, r.stderr
+    assert run_cli("inspect", "--text", str(src)).stdout == run_cli("inspect", "--text", str(back)).stdout
+    with Cassette.open(back) as b:
+        assert (b.meta["mode"], b.meta["upstream"]) == ("forward", "(forward proxy)")

@@ -429,6 +429,87 @@ def test_the_python_api_serves_forward_mode_and_its_env(recorded, confdir, monke
     assert p.summary.served == 1
 
 
+NO_PROXY_CLIENTS = """
+import json, sys, httpx, requests
+url = "https://api.test.local/v1/not-recorded"
+print(json.dumps({"httpx": httpx.get(url, timeout=30).json(), "requests": requests.get(url, timeout=30).json()}))
+"""
+
+
+def test_env_overrides_an_inherited_no_proxy(recorded, monkeypatch, tmp_path):
+    # {**os.environ, **model_proxy.env}: a host in the parent's NO_PROXY must still go through
+    # the front (here a miss, 404 no_recording), never straight to the network.
+    import proxy
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the CA goes to ~/.mitmproxy
+    monkeypatch.setenv("NO_PROXY", "api.test.local")
+    monkeypatch.setenv("no_proxy", "localhost,.test.local")
+    with proxy.replaying(recorded["cassette"], speed=0, proxy_mode="forward", check=False) as p:
+        env = {**os.environ, **p.env}
+        assert env["NO_PROXY"] == env["no_proxy"] == ""
+        r = subprocess.run([sys.executable, "-c", NO_PROXY_CLIENTS], capture_output=True, text=True, timeout=60,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert got["httpx"]["error"]["code"] == got["requests"]["error"]["code"] == "no_recording"
+        if shutil.which("curl"):
+            r = subprocess.run(["curl", "-sS", "https://api.test.local/v1/not-recorded"], capture_output=True,
+                               timeout=30, env=env)
+            assert json.loads(r.stdout)["error"]["code"] == "no_recording", r.stderr
+        if shutil.which("node"):
+            script = NODE.replace("/v1/responses", "/v1/not-recorded")
+            r = subprocess.run([*node_cmd()[:-1], script, KEY], capture_output=True, text=True, timeout=60, env=env)
+            assert r.returncode == 0 and json.loads(r.stdout)["status"] == 404, r.stderr
+
+
+def test_har_round_trip_of_a_forward_cassette_is_identical_and_keeps_http2(recorded, tmp_path):
+    har, again = tmp_path / "f.har", tmp_path / "again.db"
+    assert run_cli("export", str(recorded["cassette"]), "--har", str(har)).returncode == 0
+    r = run_cli("import", str(har), "--cassette", str(again))
+    assert r.returncode == 0, r.stderr
+    one, two = (run_cli("inspect", "--text", str(p)).stdout for p in (recorded["cassette"], again))
+    assert one == two
+    assert one.startswith("# proxy cassette, schema 3, upstream (forward proxy),")
+    entries = json.loads(har.read_text())["log"]["entries"]
+    # curl offers h2 first and got HTTP/2 from the recorder (httpx lists http/1.1 first), the
+    # others HTTP/1.1: the export says which.
+    versions = {e["request"]["httpVersion"] for e in entries}
+    assert versions == {"HTTP/2.0", "HTTP/1.1"}, versions
+    h2 = [e for e in entries if e["request"]["httpVersion"] == "HTTP/2.0"]
+    assert all(e["response"]["httpVersion"] == "HTTP/2.0" for e in h2)
+    assert [e["request"]["url"] for e in h2] == [API + "/v1/chat/completions"]  # curl's
+
+
+UNTRUSTING_SDK = """
+import openai, sys
+client = openai.OpenAI(base_url="https://api.test.local/v1", api_key=sys.argv[1], max_retries=2)
+try:
+    client.models.list()
+except openai.APIConnectionError as e:
+    print(type(e).__name__)
+"""
+
+
+def test_a_client_that_does_not_trust_the_ca_is_told_once_per_host(recorded, confdir):
+    # The SDK's own message is only "Connection error."; the proxy says why, once per host
+    # however many connections (the SDK retries twice), and what to trust.
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    with proxy_proc("replay", "--mode", "forward", "--cassette", str(recorded["cassette"]), "--listen", "127.0.0.1:0",
+                    "--confdir", str(confdir)) as p:
+        env.update(HTTPS_PROXY=p.url, https_proxy=p.url, NO_PROXY="", no_proxy="")
+        r = subprocess.run([sys.executable, "-c", UNTRUSTING_SDK, KEY], capture_output=True, text=True, timeout=60,
+                           env=env, cwd=ROOT)
+        assert r.stdout.strip() == "APIConnectionError", r.stderr
+        if shutil.which("curl"):
+            assert subprocess.run(["curl", "-sS", "https://api.test.local/v1/models"], env=env, capture_output=True,
+                                  timeout=30).returncode != 0
+    lines = [ln for ln in p.err.splitlines() if "certificate" in ln]
+    assert len(lines) == 1, p.err
+    ca = str(confdir / "mitmproxy-ca-cert.pem")
+    assert "a client at 127.0.0.1:" in lines[0] and "rejected the proxy's certificate for api.test.local" in lines[0]
+    assert f"make it trust {ca}" in lines[0]
+
+
 def _ws_endings_cassette(path) -> None:
     """One WebSocket session per host, each ending another way: the server drops the
     connection (no close frame), closes with no status, closes with a code and reason."""

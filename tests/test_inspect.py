@@ -462,3 +462,51 @@ def test_summaries_understand_anthropic_gemini_bedrock_and_audio(tmp_path):
                             ("realtimeInput", "audio/pcm;rate=16000 3200 bytes"),
                             ("serverContent", "audio/pcm;rate=24000 3200 bytes"), ("serverContent", "turnComplete"),
                             ("response.output_audio.delta", "audio 3200 bytes"), ("binary", "640 bytes")]
+
+
+def make_forward(path):
+    """A forward-mode cassette: the same request to two hosts, with no Host header (HTTP/2)."""
+    with Cassette.create(path, upstream="(forward proxy)", mode="forward") as c:
+        for host in ("api.test.local", "tools.test.local"):
+            c.append(Interaction(Kind.HTTP, Request("GET", "/v1/models", "", [("accept", "*/*")], scheme="https",
+                                                    host=host, port=443),
+                                 Response(200, "OK", []), [Chunk(0.01, b"{}")], ttfb=0.005, duration=0.02,
+                                 end=End.COMPLETE, started_at=1000.0))
+    return path
+
+
+def test_the_origin_shows_in_every_view(tmp_path):
+    """Forward replay matches on scheme, host and port: every view shows them, the table
+    and the page within the path (a forward-mode cassette)."""
+    path = make_forward(tmp_path / "f.db")
+    table = run_cli("inspect", str(path)).stdout.splitlines()
+    assert table[3].split()[:4] == ["1", "http", "GET", "https://api.test.local/v1/models"]
+    assert table[4].split()[3] == "https://tools.test.local/v1/models"
+    assert "GET https://tools.test.local/v1/models -> 200" in run_cli("inspect", str(path), "2").stdout
+    rows = json.loads(run_cli("inspect", str(path), "--json").stdout)["interactions"]
+    assert [r["origin"] for r in rows] == ["https://api.test.local", "https://tools.test.local"]
+    one = json.loads(run_cli("inspect", str(path), "2", "--json").stdout)["request"]
+    assert (one["origin"], one["scheme"], one["host"], one["port"]) == (
+        "https://tools.test.local", "https", "tools.test.local", 443)
+    assert "  origin https://tools.test.local, port 443" in run_cli("inspect", "--text", str(path)).stdout.splitlines()
+    page = tmp_path / "f.html"
+    run_cli("inspect", str(path), "--html", str(page))
+    assert "<td>https://tools.test.local/v1/models</td>" in page.read_text()
+    # A base-URL cassette with one host keeps its table as it was: the path alone.
+    assert run_cli("inspect", str(make(tmp_path / "a.db"))).stdout.splitlines()[3].split()[3] == "/v1/responses"
+
+
+@pytest.mark.parametrize("column, value", [("host", "evil.test.local"), ("scheme", "http"), ("port", 8443)])
+def test_text_dump_shows_a_changed_origin(tmp_path, column, value):
+    """README's promise, for the one thing a forward-mode HTTP/2 request holds nowhere else."""
+    import sqlite3
+
+    a = make_forward(tmp_path / "a.db")
+    b = tmp_path / "b.db"
+    shutil.copy(a, b)
+    with sqlite3.connect(b) as conn:
+        conn.execute(f"UPDATE interactions SET {column} = ? WHERE seq = 1", (value,))
+    conn.close()
+    before, after = (run_cli("inspect", "--text", str(p)).stdout.splitlines() for p in (a, b))
+    assert [ln for ln in after if ln not in before]
+    assert run_cli("inspect", str(a), "1", "--json").stdout != run_cli("inspect", str(b), "1", "--json").stdout

@@ -143,3 +143,27 @@ def test_an_unrecorded_path_is_named_as_such_not_as_an_origin():
     miss = Matcher([rec(1)], FORWARD).match(req(path="/v2/models"))
     assert miss.reason == "no_recording" and "no recording for" not in miss.message
     assert miss.request == "GET https://api.test.local/v2/models"
+
+
+def test_order_and_the_nearest_of_a_miss_are_per_origin():
+    # #1 and #4 are the same request to two hosts: the first request to tools.test.local
+    # takes #4 in order (#1 is another host's), and a miss on api.test.local once its one
+    # recording is used names its own #1, not tools.test.local's.
+    m = Matcher([rec(1), rec(2, path="/v1/other"), rec(3, path="/v1/other"), rec(4, host="tools.test.local")],
+                FORWARD)
+    got = m.match(req(host="tools.test.local"))
+    assert got.seq == 4 and not got.out_of_order and got.note() is None
+    assert m.report()["out_of_order"] == 0
+    assert m.match(req()).seq == 1
+    miss = m.diagnose(m.match(req()))
+    assert miss.reason == "all_used" and "all 1 recording(s)" in miss.message
+    assert miss.nearest == "#1 GET /v1/models" and "origin" not in miss.diff
+
+
+def test_out_of_order_within_one_origin_is_still_reported():
+    one, other, three = rec(1), rec(2, host="tools.test.local"), rec(3)
+    one.request.body, three.request.body = b'{"x": 1}', b'{"x": 3}'
+    r = req()
+    r.body = b'{"x": 3}'
+    got = Matcher([one, other, three], FORWARD).match(r)
+    assert got.seq == 3 and got.out_of_order and got.expected_seq == 1

@@ -379,3 +379,13 @@ def test_a_key_alone_in_a_message_between_messages_of_key_characters_is_masked()
         out = f.feed(Direction.CLIENT, b"hello", 1) + f.feed(Direction.CLIENT, key, 2)
         out += f.feed(Direction.CLIENT, b"abc", 3) + f.finish()
         assert out == [(1, b"hello"), (2, marker(len(key))), (3, b"abc")], kind
+
+
+def test_a_request_body_nested_too_deep_for_json_is_scrubbed_as_bytes_not_an_error():
+    """With --redact-json-path the body is parsed first; a body nested deeper than the
+    parser's recursion limit (200 KB of "[") is not JSON to us. Raising instead stopped the
+    recorder: the request body is redacted on the writer thread, where any exception is a
+    failed write."""
+    r = Redactor.build(json_paths=["$.metadata.user_id"], environ={})
+    body = b"[" * 200_000
+    assert r.request_body(body, None) == (body, None)

@@ -102,3 +102,36 @@ def _plain(data: bytes) -> bytes:
     for h in R.detector.find(data):
         buf[h.start : h.end] = marker(h.end - h.start)
     return bytes(buf)
+
+
+# The faster searches of issue 15 (one anchor pass, base64 runs without a look-behind)
+# must find what the plain ones did; these plain forms are the reference.
+_B64_ALPHABET = "ABCxyz019+/_-="
+
+
+def _reference_find(detector, data: bytes, start: int, final: bool):
+    """Detector.find with every rule tried at every anchor (no one-pass pre-check)."""
+    import re
+
+    from proxy.redaction import Detector
+
+    plain = Detector.__new__(Detector)
+    plain.__dict__.update(detector.__dict__)
+    plain._any_anchor = re.compile(b"")  # matches everywhere: every rule is tried
+    return plain.find(data, start, final)
+
+
+@PROP
+@given(st.lists(st.one_of(st.text(_B64_ALPHABET, max_size=40), st.text(max_size=6),
+                          st.sampled_from(["sk-", "AKIA", "ccess_key=", "ession_token: ", "eyJ", "%3D", "\\n"]),
+                          st.sampled_from(STANDALONE).map(fake),
+                          st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())), max_size=12),
+       st.integers(0, 300), st.booleans())
+def test_the_faster_searches_find_what_the_plain_ones_did(pieces, start, final):
+    from proxy.redaction import _B64_RUN, _b64_matches
+
+    data = "".join(pieces).encode("utf-8", "surrogateescape")
+    assert [m.span() for m in _b64_matches(data)] == [m.span() for m in _B64_RUN.finditer(data)]
+    start = min(start, len(data))
+    d = R.detector
+    assert d.find(data, start, final) == _reference_find(d, data, start, final)

@@ -513,3 +513,23 @@ def test_events_read_ahead_are_each_recordings_own_and_damage_waits_until_asked_
         with pytest.raises(CassetteCorrupt, match="interaction 4: damaged events"):
             src.load_events(its[3])
         assert len(src.load_events(its[4]).chunks) == 8
+
+
+def test_a_file_older_than_the_http_version_column_is_read_and_appended_to(tmp_path):
+    import sqlite3
+
+    from proxy.model import End, Interaction, Kind, Request
+
+    path = tmp_path / "old.db"
+    with Cassette.create(path, upstream="x") as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/a", http_version="HTTP/2.0"), end=End.COMPLETE))
+    with Cassette.open(path) as c:
+        assert [it.request.http_version for it in c.interactions()] == ["HTTP/2.0"]
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE interactions DROP COLUMN http_version")
+    conn.close()
+    with Cassette.open_or_create(path) as c:
+        c.append(Interaction(Kind.HTTP, Request("GET", "/b", http_version="HTTP/1.1"), end=End.COMPLETE))
+    with Cassette.open(path) as c:
+        assert [(it.request.path, it.request.http_version) for it in c.interactions()] == [("/a", ""), ("/b", "")]
+        assert c.get(2).request.http_version == ""

@@ -252,3 +252,33 @@ def test_a_writer_call_that_raises_fails_the_writer_like_a_failed_write(tmp_path
     with pytest.raises(CassetteWriteFailed):
         w.close()
     assert [it["seq"] for it in read_all(path)] == [ok]  # the failed batch rolled back whole
+
+
+def test_a_flush_given_up_on_before_the_commit_does_not_stop_the_writer(tmp_path):
+    """The recorder awaits a flush through asyncio.wrap_future: a hook task cancelled while
+    it waits cancels the flush's future. The writer must still commit what was queued,
+    resolve the flushes after it, and report nothing missing that is in the file (a
+    resolution that raises on the writer thread would end it: every later write lost, the
+    later flushes never answered)."""
+    import threading
+    import time
+
+    path = tmp_path / "c.db"
+    w = CassetteWriter(Cassette.create(path))
+    started = threading.Event()
+
+    def slow(cassette):
+        started.set()
+        time.sleep(0.2)
+
+    seq = w.begin(http(1, chunks=0))
+    w.call(slow)
+    assert started.wait(5)
+    given_up = w.flush()
+    assert given_up.cancel()  # the writer is inside the batch before it: not yet answered
+    w.add_chunk(seq, Chunk(0.1, b"data: after\n\n"))
+    w.finish(seq, End.COMPLETE, duration=0.2)
+    w.flush().result(5)
+    w.close()
+    (it,) = read_all(path)
+    assert it["end"] == "complete" and len(it["chunks"]) == 1

@@ -38,7 +38,7 @@ def test_record_without_mitmproxy_says_what_to_install(tmp_path):
     code = BLOCK + "import sys; from proxy.cli import main; sys.argv = sys.argv[1:]; main()"
     r = subprocess.run([sys.executable, "-c", code, "proxy", "record", "--upstream", "http://127.0.0.1:9",
                         "--cassette", str(tmp_path / "c.db")], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert r.returncode == 2 and "pip install 'proxy[record]'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "pip install -e '.[record]'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_forward_replay_without_mitmproxy_says_what_to_install():
@@ -47,4 +47,4 @@ def test_forward_replay_without_mitmproxy_says_what_to_install():
                         str(ROOT / "cassettes" / "example.db"), "--listen", "127.0.0.1:0"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "forward mode needs mitmproxy" in r.stderr and "pip install 'proxy[record]'" in r.stderr
+    assert "forward mode needs mitmproxy" in r.stderr and "pip install -e '.[record]'" in r.stderr

@@ -16,7 +16,7 @@ from ..model import Interaction, origin
 from ..record import RedactionOptions
 from ..store import Cassette, CassetteError
 from .common import ConvertError, redact
-from .har import export_har, read_har
+from .har import export_har, load_har, read_har
 from .vcr import read_vcr
 
 __all__ = ["ConvertError", "FORMATS", "Imported", "export_har", "import_into", "read", "read_har", "read_vcr"]
@@ -44,6 +44,7 @@ class Imported:
     format: str
     interactions: list[Interaction]
     skipped: list[str] = field(default_factory=list)  # entries that could not be imported, and why
+    meta: dict[str, str] = field(default_factory=dict)  # our own export's upstream and mode
 
 
 def read(path: str | Path, fmt: str | None = None) -> Imported:
@@ -54,8 +55,8 @@ def read(path: str | Path, fmt: str | None = None) -> Imported:
     if fmt == "vcr":
         return Imported("vcr", read_vcr(path))
     if fmt == "har":
-        interactions, skipped = read_har(path)
-        return Imported("har", interactions, skipped)
+        interactions, skipped, meta = load_har(path)
+        return Imported("har", interactions, skipped, meta)
     raise ConvertError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -68,10 +69,13 @@ def import_into(sources: list[str | Path], cassette: str | Path, fmt: str | None
         raise ConvertError("nothing to import: " + "; ".join(s for imp in read_all for s in imp.skipped or ["no entries"]))
     first = interactions[0].request
     upstream = origin(first.scheme or "http", first.host, first.port)  # IPv6 in brackets
+    mode = "import"
+    if all(imp.meta.get("mode") == "forward" for imp in read_all):  # our export of forward-mode cassettes
+        upstream, mode = read_all[0].meta.get("upstream", upstream), "forward"
     if Path(cassette).exists():
         raise CassetteError(cassette, "already exists; import into a new cassette")
     redactor = redaction.redactor()
-    with Cassette.create(cassette, upstream=upstream, mode="import",
+    with Cassette.create(cassette, upstream=upstream, mode=mode,
                          imported_from=", ".join(f"{Path(s).name} ({imp.format})" for s, imp in zip(sources, read_all))
                          ) as c:
         for it in interactions:

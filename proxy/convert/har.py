@@ -16,7 +16,8 @@ Writing: every entry valid HAR 1.2 (the fields Chrome DevTools and other viewers
 require), bodies decoded from their content encoding, WebSocket frames as
 ``_webSocketMessages``, and a ``_proxy`` extension with what HAR has no place for
 (chunk boundaries and offsets, the raw body when it was content-encoded, exact timing,
-how the interaction ended, the close), so export -> import gives the cassette back.
+how the interaction ended, the close; on the log, the cassette's upstream and mode), so
+export -> import gives the cassette back, a forward-mode one still in forward mode.
 """
 
 from __future__ import annotations
@@ -118,9 +119,12 @@ def _request(entry: dict, ws: bool, writer: str = "") -> Request:
             body = decode_body(body, encoding)
         except DecodeError:
             pass  # HAR tools store request bodies decoded already
+    ext = entry.get("_proxy") or {}
+    # Our own export says when its httpVersion is only HAR's required placeholder (not recorded).
+    version = ext["httpVersion"] if "httpVersion" in ext else raw.get("httpVersion")
     return Request(method=str(raw.get("method", "GET")).upper(), path=parts.path or "/", query=parts.query,
                    headers=headers, body=body, body_encoding=encoding, scheme=scheme, host=parts.hostname or "",
-                   port=parts.port or (443 if scheme == "https" else 80))
+                   port=parts.port or (443 if scheme == "https" else 80), http_version=str(version or ""))
 
 
 def _entry(entry: dict, writer: str = "") -> Interaction | None:
@@ -186,11 +190,20 @@ def _entry(entry: dict, writer: str = "") -> Interaction | None:
 
 def read_har(path: str | Path) -> tuple[list[Interaction], list[str]]:
     """(interactions in the file's order, why entries were skipped)."""
+    interactions, skipped, _ = load_har(path)
+    return interactions, skipped
+
+
+def load_har(path: str | Path) -> tuple[list[Interaction], list[str], dict[str, str]]:
+    """``read_har`` and the cassette's own ``upstream`` and ``mode`` when the file is our
+    export (its log's ``_proxy``), so a forward-mode cassette comes back one."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         entries = doc["log"]["entries"]
         writer = str((doc["log"].get("creator") or {}).get("name") or "")
+        ext = doc["log"].get("_proxy") if writer == "proxy" else None
+        meta = {k: str(ext[k]) for k in ("upstream", "mode") if ext.get(k)} if isinstance(ext, dict) else {}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConvertError(f"{path}: not a HAR file ({e!r})") from None
     out, skipped = [], []
@@ -207,7 +220,7 @@ def read_har(path: str | Path) -> tuple[list[Interaction], list[str]]:
             skipped.append(f"entry {i} {url}: {error}")
         else:
             out.append(it)
-    return out, skipped
+    return out, skipped, meta
 
 
 # -- writing -----------------------------------------------------------------
@@ -246,6 +259,9 @@ def _export(it: Interaction, default_origin: str) -> dict:
                  "end": it.end.value}
     if it.end_detail:
         ext["endDetail"] = it.end_detail
+    version = req.http_version or "HTTP/1.1"  # HAR requires one; a cassette made before it was recorded has none
+    if not req.http_version:
+        ext["httpVersion"] = None
     mime = req.header("content-type") or ""
     entry: dict = {
         "startedDateTime": _iso(it.started_at),
@@ -253,7 +269,7 @@ def _export(it: Interaction, default_origin: str) -> dict:
         "request": {
             "method": req.method,
             "url": _url(it, default_origin),
-            "httpVersion": "HTTP/1.1",
+            "httpVersion": version,
             "cookies": [],
             "headers": _name_values(req.headers),
             "queryString": _name_values(parse_qsl(req.query, keep_blank_values=True)),
@@ -271,7 +287,7 @@ def _export(it: Interaction, default_origin: str) -> dict:
     headers = resp.headers if resp else []
     ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
     response = {"status": resp.status if resp else 0, "statusText": resp.reason if resp else "",
-                "httpVersion": "HTTP/1.1", "cookies": [], "headers": _name_values(headers),
+                "httpVersion": version, "cookies": [], "headers": _name_values(headers),
                 "content": {"size": 0, "mimeType": ctype},
                 "redirectURL": next((v for k, v in headers if k.lower() == "location"), ""),
                 "headersSize": -1, "bodySize": -1}
@@ -309,9 +325,12 @@ def _export(it: Interaction, default_origin: str) -> dict:
 
 def export_har(c: Cassette) -> dict:
     """The cassette as a HAR 1.2 document (a dict; ``json.dump`` it)."""
-    upstream = str(dict(c.meta).get("upstream") or "")
+    meta = dict(c.meta)
+    upstream = str(meta.get("upstream") or "")
     origin = upstream if upstream.startswith(("http://", "https://")) else "http://localhost"
     entries = [_export(it, origin.rstrip("/")) for it in c.interactions()]
+    # What the cassette is, beyond its entries: a forward-mode one matches on origin when replayed.
+    ext = {k: meta[k] for k in ("upstream", "mode") if meta.get(k)}
     return {"log": {"version": "1.2", "creator": {"name": "proxy", "version": _VERSION,
                                                   "comment": f"exported from {c.path}"},
-                    "pages": [], "entries": entries}}
+                    "pages": [], "entries": entries, "_proxy": ext}}

@@ -8,7 +8,7 @@ import sys
 from ..model import Kind
 from ..store import Cassette
 from .view import (body_text, data_view, detail, fmt_ms, listing, listing_head, listing_rows, printable,
-                   response_body)
+                   response_body, show_origin)
 
 
 def _console():
@@ -75,8 +75,10 @@ def show_list(c: Cassette, as_json: bool) -> None:
     block: list[list[str]] = []
     first = True
     style = lambda r: "" if r[-1] == "complete" else "red"  # noqa: E731
+    origins = show_origin(c)  # forward mode, or several hosts: the host is part of the request
     for r in listing_rows(c):
-        block.append([str(r["n"]), printable(r["kind"]), printable(r["method"]), printable(r["path"]), str(r["status"] or "-"),
+        path = (r["origin"] if origins else "") + r["path"]
+        block.append([str(r["n"]), printable(r["kind"]), printable(r["method"]), printable(path), str(r["status"] or "-"),
                       str(r["events"]), str(r["bytes"]), fmt_ms(r["ttfb_ms"]), fmt_ms(r["duration_ms"]),
                       printable(r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else ""))])
         if len(block) >= (FIRST_BLOCK if first else BLOCK):
@@ -95,7 +97,8 @@ def show_one(c: Cassette, seq: int, as_json: bool) -> None:
     req, resp = view["request"], view["response"]
     status = f"{resp['status']} {resp['reason']}" if resp else "no response"
     end = view["end"] + (": " + view["end_detail"] if view["end_detail"] else "")
-    _out(console, f"#{view['n']} {view['kind']} {req['method']} {req['target']} -> {status}  ({end})", "bold")
+    where = (req["origin"] if show_origin(c) else "") + req["target"]  # as the table shows it
+    _out(console, f"#{view['n']} {view['kind']} {req['method']} {where} -> {status}  ({end})", "bold")
     timing = "accept delay" if view["kind"] == "websocket" else "time to headers"
     _out(console, f"{timing} {fmt_ms(view['ttfb_ms'])}, duration {fmt_ms(view['duration_ms'])}")
     _out(console, "\nrequest headers", "bold")

@@ -18,7 +18,7 @@ import math
 
 from ..model import Direction, Kind
 from ..store import Cassette
-from .view import detail, fmt_ms, listing, number
+from .view import detail, fmt_ms, listing, number, show_origin
 
 BODY_LIMIT = 256 * 1024  # bytes of one body shown on the page; --json and --body have all
 
@@ -145,7 +145,10 @@ def _events(d: dict) -> str:
 def _detail(d: dict) -> str:
     req, resp = d["request"], d["response"]
     timing = "accept delay" if d["kind"] == "websocket" else "time to headers"
-    parts = [f"<p>{_e(timing)} {_e(fmt_ms(d['ttfb_ms']) or '-')}, duration {_e(fmt_ms(d['duration_ms']) or '-')}, "
+    parts = [f"<p>{_e(req['method'])} {_e(req['origin'])}{_e(req['target'])} (scheme {_e(req['scheme'])}, "
+             f"host {_e(req['host'] or '-')}, port {_e(req['port'])}"
+             f"{', ' + _e(req['http_version']) if req['http_version'] else ''})</p>",
+             f"<p>{_e(timing)} {_e(fmt_ms(d['ttfb_ms']) or '-')}, duration {_e(fmt_ms(d['duration_ms']) or '-')}, "
              f"end {_e(d['end'])}{(': ' + _e(d['end_detail'])) if d['end_detail'] else ''}</p>",
              f"<h3>request headers</h3>{_headers(req['headers'])}",
              _body(req["body"], "request body" + (f", sent as {req['body_encoding']}" if req["body_encoding"] else ""))]
@@ -162,7 +165,7 @@ def _detail(d: dict) -> str:
     return "".join(parts)
 
 
-def _waterfall(its, starts) -> str:
+def _waterfall(its, starts, origins: bool = False) -> str:
     t0 = min(starts, default=0.0)
     spans = [(s - t0, s - t0 + (number(it.duration) or 0.0)) for it, s in zip(its, starts)]
     total = max((e for _, e in spans), default=0.0) or 1.0
@@ -181,7 +184,8 @@ def _waterfall(its, starts) -> str:
     for row, (it, (start, end)) in enumerate(zip(its, spans)):
         y = row * row_h + 4
         svg.append(f'<g id="w{row}">')
-        label = f"#{it.seq} {it.kind.value} {it.request.method} {it.request.target}"[:40]
+        where = (it.request.origin if origins and it.request.host else "") + it.request.target
+        label = f"#{it.seq} {it.kind.value} {it.request.method} {where}"[:40]
         svg.append(f'<text x="4" y="{y + 14}">{_e(label)}</text>')
         svg.append(f'<rect class="bar" x="{x(start):.1f}" y="{y + 3}" width="{max(1.0, x(end) - x(start)):.1f}" '
                    f'height="14" fill="#dde7f5"/>')
@@ -207,17 +211,19 @@ def html_page(c: Cassette) -> str:
     view = listing(c)
     its = list(c.interactions())
     starts = [number(it.started_at) or 0.0 for it in its]
+    origins = show_origin(c)  # forward mode, or several hosts: the host is part of the request
     rows = []
     for i, (r, it) in enumerate(zip(view["interactions"], its)):
+        path = (r["origin"] if origins else "") + r["path"]
         status = r["status"]
         cls = outcome(status, r["end"])
         sclass = f"{status // 100}xx" if isinstance(status, int) else ""
         end = r["end"] + (f" ({r['end_detail']})" if r["end"] != "complete" and r["end_detail"] else "")
         rows.append(
-            f'<tr class="it {cls}" data-i="{i}" data-path="{_e(r["path"])}" data-outcome="{cls}" data-sclass="{sclass}" '
+            f'<tr class="it {cls}" data-i="{i}" data-path="{_e(path)}" data-outcome="{cls}" data-sclass="{sclass}" '
             f'tabindex="0" aria-expanded="false" aria-controls="d{i}">'
             f"<td class=num>{_e(r['n'])}</td><td>{_e(r['kind'])}</td><td>{_e(r['method'])}</td>"
-            f"<td>{_e(r['path'])}</td><td class='num status'>{_e(status if status is not None else '-')}</td>"
+            f"<td>{_e(path)}</td><td class='num status'>{_e(status if status is not None else '-')}</td>"
             f"<td class=num>{_e(r['events'])}</td><td class=num>{_e(r['bytes'])}</td>"
             f"<td class=num>{_e(fmt_ms(r['ttfb_ms']))}</td><td class=num>{_e(fmt_ms(r['duration_ms']))}</td>"
             f"<td class=end>{_e(end)}</td></tr>"
@@ -237,6 +243,6 @@ def html_page(c: Cassette) -> str:
         f'<select id="filter-status" aria-label="filter by status">{options}</select><span id="shown"></span></p>'
         "<table id=interactions><tr><th>#</th><th>kind</th><th>method</th><th>path</th><th>status</th>"
         "<th>chunks/frames</th><th>bytes</th><th>ttfb/accept</th><th>duration</th><th>end</th></tr>"
-        + "".join(rows) + "</table><h2>Timeline</h2>" + legend + _waterfall(its, starts)
+        + "".join(rows) + "</table><h2>Timeline</h2>" + legend + _waterfall(its, starts, origins)
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )

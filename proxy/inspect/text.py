@@ -1,8 +1,8 @@
 """``proxy inspect --text``: everything a cassette holds as stable plain text, for
-``git diff`` (textconv): every header, the request body, every response chunk and
-WebSocket frame in full with its offset and size (decoded from its content encoding;
-binary as a hex dump; a JSON request body pretty-printed when that loses nothing), the
-close. A change to any byte shows up as a changed line.
+``git diff`` (textconv): where each request went (scheme, host, port), every header, the
+request body, every response chunk and WebSocket frame in full with its offset and size
+(decoded from its content encoding; binary as a hex dump; a JSON request body
+pretty-printed when that loses nothing), the close. A change to any byte shows up as a changed line.
 Control characters are escaped; no colours, no terminal width, no wall-clock fields."""
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def text_dump(c: Cassette, seq: int | None = None) -> str:
         end = d["end"] + (": " + d["end_detail"] if d["end_detail"] else "")
         out.append(printable(f"== #{d['n']} {d['kind']} {req['method']} {req['target']} -> "
                              f"{resp['status'] if resp else '-'} ({end})"))
+        # As stored (not model.origin's spelling): a changed case or default port is a changed line.
+        version = f", {req['http_version']}" if req["http_version"] else ""
+        out.append(printable(f"  origin {req['scheme']}://{req['host']}, port {req['port']}{version}"))
         out += [printable(f"> {k}: {v}") for k, v in req["headers"]]
         req["body"] = _as_sent(req["body"], it.request.body)
         if req["body"]["size"]:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from ..encoding import DecodeError, Decoder, decode_body
 from ..eventstream import CONTENT_TYPE as EVENTSTREAM, EventStreamError, EventStreamParser
 from ..events import short, summarize
-from ..model import Interaction, Kind
+from ..model import Interaction, Kind, origin
 from ..sse import SSEParser
 from ..sse import summarize as summarize_sse
 from ..store import Cassette
@@ -69,6 +69,18 @@ def fmt_ms(v) -> str:
 
 # -- the list ----------------------------------------------------------------
 
+def origin_of(scheme, host, port) -> str:
+    """``scheme://host[:port]`` (``model.origin``, what forward replay matches on), or ""
+    when no host was recorded (a base-URL recording made without one)."""
+    return origin(str(scheme or ""), str(host), integer(port) or 0) if host else ""
+
+
+def show_origin(c: Cassette) -> bool:
+    """Whether the table shows each row's origin: when the host is part of what replay
+    matches (a forward-mode cassette) or the rows went to more than one origin."""
+    return dict(c.meta).get("mode") == "forward" or len(c.origins(2)) > 1
+
+
 def listing_rows(c: Cassette) -> Iterator[dict]:
     """The rows of ``listing()``, streamed from the file (the first come at once, whatever
     the cassette's size)."""
@@ -78,6 +90,7 @@ def listing_rows(c: Cassette) -> Iterator[dict]:
             "n": integer(r["seq"]),
             "kind": str(r["kind"] or ""),
             "method": str(r["method"] or ""),
+            "origin": origin_of(r["scheme"], r["host"], r["port"]),
             "path": str(r["path"] or "") + ("?" + query if query else ""),
             "status": integer(r["status"]),
             "events": integer(r["event_count"]),
@@ -97,6 +110,7 @@ def listing_head(c: Cassette, count: int) -> dict:
         "schema_version": c.schema_version,
         "recorded_at": meta.get("created_at"),
         "upstream": meta.get("upstream"),
+        "mode": meta.get("mode"),
         "count": count,
     }
 
@@ -246,6 +260,11 @@ def detail(it: Interaction) -> dict:
         "kind": it.kind.value,
         "request": {
             "method": str(it.request.method),
+            "origin": origin_of(it.request.scheme, it.request.host, it.request.port),
+            "scheme": str(it.request.scheme),
+            "host": str(it.request.host),
+            "port": integer(it.request.port),
+            "http_version": str(it.request.http_version or ""),
             "target": str(it.request.target),
             "headers": [[str(k), str(v)] for k, v in it.request.headers],
             "body_encoding": it.request.body_encoding,

@@ -40,7 +40,8 @@ chunks through a streaming redactor that catches a key split across chunks and k
 every chunk's size and offset (it may store a chunk a little later than it passed: at
 most until the bytes after it show no key runs across its end); a compressed response
 is decoded, scrubbed and stored as it came, or re-encoded chunk by chunk (with a true
-content-length) when it held a secret, once it ends; WebSocket messages whole and per
+content-length, or one past the stored bytes when the body was cut) when it held a
+secret, once it ends; WebSocket messages whole and per
 direction as a stream. What the client receives is never changed.
 """
 
@@ -75,15 +76,15 @@ def _format_error(status: int, message: str) -> bytes:
         return f"<html><body><h1>{status}</h1><p>{message}</p></body></html>".encode()
 
 
-BACKLOG = 64 * 1024  # body bytes queued for redaction beyond which a chunk waits for the writer
+BACKLOG = 64 * 1024  # bytes of one interaction queued and not committed beyond which it waits for the writer
 
 
 class _Live:
     """An interaction in flight. (A plain class: mitmproxy runs this file as a script that
     is not in sys.modules while it loads, which @dataclass needs.)"""
 
-    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames", "scrubbed",
-                 "waiter")
+    __slots__ = ("iid", "t0", "kind", "body_bytes", "frames_seen", "response", "ttfb", "body", "frames", "queued",
+                 "written", "committed", "waiter")
 
     def __init__(self, iid: int, t0: float) -> None:
         self.iid, self.t0 = iid, t0
@@ -94,8 +95,10 @@ class _Live:
         self.ttfb: float | None = None
         self.body = None  # the response body's stream redactor
         self.frames = None  # the session's FrameRedactor
-        self.scrubbed = 0  # body bytes the writer thread has redacted (body_bytes: queued)
-        self.waiter: tuple[int, threading.Event] | None = None  # the loop waits until scrubbed reaches it
+        # bytes of body chunks or messages: handed to the writer (by the loop), redacted and
+        # written (by the writer thread), committed (set by the writer thread once on disk)
+        self.queued = self.written = self.committed = 0
+        self.waiter: tuple[int, threading.Event] | None = None  # the loop waits until committed reaches it
 
 
 async def _flushed(writer: CassetteWriter) -> None:
@@ -115,16 +118,24 @@ def _upstream(modes: Sequence[str]) -> tuple[str, str]:
 # interaction's ``response``, ``body`` and ``frames`` are touched only here once the
 # response began.
 
+def _encoding(headers: list) -> str | None:
+    """The Content-Encoding of these headers, all its lines joined ("gzip" and "br" on two
+    lines are "gzip, br", as mitmproxy's ``headers.get`` has it): a layer left out
+    would hide a key from the scan."""
+    values = [v for k, v in headers if k.lower() == "content-encoding"]
+    return ", ".join(values) if values else None
+
+
 def _stored_request(redactor: Redactor, method: str, target: str, headers: list, raw: bytes, scheme: str,
-                    host: str, port: int, started_at: float) -> Interaction:
-    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
+                    host: str, port: int, started_at: float, http_version: str) -> Interaction:
+    encoding = _encoding(headers)
     path, _, query = target.partition("?")
     path = redactor.path(path)
     body, problem = redactor.request_body(raw, encoding)
     if problem:
         log.warning("%s %s: request body stored as a marker, not as sent (%s)", method, path, problem)
     req = Request(method=method, path=path, query=redactor.query(query), headers=redactor.headers(headers),
-                  body=body, body_encoding=encoding, scheme=scheme, host=host, port=port)
+                  body=body, body_encoding=encoding, scheme=scheme, host=host, port=port, http_version=http_version)
     return Interaction(Kind.HTTP, req, started_at=started_at)
 
 
@@ -135,25 +146,34 @@ def _store_response(cassette, redactor: Redactor, live: _Live, status: int, reas
     if is_ws:
         live.frames = redactor.frames()
     else:
-        live.body = redactor.response_body(next((v for k, v in headers if k.lower() == "content-encoding"), None))
+        live.body = redactor.response_body(_encoding(headers))
 
 
-def _store_chunk(cassette, live: _Live, offset: float, data: bytes) -> None:
+def _store_chunk(cassette, writer: CassetteWriter, live: _Live, offset: float, data: bytes) -> None:
     if live.body is not None:  # else already ended (a chunk queued after the stop cut it)
         for t, clean in live.body.feed(data, offset):
             cassette.add_chunk(live.iid, Chunk(t, clean))
-    live.scrubbed += len(data)
+    _written(writer, live, len(data))
+
+
+def _store_message(cassette, writer: CassetteWriter, live: _Live, tag: Frame, payload: bytes) -> None:
+    if live.frames is not None:  # else already ended
+        for frame, clean in live.frames.feed(tag.direction, payload, tag):
+            frame.payload = clean
+            cassette.add_frame(live.iid, frame)
+    _written(writer, live, len(payload))
+
+
+def _written(writer: CassetteWriter, live: _Live, n: int) -> None:
+    live.written += n
+    writer.after_commit(_committed, live, live.written)
+
+
+def _committed(live: _Live, n: int) -> None:
+    live.committed = n
     waiter = live.waiter
-    if waiter is not None and live.scrubbed >= waiter[0]:
+    if waiter is not None and n >= waiter[0]:
         waiter[1].set()
-
-
-def _store_message(cassette, live: _Live, tag: Frame, payload: bytes) -> None:
-    if live.frames is None:  # already ended
-        return
-    for frame, clean in live.frames.feed(tag.direction, payload, tag):
-        frame.payload = clean
-        cassette.add_frame(live.iid, frame)
 
 
 def _end_stored_frames(cassette, live: _Live) -> None:
@@ -165,9 +185,11 @@ def _end_stored_frames(cassette, live: _Live) -> None:
         cassette.add_frame(live.iid, frame)
 
 
-def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str, str] | None) -> None:
+def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str, str] | None,
+                     complete: bool) -> None:
     """Store what the body redactor still holds; fix a content-length the re-encoding of a
-    compressed body made untrue."""
+    compressed body made untrue. A body cut short keeps a content-length past what is
+    stored (the recorded one, unless re-encoding outgrew it), so its replay is cut too."""
     if live.body is None:
         return
     body, live.body = live.body, None
@@ -178,10 +200,36 @@ def _end_stored_body(cassette, redactor: Redactor, live: _Live, label: tuple[str
     if body.warning:
         what = f"{label[0]} {redactor.path(label[1])}" if label else "a response cut by the stop"
         log.warning("%s: %s", what, body.warning)
-    if body.length_changed and live.response is not None and live.response.header("content-length") is not None:
-        headers = [(k, str(stored) if k.lower() == "content-length" else v) for k, v in live.response.headers]
+    length = live.response.header("content-length") if live.response is not None else None
+    if body.length_changed and length is not None:
+        declared = stored
+        if not complete:  # the client saw fewer bytes than promised: so must its replay
+            declared = int(length) if length.isdigit() and int(length) > stored else stored + 1
+        headers = [(k, str(declared) if k.lower() == "content-length" else v) for k, v in live.response.headers]
         live.response = Response(live.response.status, live.response.reason, headers)
         cassette.set_response(live.iid, live.response, live.ttfb)
+
+
+def _bounded(live: _Live, writer: CassetteWriter, n: int) -> None:
+    """Count ``n`` more bytes of ``live`` queued (a chunk or a message); past BACKLOG not
+    committed, hold the loop until the writer has committed every byte before these. A
+    body or a WebSocket session that comes faster than it can be scrubbed (megabytes of
+    base64, say) is slowed to that pace as it passes, as the client would see it
+    recorded, instead of its end waiting for the backlog; a recorder killed meanwhile
+    loses at most BACKLOG bytes of it, or the last chunk or message when that is bigger
+    (which goes on at once: one big message does not wait for its own redaction)."""
+    live.queued += n
+    if live.queued - live.committed <= BACKLOG:
+        return
+    before = live.queued - n
+    done = threading.Event()
+    live.waiter = (before, done)
+    writer.hurry()
+    # (the loop is held, so nothing else of it changes meanwhile: only the writer can fail,
+    # and then nothing more is committed)
+    while live.committed < before and writer.error is None and writer.running:
+        done.wait(0.05)
+    live.waiter = None
 
 
 class Recorder:
@@ -300,7 +348,7 @@ class Recorder:
         r = flow.request
         # Redacted and built on the writer thread: the request goes upstream without waiting for it.
         what = (self.redactor, r.method, r.path, list(r.headers.items(multi=True)), r.raw_content or b"", r.scheme,
-                r.host, r.port, r.timestamp_start)
+                r.host, r.port, r.timestamp_start, r.http_version)
         try:
             seq = self.cassette.begin_with(lambda _: _stored_request(*what))
         except CassetteError:
@@ -327,30 +375,17 @@ class Recorder:
             # the writer thread, which stores the chunks in order once they are scrubbed.
             if data and self.live.get(flow.id) is live:  # b"" marks the end; not live: cut by the stop
                 live.body_bytes += len(data)
-                writer.call(_store_chunk, live, time.time() - t0, data)
-                if live.body_bytes - live.scrubbed > BACKLOG:
-                    self._catch_up(flow, live, writer)
+                writer.call(_store_chunk, writer, live, time.time() - t0, data)
+                _bounded(live, writer, len(data))
             return data
 
         resp.stream = stream
 
-    def _catch_up(self, flow: http.HTTPFlow, live: _Live, writer: CassetteWriter) -> None:
-        """Hold this chunk until the writer has redacted it: a body that comes faster than
-        it can be scrubbed (megabytes of base64, say) is slowed to that pace as it passes,
-        as the client would see it recorded, instead of its end waiting for the backlog."""
-        done = threading.Event()
-        live.waiter = (live.body_bytes, done)
-        writer.hurry()
-        while live.scrubbed < live.body_bytes and not done.wait(0.05):
-            if writer.error is not None or self.live.get(flow.id) is not live or self.cassette is not writer:
-                break
-        live.waiter = None
-
-    def _end_body(self, flow: http.HTTPFlow | None, live: _Live) -> None:
+    def _end_body(self, flow: http.HTTPFlow | None, live: _Live, complete: bool = False) -> None:
         """Store the chunks the body redactor still holds (on the writer thread, in order)."""
         if live.kind is Kind.HTTP and live.ttfb is not None:
             label = (flow.request.method, flow.request.path.partition("?")[0]) if flow else None
-            self.cassette.call(_end_stored_body, self.redactor, live, label)
+            self.cassette.call(_end_stored_body, self.redactor, live, label, complete)
 
     def _end_frames(self, live: _Live) -> None:
         """Store the messages the frame redactor still holds (on the writer thread, in order)."""
@@ -362,7 +397,7 @@ class Recorder:
         if live is None or live.kind is Kind.WEBSOCKET:
             return
         del self.live[flow.id]
-        self._end_body(flow, live)
+        self._end_body(flow, live, complete=True)
         end_t = flow.response.timestamp_end or time.time()
         self.cassette.finish(live.iid, End.COMPLETE, duration=end_t - live.t0)
         await self._done(flow, live, End.COMPLETE)
@@ -408,7 +443,8 @@ class Recorder:
         direction = Direction.CLIENT if msg.from_client else Direction.SERVER
         # the Frame rides along as the tag; its payload is set when the redactor releases it
         tag = Frame(direction, msg.is_text, msg.timestamp - live.t0, b"")
-        self.cassette.call(_store_message, live, tag, msg.content)
+        self.cassette.call(_store_message, self.cassette, live, tag, msg.content)
+        _bounded(live, self.cassette, len(msg.content))
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         live = self.live.pop(flow.id, None)

@@ -18,10 +18,15 @@ request goes to its real host and the record addon records it.
 
 from __future__ import annotations
 
+import logging
+
 from mitmproxy import http
+from mitmproxy.utils import human
 
 from proxy.headers import ORIGIN_HEADER
 from proxy.model import origin
+
+log = logging.getLogger("proxy.front")
 
 RELAY_HEADER = "x-proxy-relay"
 REPLAYED = "proxy_replayed"  # flow.metadata key: answered by the replay server, not to be recorded
@@ -94,3 +99,37 @@ class Retarget:
 
     def client_disconnected(self, client) -> None:
         self.relay_clients.discard(client.id)
+
+
+class TrustHint:
+    """One line when a client's TLS handshake with the proxy fails, once per host.
+
+    A client that does not trust the CA only says "connection error"; mitmproxy knows why
+    but runs here without its log. Its ``tls_failed_client`` hook gets the connection with
+    mitmproxy's reading of the failure in ``error`` ("The client does not trust the
+    proxy's certificate for HOST (...)"); a handshake cut before its ClientHello ("connection
+    closed early": a port check, say) is no one's mistake and passes in silence."""
+
+    def __init__(self, ca: str):
+        self.ca = ca
+        self.told: set[str] = set()
+
+    def tls_failed_client(self, data) -> None:
+        conn = data.conn
+        err = str(conn.error or "")
+        if err == "connection closed early":
+            return
+        server = data.context.server.address
+        host = conn.sni or (human.format_address(server) if server else "?")
+        if host in self.told:
+            return
+        self.told.add(host)
+        client = human.format_address(conn.peername) if conn.peername else "?"
+        fix = f"make it trust {self.ca} (SSL_CERT_FILE / REQUESTS_CA_BUNDLE for Python, NODE_EXTRA_CA_CERTS for Node)"
+        if "does not trust" in err:
+            log.warning("a client at %s rejected the proxy's certificate for %s: %s", client, host, fix)
+        elif "may not trust" in err or "disconnected during the handshake" in err:
+            log.warning("a client at %s ended the TLS handshake for %s (%s); if it does not trust the proxy's "
+                        "certificate, %s", client, host, err, fix)
+        else:
+            log.warning("the TLS handshake with a client at %s for %s failed: %s", client, host, err)

@@ -22,7 +22,7 @@ from ..net import Listening, PortInUse, bind
 from . import RecordConfig, RecordError
 from .addon import Recorder
 from .connect_to import ConnectTo
-from .front import RELAY_HEADER, Retarget
+from .front import RELAY_HEADER, Retarget, TrustHint
 from .ready import Ready
 
 log = logging.getLogger("proxy.record")
@@ -74,7 +74,7 @@ class _InProcess:
                      options_: dict) -> tuple[str, int]:
         check_port_free(host, port)
         # mitmproxy would only log that it cannot make its CA, and exit without saying why.
-        ca_path(confdir or DEFAULT_CONFDIR)
+        ca = ca_path(confdir or DEFAULT_CONFDIR)
         ready = asyncio.get_running_loop().create_future()
 
         def on_listening(h: str, p: int) -> None:
@@ -85,7 +85,7 @@ class _InProcess:
         if confdir:
             opts.update(confdir=os.path.expanduser(confdir))
         self.master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-        self.master.addons.add(*addons, Ready(on_listening))
+        self.master.addons.add(*addons, TrustHint(ca), Ready(on_listening))
         try:
             opts.update(**options_)
         except exceptions.OptionsError as e:

@@ -33,11 +33,13 @@ FROM = "interactions i LEFT JOIN request_bodies b ON b.seq = i.seq"
 _S, _I, _R, _B = (str,), (int,), (float, int), (bytes,)
 _N = (type(None),)
 ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, _S + _N, _R + _N, _R + _N, _S, _S,
-             _I + _N, _S + _N, _S + _N, _B + _N, _I, _I)
+             _I + _N, _S + _N, _S + _N, _B + _N, _I, _I, _S + _N)
+# ROW and, where the file has the column (schema.OPTIONAL), the client's HTTP version.
+ROW_FULL = ROW + ", i.http_version"
 
 SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
-           "event_count", "body_bytes", "close_code")
-SUMMARY_TYPES = (_I, _S, _R, _S, _S, _S, _I + _N, _R + _N, _R + _N, _S, _S, _I, _I, _I + _N)
+           "event_count", "body_bytes", "close_code", "scheme", "host", "port")
+SUMMARY_TYPES = (_I, _S, _R, _S, _S, _S, _I + _N, _R + _N, _R + _N, _S, _S, _I, _I, _I + _N, _S, _S, _I)
 
 
 class CassetteReader:
@@ -48,6 +50,9 @@ class CassetteReader:
         self.meta = meta
         self._conn = conn
         self._blobs = Blobs(self._dictionary)
+        have = {r[1] for r in conn.execute("PRAGMA table_info(interactions)")}
+        self.has_http_version = "http_version" in have
+        self._row = ROW_FULL if self.has_http_version else ROW
 
     # -- opening -------------------------------------------------------------
 
@@ -107,6 +112,10 @@ class CassetteReader:
     def last_seq(self) -> int:
         return self._read("SELECT coalesce(max(seq), 0) FROM interactions").fetchone()[0]
 
+    def origins(self, limit: int = 2) -> list[tuple]:
+        """Distinct (scheme, host, port) the interactions were sent to, at most ``limit``."""
+        return [tuple(r) for r in self._read("SELECT DISTINCT scheme, host, port FROM interactions LIMIT ?", (limit,))]
+
     def summaries(self) -> Iterator[dict]:
         """One dict per interaction in recorded order, without headers or bodies; streamed
         from the file, so the first rows come at once whatever the cassette's size."""
@@ -121,7 +130,7 @@ class CassetteReader:
     def interactions(self, with_events: bool = True) -> Iterator[Interaction]:
         """Every interaction in recorded order, streamed. ``with_events=False`` leaves chunks
         and frames out: :meth:`load_events` reads (and checks) them when they are wanted."""
-        rows = self._rows(self._read(f"SELECT {ROW} FROM {FROM} ORDER BY i.seq"))
+        rows = self._rows(self._read(f"SELECT {self._row} FROM {FROM} ORDER BY i.seq"))
         if not with_events:
             for r in rows:
                 yield self._build(r)
@@ -162,7 +171,7 @@ class CassetteReader:
         return n
 
     def get(self, seq: int) -> Interaction:
-        row = self._read(f"SELECT {ROW} FROM {FROM} WHERE i.seq = ?", (seq,)).fetchone()
+        row = self._read(f"SELECT {self._row} FROM {FROM} WHERE i.seq = ?", (seq,)).fetchone()
         if row is None:
             raise KeyError(seq)
         return self.load_events(self._build(row))
@@ -235,7 +244,8 @@ class CassetteReader:
             if len(body) != r[23]:  # a lost request_bodies row is damage, not an empty body
                 raise Damaged(f"{len(body)} bytes stored, the row counts {r[23]}")
             req = Request(method=r[2], path=r[6], query=r[7], headers=_headers(r[9]), body=body,
-                          body_encoding=r[10], scheme=r[3], host=r[4], port=r[5])
+                          body_encoding=r[10], scheme=r[3], host=r[4], port=r[5],
+                          http_version=(r[24] or "") if len(r) > 24 else "")
             resp = None if r[11] is None else Response(status=r[11], reason=r[12] or "", headers=_headers(r[13]))
             it = Interaction(kind=Kind(r[1]), request=req, response=resp, ttfb=r[14], duration=r[15], end=End(r[16]),
                              end_detail=r[17], started_at=r[8], id=seq, seq=seq)
@@ -260,7 +270,7 @@ def _check_types(r: tuple) -> None:
     for value, types in zip(r, ROW_TYPES):
         if type(value) not in types:
             raise TypeError(f"a {type(value).__name__} in a column of {'/'.join(t.__name__ for t in types)}")
-    if len(signature) == len(ROW_TYPES):
+    if len(signature) >= len(ROW_TYPES) - 1:  # with or without the optional last column
         _ROW_SIGNATURES.add(signature)
 
 

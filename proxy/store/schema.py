@@ -11,7 +11,9 @@ A cassette is one SQLite file with ``PRAGMA application_id = APPLICATION_ID``. T
     WebSocket accept delay), duration, end, end_detail, close_code / close_reason /
     closed_by, event_count, body_bytes, request_bytes; headers as JSON text
     (``[[name, value], ...]``, wire order). ``request_content_encoding`` is the body's
-    Content-Encoding on the wire (the stored body is decoded). ``match_class`` and
+    Content-Encoding on the wire (the stored body is decoded). ``http_version`` is the
+    client's (``HTTP/1.1``, ``HTTP/2.0``; NULL when not known); files made before it was
+    added lack the column (``OPTIONAL``), and are read and appended to without it. ``match_class`` and
     ``match_query`` complete ``matching.request_key()`` with method and path; the index
     ``interactions_by_key`` is how replay finds candidates without reading the file.
 ``request_bodies(seq, data)``
@@ -66,7 +68,8 @@ TABLES = {
     close_reason TEXT,
     closed_by TEXT,
     event_count INTEGER NOT NULL,
-    body_bytes INTEGER NOT NULL
+    body_bytes INTEGER NOT NULL,
+    http_version TEXT
 )""",
     "request_bodies": "CREATE TABLE request_bodies (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)",
     "events": """CREATE TABLE events (
@@ -81,6 +84,9 @@ INDEXES = [
     # what a request's key selects: matching.request_key() = (class, METHOD, path, query)
     "CREATE INDEX interactions_by_key ON interactions (match_class, path, upper(method), match_query)",
 ]
+
+# Columns of a later version 3 that older files lack: used where they exist.
+OPTIONAL = {"interactions": ("http_version",)}
 
 # The columns readers rely on, by table (checked at open: a file missing one is damaged).
 COLUMNS = {

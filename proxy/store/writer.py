@@ -9,7 +9,8 @@ to wake; after a window with one operation or none it blocks until the next. Wak
 once per window instead of once per chunk keeps the writer from contending for the
 GIL with the event loop that forwards bytes. ``call`` queues work of the caller's own
 (the recorder's redaction) to run here, in order with the writes and inside their
-transaction, so that work need not delay the bytes on their way. ``flush()`` returns a future that
+transaction, so that work need not delay the bytes on their way; such work can ask
+(``after_commit``) to be told once what it wrote is committed. ``flush()`` returns a future that
 resolves once everything submitted before it is committed: the recorder awaits it
 before an interaction's end reaches the client, so an interaction the client saw
 complete is in the cassette. A recorder killed mid-stream can lose the chunks still in
@@ -45,6 +46,7 @@ class CassetteWriter:
         self.error: CassetteError | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._urgent = threading.Event()
+        self._after: list[tuple[Callable, tuple]] = []  # after_commit() of the batch being written
         self._thread = threading.Thread(target=self._run, name="proxy-cassette-writer", daemon=True)
         self._thread.start()
 
@@ -82,6 +84,16 @@ class CassetteWriter:
         WritableCassette: its steps, uncommitted) is committed with the batch. An exception
         it raises fails the writer, as a failed write does."""
         self._queue.put((fn, (self.cassette, *args)))
+
+    def after_commit(self, fn: Callable, *args) -> None:
+        """From a writer call (on the writer thread): run ``fn(*args)`` there once the batch
+        being written is committed; never if it fails. What the recorder knows is on disk."""
+        self._after.append((fn, args))
+
+    @property
+    def running(self) -> bool:
+        """The writer thread is alive (it ends after ``close``)."""
+        return self._thread.is_alive()
 
     def hurry(self) -> None:
         """End the current window now (someone waits for what is queued)."""
@@ -146,11 +158,18 @@ class CassetteWriter:
                         for fn, args in batch:
                             if fn is not None and fn is not _STOP:
                                 fn(*args)
+                    for fn, args in self._after:
+                        fn(*args)
                 except CassetteError as e:
                     self._fail(e)
                 except Exception as e:  # a bug of ours: fail loudly all the same
                     self._fail(CassetteWriteFailed(self.cassette.path, f"writing failed ({e!r})"))
+                self._after.clear()
             for fut in waiting:
+                # False: cancelled by whoever gave up waiting (a cancelled hook task, via
+                # asyncio.wrap_future); answering it would raise here and end this thread
+                if not fut.set_running_or_notify_cancel():
+                    continue
                 if self.error is None:
                     fut.set_result(None)
                 else:

@@ -224,13 +224,15 @@ class WritableCassette(CassetteReader):
         A response, chunks and frames already on ``it`` are stored too."""
         r = it.request
         cls, _, _, query_key = request_key(r, it.kind)
+        # A file older than the http_version column (schema.OPTIONAL) goes without it.
+        version = (", http_version", ", ?", (r.http_version or None,)) if self.has_http_version else ("", "", ())
         self._conn.execute(
             'INSERT INTO interactions (seq, kind, method, scheme, host, port, path, query, match_class, match_query,'
             ' started_at, request_headers, request_content_encoding, request_bytes, "end", end_detail, event_count,'
-            ' body_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)',
+            f' body_bytes{version[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0{version[1]})',
             (it.seq, it.kind.value, r.method, r.scheme or "http", r.host or "", r.port or 0, r.path, r.query or "", cls,
              query_key, it.started_at or time.time(), _json(r.headers), r.body_encoding, len(r.body),
-             End.INCOMPLETE.value, ""),
+             End.INCOMPLETE.value, "", *version[2]),
         )
         if r.body:
             self._conn.execute("INSERT INTO request_bodies (seq, data) VALUES (?, ?)", (it.seq, self._blobs.pack(r.body)))
