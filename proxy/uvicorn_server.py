@@ -32,6 +32,28 @@ from .net import ACCEPT_DEFLATE, IntendedDrop, IntendedReset, Listening, bind, r
 GRACE = 0.5  # seconds an open request gets to finish once the server stops
 
 
+def _every_status() -> None:
+    # uvicorn looks the status line (httptools) or phrase (h11) up in tables of 100-599 and
+    # fails on anything else: a recorded 600-999 (HTTP allows three digits; h11 and
+    # mitmproxy pass them) would reach the client as a dropped connection. Complete them.
+    try:
+        from uvicorn.protocols.http import h11_impl
+    except ImportError:  # h11 not installed
+        pass
+    else:
+        for code in range(600, 1000):
+            h11_impl.STATUS_PHRASES.setdefault(code, b"")
+    try:
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:  # httptools not installed
+        return
+    for code in range(600, 1000):
+        httptools_impl.STATUS_LINE.setdefault(code, httptools_impl._get_status_line(code))
+
+
+_every_status()
+
+
 STACK_ENV = "PROXY_HTTP_STACK"  # h11: the pure-Python stack (h11, asyncio) even where the fast one is installed
 
 
