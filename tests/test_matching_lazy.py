@@ -232,3 +232,26 @@ def test_lazy_matching_answers_as_the_full_index_does(recs, requests, config):
     full = _run(recs, requests, CONFIGS[config], "full")
     assert _run(recs, requests, CONFIGS[config], "lazy") == full
     assert _run(recs, requests, CONFIGS[config], "budget") == full
+
+
+def test_an_engine_in_a_test_process_freezes_nothing():
+    """gc.freeze() takes in every object of the process: only the CLI process (FREEZE_INDEXES)
+    may call it. Matches that fingerprinted 4,096 recordings froze a test suite's objects."""
+    import gc
+
+    from proxy.replay import engine as engine_module
+
+    assert not engine_module.FREEZE_INDEXES
+    its = [recording(i, turn(i)) for i in range(engine_module.FREEZE_FIRST + 10)]
+    for i, it in enumerate(its):
+        it.seq = i + 1
+    engine = Engine(its)
+    before = gc.get_freeze_count()
+    try:
+        for i in range(len(its)):
+            assert engine.http(Request("POST", "/v1/responses", body=turn(i)), lazy=True).seq == i + 1
+        assert engine.matcher.scanned >= engine_module.FREEZE_FIRST
+        assert gc.get_freeze_count() == before
+    finally:
+        if gc.get_freeze_count() != before:
+            gc.unfreeze()

@@ -290,8 +290,9 @@ class Engine:
 
     def _freeze_now_and_then(self) -> None:
         # What matches fingerprint as they go is kept out of the cyclic GC's sight too (see
-        # prepare), each time it has doubled: the freezes cost nothing per request.
-        if self.matcher.scanned >= self._freeze_at:
+        # prepare), each time it has doubled: the freezes cost nothing per request. Only
+        # where FREEZE_INDEXES allows it (a test suite's objects must not be pinned).
+        if FREEZE_INDEXES and self.matcher.scanned >= self._freeze_at:
             gc.freeze()
             self._freeze_at = 2 * self.matcher.scanned
 
