@@ -54,6 +54,7 @@ def _every_status() -> None:
 _every_status()
 
 
+HEAD_LIMIT = 64 * 1024  # request line and headers refused beyond this on httptools (see _cased_httptools)
 STACK_ENV = "PROXY_HTTP_STACK"  # h11: the pure-Python stack (h11, asyncio) even where the fast one is installed
 
 
@@ -120,8 +121,11 @@ def _cased_httptools():
             await super().send(message)
 
     class Protocol(HttpToolsProtocol):
-        # h11 refuses a request line and headers over 16 KB (uvicorn's default); httptools
-        # has no limit of its own. An exception in a parser callback makes uvicorn answer 400.
+        # httptools has no limit on a request line and headers; h11 refuses a head once
+        # more than 16 KB of it (uvicorn's default) is buffered *incomplete*: one that
+        # arrives whole in a read (uvicorn reads 64 KB) passes, so on loopback h11 served
+        # heads up to about 64 KB. Refusing at 16 KB here turned a 17 KB header that h11
+        # served into a 400. An exception in a parser callback makes uvicorn answer 400.
         _head = 0
 
         def on_message_begin(self) -> None:
@@ -130,7 +134,7 @@ def _cased_httptools():
 
         def _count(self, n: int) -> None:
             self._head += n
-            if self._head > (self.config.h11_max_incomplete_event_size or 16 * 1024):
+            if self._head > max(self.config.h11_max_incomplete_event_size or 0, HEAD_LIMIT):
                 raise ValueError("request line and headers too large")
 
         def on_url(self, url: bytes) -> None:
