@@ -273,3 +273,22 @@ def test_the_count_of_fingerprinted_recordings_costs_nothing_per_request():
     for _ in range(1000):
         m.scanned
     assert time.process_time() - t0 < 0.1
+
+
+def test_kept_normalized_requests_are_small_decoded_too():
+    """The engine keeps normalized requests of small bodies (NORMALIZED_BODY): small as
+    received is not small decoded. A 2 KB gzip body that decodes to 2 MB was kept, with its
+    parsed JSON: 512 of them held gigabytes."""
+    import gzip
+
+    from proxy.replay import engine as engine_module
+
+    big = json.dumps({"model": "m", "input": "x" * (2 * 2**20)}).encode()
+    its = [recording(0, big)]
+    its[0].seq = 1
+    engine = Engine(its)
+    sent = gzip.compress(big)
+    assert len(sent) < engine_module.NORMALIZED_BODY
+    req = Request("POST", "/v1/responses", headers=[("content-encoding", "gzip")], body=sent, body_encoding="gzip")
+    assert engine.http(req).seq == 1
+    assert all(len(norm.body) <= engine_module.NORMALIZED_BODY for norm, _, _ in engine._normalized.values())

@@ -258,7 +258,7 @@ class Engine:
                 return hit
         norm, problem = self._normalize(req)
         out = (norm, problem, None if problem else fingerprint(norm.body, self.config.rules, keep_doc=True))
-        if kept:
+        if kept and len(norm.body) <= NORMALIZED_BODY:  # small decoded too (a 2 KB gzip body can hold 2 MB)
             if len(self._normalized) >= NORMALIZED_KEPT:
                 self._normalized.clear()
             self._normalized[key] = out
