@@ -513,3 +513,24 @@ def test_events_read_ahead_are_each_recordings_own_and_damage_waits_until_asked_
         with pytest.raises(CassetteCorrupt, match="interaction 4: damaged events"):
             src.load_events(its[3])
         assert len(src.load_events(its[4]).chunks) == 8
+
+
+def test_events_read_ahead_are_few_bytes_not_only_few_events(tmp_path):
+    """Read-ahead took every next recording with at most AHEAD_EVENTS events, whatever their
+    size: 32 responses of two 1 MB chunks each (a download, a large JSON) were loaded, and
+    kept, with the one asked for."""
+    import os
+
+    path = tmp_path / "c.db"
+    its = []
+    for i in range(1, 11):
+        it = http(i, chunks=0)
+        it.chunks = [Chunk(0.0, os.urandom(2**20)), Chunk(0.01, os.urandom(2**20))]
+        its.append(it)
+    make(path, its)
+    with Cassette.open(path) as c:
+        src = c.source()
+        got = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        assert len(src.load_events(got[0]).chunks) == 2
+        assert all(it.chunks == [] for it in got[1:]), "megabytes read ahead"
+        assert len(src.load_events(got[1]).chunks) == 2

@@ -24,6 +24,7 @@ PAGE_BYTES = 512 * 2**10  # ... and a page ends once its request bodies add up t
 ROW_BYTES = 512  # what a row counts for beyond its body, for PAGE_BYTES
 AHEAD = 32  # recordings whose events are read with the one asked for (see load_events)
 AHEAD_EVENTS = 64  # ... if they have at most this many events (small exchanges, where a query costs most)
+AHEAD_BYTES = 64 * 2**10  # ... and this many bytes of server data (few events can be megabytes)
 
 _KEY = "i.match_class = ? AND i.path = ? AND upper(i.method) = ? AND i.match_query = ?"
 
@@ -69,7 +70,7 @@ class SqliteSource:
 
     def load_events(self, it: Interaction) -> Interaction:
         """Its events, and in the same query those of the next ``AHEAD`` recordings already
-        read as candidates that have few events (``AHEAD_EVENTS``): a recording asked for is mostly followed by the next ones (the
+        read as candidates that are small (``AHEAD_EVENTS``, ``AHEAD_BYTES``): a recording asked for is mostly followed by the next ones (the
         Nth identical request gets the Nth recording), and one query for many costs little
         more than one for one. A recording whose events are damaged raises when it is
         asked for, not when it is read ahead."""
@@ -81,7 +82,7 @@ class SqliteSource:
                 return self.cassette.load_events(it)
             batch = {s: self._loaded[s] for s in range(it.seq, it.seq + AHEAD + 1)
                      if s in self._loaded and s not in self._ahead}
-            filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS)
+            filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS, AHEAD_BYTES)
             if it.seq not in filled:
                 return self.cassette.load_events(it)  # raises what is damaged
             self._ahead |= filled - {it.seq}
