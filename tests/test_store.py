@@ -534,3 +534,18 @@ def test_events_read_ahead_are_few_bytes_not_only_few_events(tmp_path):
         assert len(src.load_events(got[0]).chunks) == 2
         assert all(it.chunks == [] for it in got[1:]), "megabytes read ahead"
         assert len(src.load_events(got[1]).chunks) == 2
+
+
+def test_read_ahead_leaves_the_events_of_loaded_recordings_alone(tmp_path):
+    """A recording's events, once loaded, are being played (the WebSocket script is built
+    from ``frames`` outside the engine's lock): reading ahead for an earlier recording,
+    maybe in a worker thread, replaced them with empty lists and refilled them."""
+    path = tmp_path / "c.db"
+    make(path, [http(i, chunks=3) for i in range(1, 6)])
+    with Cassette.open(path) as c:
+        src = c.source()
+        its = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        playing = src.load_events(its[2]).chunks
+        src.load_events(its[0])  # reads ahead over #3
+        assert its[2].chunks is playing and len(playing) == 3
+        assert len(src.load_events(its[1]).chunks) == 3

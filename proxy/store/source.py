@@ -40,6 +40,7 @@ class SqliteSource:
         self.last_seq = cassette.last_seq()
         self._loaded: dict[int, Interaction] = {}
         self._ahead: set[int] = set()  # seqs whose events were read ahead and not asked for yet
+        self._filled: set[int] = set()  # seqs whose events were read (their lists may be playing: never replaced)
         self._by_key: dict[Key, _Candidates] = {}
         self._count: int | None = None
         self.rows_read = 0  # interaction rows read (with their request bodies) so far
@@ -80,12 +81,15 @@ class SqliteSource:
                 return it
             if it.seq is None or self._loaded.get(it.seq) is not it:
                 return self.cassette.load_events(it)
-            batch = {s: self._loaded[s] for s in range(it.seq, it.seq + AHEAD + 1)
-                     if s in self._loaded and s not in self._ahead}
+            batch = {s: self._loaded[s] for s in range(it.seq + 1, it.seq + AHEAD + 1)
+                     if s in self._loaded and s not in self._filled}
+            batch[it.seq] = it
             filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS, AHEAD_BYTES)
             if it.seq not in filled:
-                return self.cassette.load_events(it)  # raises what is damaged
+                self.cassette.load_events(it)  # raises what is damaged
+                filled.add(it.seq)
             self._ahead |= filled - {it.seq}
+            self._filled |= filled
             return it
 
     def __len__(self) -> int:
