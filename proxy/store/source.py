@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from ..matching import Key
 from ..model import Interaction
+from .errors import CassetteCorrupt
 from .reading import FROM, ROW, CassetteReader
 
 PAGE = 256  # candidates read per query
@@ -84,7 +85,10 @@ class SqliteSource:
             batch = {s: self._loaded[s] for s in range(it.seq + 1, it.seq + AHEAD + 1)
                      if s in self._loaded and s not in self._filled}
             batch[it.seq] = it
-            filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS, AHEAD_BYTES)
+            try:
+                filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS, AHEAD_BYTES)
+            except CassetteCorrupt:  # a damaged page, maybe another recording's: this one alone
+                filled = set()
             if it.seq not in filled:
                 self.cassette.load_events(it)  # raises what is damaged
                 filled.add(it.seq)
