@@ -245,7 +245,9 @@ def _run_session(config: ServeConfig, banner, summary_json: bool = False) -> Non
     # uvloop only where nothing but the replay server runs on the loop (mitmproxy, which
     # records and fronts forward mode, runs on asyncio's own loop)
     replay_only = config.mode is RecordMode.NONE and config.proxy_mode == "reverse"
-    replay_engine.FREEZE_INDEXES = True  # this process is ours alone (see there)
+    # gc.freeze() pins what is garbage at that moment too: only where nothing but the
+    # replay server runs (mitmproxy's flows, which hold cycles, would be pinned with it)
+    replay_engine.FREEZE_INDEXES = replay_only
     try:
         with asyncio.Runner(loop_factory=loop_factory() if replay_only else None) as runner:
             session, summary = runner.run(main())

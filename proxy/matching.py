@@ -635,8 +635,9 @@ class _Bucket:
     Positions at and past ``n`` (not scanned yet) are unused.
     """
 
-    def __init__(self, items: Sequence[Interaction], config: MatchConfig):
+    def __init__(self, items: Sequence[Interaction], config: MatchConfig, scanned: list[int] | None = None):
         self.items = items
+        self.scanned = scanned if scanned is not None else [0]  # fingerprints made, shared by a matcher's buckets
         self.rules = config.rules
         self.names = config.header_names
         self.n = 0  # candidates fingerprinted: [0, n)
@@ -673,6 +674,7 @@ class _Bucket:
             self.origins.append(it.request.origin)
         self.exact.setdefault(p.exact, []).append(i)
         self.used.append(0)
+        self.scanned[0] += 1
         self.n = i + 1  # last: a worker thread reading a snapshot of [0, n) finds every list that long
 
     def _scan(self, upto: int) -> bool:
@@ -835,6 +837,7 @@ class Matcher:
         self.config = config
         self.source: CandidateSource = source if hasattr(source, "candidates") else ListSource(source)
         self._buckets: dict[Key, _Bucket] = {}
+        self._scanned = [0]  # recordings fingerprinted, over all keys (the buckets count them)
         self._used: set = set()
         self._loaded: set = set()
         self._diag_prints: dict = {}
@@ -941,7 +944,7 @@ class Matcher:
         """The finished index of ``req``'s key, for ``install``. Only reads: thread-safe."""
         bucket = self._buckets.get(self._key(req, cls))
         if bucket is None:  # a bucket of its own: this thread must not add one to the dict
-            bucket = _Bucket(self.source.candidates(self._key(req, cls)), self.config)
+            bucket = _Bucket(self.source.candidates(self._key(req, cls)), self.config, self._scanned)
         return bucket.indexed(pause)
 
     def install(self, req: Request, cls: str | None, full: "_Bucket") -> None:
@@ -994,7 +997,7 @@ class Matcher:
     @property
     def scanned(self) -> int:
         """Recordings fingerprinted so far, over all keys."""
-        return sum(b.n for b in self._buckets.values())
+        return self._scanned[0]  # kept as they are made: a sum over the buckets cost O(keys) per request
 
     def report(self) -> dict:
         """Counts for a summary: how many matches were out of order, inexact, weak."""
@@ -1017,7 +1020,7 @@ class Matcher:
     def _bucket(self, key: Key) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:  # nothing fingerprinted yet: as far as requests need (see _Bucket)
-            bucket = self._buckets.setdefault(key, _Bucket(self.source.candidates(key), self.config))
+            bucket = self._buckets.setdefault(key, _Bucket(self.source.candidates(key), self.config, self._scanned))
         return bucket
 
     def _select(self, bucket: _Bucket, req: Request, key: Key, fq: Print) -> Match | Miss:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import threading
 import time
 
@@ -33,6 +34,11 @@ class _Alarm:
     (target, n, loop, future) for every loop of the process."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # also in a forked child: the thread did not come along (a lock held by it might
+        # not be released either), and the parent's loops are not the child's
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._n = itertools.count()
@@ -82,6 +88,8 @@ def _resolve(futs: list[asyncio.Future]) -> None:
 
 
 _ALARM = _Alarm()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ALARM._reset)
 
 
 class Pacer:

@@ -32,6 +32,29 @@ from .net import ACCEPT_DEFLATE, IntendedDrop, IntendedReset, Listening, bind, r
 GRACE = 0.5  # seconds an open request gets to finish once the server stops
 
 
+def _every_status() -> None:
+    # uvicorn looks the status line (httptools) or phrase (h11) up in tables of 100-599 and
+    # fails on anything else: a recorded 600-999 (HTTP allows three digits; h11 and
+    # mitmproxy pass them) would reach the client as a dropped connection. Complete them.
+    try:
+        from uvicorn.protocols.http import h11_impl
+    except ImportError:  # h11 not installed
+        pass
+    else:
+        for code in range(600, 1000):
+            h11_impl.STATUS_PHRASES.setdefault(code, b"")
+    try:
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:  # httptools not installed
+        return
+    for code in range(600, 1000):
+        httptools_impl.STATUS_LINE.setdefault(code, httptools_impl._get_status_line(code))
+
+
+_every_status()
+
+
+HEAD_LIMIT = 64 * 1024  # request line and headers refused beyond this on httptools (see _cased_httptools)
 STACK_ENV = "PROXY_HTTP_STACK"  # h11: the pure-Python stack (h11, asyncio) even where the fast one is installed
 
 
@@ -98,8 +121,11 @@ def _cased_httptools():
             await super().send(message)
 
     class Protocol(HttpToolsProtocol):
-        # h11 refuses a request line and headers over 16 KB (uvicorn's default); httptools
-        # has no limit of its own. An exception in a parser callback makes uvicorn answer 400.
+        # httptools has no limit on a request line and headers; h11 refuses a head once
+        # more than 16 KB of it (uvicorn's default) is buffered *incomplete*: one that
+        # arrives whole in a read (uvicorn reads 64 KB) passes, so on loopback h11 served
+        # heads up to about 64 KB. Refusing at 16 KB here turned a 17 KB header that h11
+        # served into a 400. An exception in a parser callback makes uvicorn answer 400.
         _head = 0
 
         def on_message_begin(self) -> None:
@@ -108,7 +134,7 @@ def _cased_httptools():
 
         def _count(self, n: int) -> None:
             self._head += n
-            if self._head > (self.config.h11_max_incomplete_event_size or 16 * 1024):
+            if self._head > max(self.config.h11_max_incomplete_event_size or 0, HEAD_LIMIT):
                 raise ValueError("request line and headers too large")
 
         def on_url(self, url: bytes) -> None:

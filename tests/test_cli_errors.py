@@ -63,3 +63,33 @@ def test_only_a_missing_mitmproxy_is_reported_as_needing_mitmproxy(tmp_path, ups
     needs = _cli_without("mitmproxy", "serve", "--cassette", str(tmp_path / "new.db"), "--record-mode", "once",
                          "--upstream", upstream.url, "--listen", "127.0.0.1:0")
     assert needs.returncode == 2 and "recording needs mitmproxy: pip install -e '.[record]'" in needs.stderr
+
+
+def test_only_a_replay_only_process_freezes_indexes(tmp_path, monkeypatch):
+    """gc.freeze() pins the cyclic garbage of the moment with the indexes: a process that
+    also records (mitmproxy's flows hold cycles) must not freeze; `proxy replay` does."""
+    import socket
+
+    import click
+    import pytest
+
+    from proxy import cli
+    from proxy.replay import engine as replay_engine
+    from proxy.serve import RecordMode, ServeConfig
+    from proxy.store import Cassette
+
+    cassette = tmp_path / "c.db"
+    Cassette.create(cassette).close()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    monkeypatch.setattr(replay_engine, "FREEZE_INDEXES", False)
+    try:
+        for mode, freezes in (("new_episodes", False), ("none", True)):
+            config = ServeConfig(cassette=cassette, mode=RecordMode.parse(mode), upstream="http://127.0.0.1:9", port=port)
+            with pytest.raises(click.ClickException):  # the port is taken: the flag is set by then
+                cli._run_session(config, lambda s: "")
+            assert replay_engine.FREEZE_INDEXES is freezes, mode
+    finally:
+        taken.close()

@@ -249,3 +249,63 @@ def test_lazy_matching_answers_as_the_full_index_does(recs, requests, config):
     full = _run(recs, requests, CONFIGS[config], "full")
     assert _run(recs, requests, CONFIGS[config], "lazy") == full
     assert _run(recs, requests, CONFIGS[config], "budget") == full
+
+
+def test_an_engine_in_a_test_process_freezes_nothing():
+    """gc.freeze() takes in every object of the process: only the CLI process (FREEZE_INDEXES)
+    may call it. Matches that fingerprinted 4,096 recordings froze a test suite's objects."""
+    import gc
+
+    from proxy.replay import engine as engine_module
+
+    assert not engine_module.FREEZE_INDEXES
+    its = [recording(i, turn(i)) for i in range(engine_module.FREEZE_FIRST + 10)]
+    for i, it in enumerate(its):
+        it.seq = i + 1
+    engine = Engine(its)
+    before = gc.get_freeze_count()
+    try:
+        for i in range(len(its)):
+            assert engine.http(Request("POST", "/v1/responses", body=turn(i)), lazy=True).seq == i + 1
+        assert engine.matcher.scanned >= engine_module.FREEZE_FIRST
+        assert gc.get_freeze_count() == before
+    finally:
+        if gc.get_freeze_count() != before:
+            gc.unfreeze()
+
+
+def test_the_count_of_fingerprinted_recordings_costs_nothing_per_request():
+    """The CLI's engine asks ``Matcher.scanned`` on every request (when to gc.freeze): it
+    summed over every key's bucket, so a cassette of 20,000 paths (GET /v1/files/ID) paid
+    20,000 steps per request."""
+    import time
+
+    its = [Interaction(Kind.HTTP, Request("GET", f"/v1/files/{i}"), Response(200), [Chunk(0.0, b"{}")], ttfb=0.0,
+                       duration=0.0, end=End.COMPLETE) for i in range(20_000)]
+    m = Matcher(its)
+    for i in range(0, 20_000):
+        assert m.match(Request("GET", f"/v1/files/{i}")).interaction is its[i]
+    assert m.scanned == 20_000
+    t0 = time.process_time()
+    for _ in range(1000):
+        m.scanned
+    assert time.process_time() - t0 < 0.1
+
+
+def test_kept_normalized_requests_are_small_decoded_too():
+    """The engine keeps normalized requests of small bodies (NORMALIZED_BODY): small as
+    received is not small decoded. A 2 KB gzip body that decodes to 2 MB was kept, with its
+    parsed JSON: 512 of them held gigabytes."""
+    import gzip
+
+    from proxy.replay import engine as engine_module
+
+    big = json.dumps({"model": "m", "input": "x" * (2 * 2**20)}).encode()
+    its = [recording(0, big)]
+    its[0].seq = 1
+    engine = Engine(its)
+    sent = gzip.compress(big)
+    assert len(sent) < engine_module.NORMALIZED_BODY
+    req = Request("POST", "/v1/responses", headers=[("content-encoding", "gzip")], body=sent, body_encoding="gzip")
+    assert engine.http(req).seq == 1
+    assert all(len(norm.body) <= engine_module.NORMALIZED_BODY for norm, _, _ in engine._normalized.values())

@@ -81,3 +81,33 @@ def test_paced_streams_are_on_time_without_spinning(tmp_path):
     assert all(len(a) == events for a in results)
     assert errors[len(errors) // 2] < 1.0, errors[len(errors) // 2]  # p50 gap error, ms
     assert cpu < 0.4 * wall, (cpu, wall)
+
+
+def test_a_paced_wait_in_a_forked_child_wakes():
+    """The alarm thread does not survive a fork: a child (multiprocessing's fork start
+    method, a test runner forking workers) found one marked started and waited forever."""
+    import multiprocessing
+    import warnings
+
+    from proxy.timing import Pacer
+
+    async def wait() -> float:
+        pacer = Pacer(1.0)
+        t0 = time.monotonic()
+        await pacer.at(pacer.now() + 0.02)
+        return time.monotonic() - t0
+
+    assert asyncio.run(wait()) < 1.0  # the parent's alarm thread runs
+
+    def child(q) -> None:
+        q.put(asyncio.run(asyncio.wait_for(wait(), 5)))
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: that is the case
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+    p.join(10)
+    assert p.exitcode == 0, "the child's paced wait never woke"
+    assert q.get(timeout=1) < 1.0

@@ -533,3 +533,39 @@ def test_a_file_older_than_the_http_version_column_is_read_and_appended_to(tmp_p
     with Cassette.open(path) as c:
         assert [(it.request.path, it.request.http_version) for it in c.interactions()] == [("/a", ""), ("/b", "")]
         assert c.get(2).request.http_version == ""
+
+
+def test_events_read_ahead_are_few_bytes_not_only_few_events(tmp_path):
+    """Read-ahead took every next recording with at most AHEAD_EVENTS events, whatever their
+    size: 32 responses of two 1 MB chunks each (a download, a large JSON) were loaded, and
+    kept, with the one asked for."""
+    import os
+
+    path = tmp_path / "c.db"
+    its = []
+    for i in range(1, 11):
+        it = http(i, chunks=0)
+        it.chunks = [Chunk(0.0, os.urandom(2**20)), Chunk(0.01, os.urandom(2**20))]
+        its.append(it)
+    make(path, its)
+    with Cassette.open(path) as c:
+        src = c.source()
+        got = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        assert len(src.load_events(got[0]).chunks) == 2
+        assert all(it.chunks == [] for it in got[1:]), "megabytes read ahead"
+        assert len(src.load_events(got[1]).chunks) == 2
+
+
+def test_read_ahead_leaves_the_events_of_loaded_recordings_alone(tmp_path):
+    """A recording's events, once loaded, are being played (the WebSocket script is built
+    from ``frames`` outside the engine's lock): reading ahead for an earlier recording,
+    maybe in a worker thread, replaced them with empty lists and refilled them."""
+    path = tmp_path / "c.db"
+    make(path, [http(i, chunks=3) for i in range(1, 6)])
+    with Cassette.open(path) as c:
+        src = c.source()
+        its = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        playing = src.load_events(its[2]).chunks
+        src.load_events(its[0])  # reads ahead over #3
+        assert its[2].chunks is playing and len(playing) == 3
+        assert len(src.load_events(its[1]).chunks) == 3

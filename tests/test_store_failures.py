@@ -282,3 +282,49 @@ def test_a_flush_given_up_on_before_the_commit_does_not_stop_the_writer(tmp_path
     w.close()
     (it,) = read_all(path)
     assert it["end"] == "complete" and len(it["chunks"]) == 1
+
+
+def test_a_damaged_page_read_ahead_fails_only_the_recording_it_holds(tmp_path, monkeypatch):
+    """Reading ahead reads the next recordings' events in the same query: a damaged SQLite
+    page of one of them (a broken overflow chain) failed the query, so the recording asked
+    for, whose own events are intact, failed with it (and the session stopped)."""
+    import os
+    import sqlite3
+
+    from proxy.model import Chunk
+    from proxy.store import CassetteCorrupt
+
+    from .test_store import http, make
+
+    path = tmp_path / "c.db"
+    its = []
+    for i in range(1, 6):
+        it = http(i, chunks=0)
+        it.chunks = [Chunk(0.0, os.urandom(20_000 if i == 3 else 100))]
+        its.append(it)
+    make(path, its)
+    conn = sqlite3.connect(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            overflow = [p for (p,) in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'overflow' ORDER BY pageno")]
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat")
+    finally:
+        conn.close()
+    assert len(overflow) > 2  # only #3's events overflow a page
+    with open(path, "r+b") as f:
+        f.seek((overflow[1] - 1) * page_size)
+        f.write((2**31 - 5).to_bytes(4, "big"))  # the next page of the chain: far beyond the file
+    from proxy.store import opening
+
+    monkeypatch.setattr(opening, "QUICK_CHECK_MAX_BYTES", 0)  # as a file over 16 MB is opened
+    with Cassette.open(path) as c:
+        src = c.source()
+        got = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        assert len(src.load_events(got[0]).chunks) == 1
+        assert len(src.load_events(got[1]).chunks) == 1
+        with pytest.raises(CassetteCorrupt):
+            src.load_events(got[2])
+        assert len(src.load_events(got[3]).chunks) == 1

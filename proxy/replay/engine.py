@@ -261,7 +261,7 @@ class Engine:
                 return hit
         norm, problem = self._normalize(req)
         out = (norm, problem, None if problem else fingerprint(norm.body, self.config.rules, keep_doc=True))
-        if kept:
+        if kept and len(norm.body) <= NORMALIZED_BODY:  # small decoded too (a 2 KB gzip body can hold 2 MB)
             if len(self._normalized) >= NORMALIZED_KEPT:
                 self._normalized.clear()
             self._normalized[key] = out
@@ -293,7 +293,8 @@ class Engine:
 
     def _freeze_now_and_then(self) -> None:
         # What matches fingerprint as they go is kept out of the cyclic GC's sight too (see
-        # FREEZE_INDEXES), each time it has doubled: the freezes cost nothing per request.
+        # prepare), each time it has doubled: the freezes cost nothing per request. Only
+        # where FREEZE_INDEXES allows it (a test suite's objects must not be pinned).
         if FREEZE_INDEXES and self.matcher.scanned >= self._freeze_at:
             gc.freeze()
             self._freeze_at = 2 * self.matcher.scanned

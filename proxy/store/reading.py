@@ -185,9 +185,11 @@ class CassetteReader:
         self._check_count(it, row[0] if row is not None else None)
         return it
 
-    def load_events_many(self, its: dict[int, Interaction], first: int, most: int) -> set[int]:
+    def load_events_many(self, its: dict[int, Interaction], first: int, most: int,
+                         most_bytes: int = 64 * 2**10) -> set[int]:
         """``load_events`` for several interactions (by seq) in one query: ``first``, and
-        the others that have at most ``most`` events; returns the seqs filled. One whose
+        the others that have at most ``most`` events and ``most_bytes`` bytes of server
+        data; returns the seqs filled. One whose
         events are damaged is left out (``load_events`` on it raises)."""
         if not its:
             return set()
@@ -195,8 +197,9 @@ class CassetteReader:
         parts: dict[int, list] = {}
         counts: dict[int, object] = {}
         sql = ("SELECT i.seq, i.event_count, e.data FROM interactions i LEFT JOIN events e ON e.seq = i.seq "
-               "WHERE i.seq BETWEEN ? AND ? AND (i.seq = ? OR i.event_count <= ?) ORDER BY i.seq, e.part")
-        for seq, count, data in self._rows(self._read(sql, (lo, hi, first, most))):
+               "WHERE i.seq BETWEEN ? AND ? AND (i.seq = ? OR (i.event_count <= ? AND i.body_bytes <= ?)) "
+               "ORDER BY i.seq, e.part")
+        for seq, count, data in self._rows(self._read(sql, (lo, hi, first, most, most_bytes))):
             if seq in its:
                 counts[seq] = count
                 if data is not None:

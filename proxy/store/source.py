@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from ..matching import Key
 from ..model import Interaction
+from .errors import CassetteCorrupt
 from .reading import FROM, ROW, CassetteReader
 
 PAGE = 256  # candidates read per query
@@ -24,6 +25,7 @@ PAGE_BYTES = 256 * 2**10  # ... and a page ends once its request bodies add up t
 ROW_BYTES = 512  # what a row counts for beyond its body, for PAGE_BYTES
 AHEAD = 32  # recordings whose events are read with the one asked for (see load_events)
 AHEAD_EVENTS = 64  # ... if they have at most this many events (small exchanges, where a query costs most)
+AHEAD_BYTES = 64 * 2**10  # ... and this many bytes of server data (few events can be megabytes)
 
 _KEY = "i.match_class = ? AND i.path = ? AND upper(i.method) = ? AND i.match_query = ?"
 
@@ -39,6 +41,7 @@ class SqliteSource:
         self.last_seq = cassette.last_seq()
         self._loaded: dict[int, Interaction] = {}
         self._ahead: set[int] = set()  # seqs whose events were read ahead and not asked for yet
+        self._filled: set[int] = set()  # seqs whose events were read (their lists may be playing: never replaced)
         self._by_key: dict[Key, _Candidates] = {}
         self._count: int | None = None
         self.rows_read = 0  # interaction rows read (with their request bodies) so far
@@ -69,7 +72,7 @@ class SqliteSource:
 
     def load_events(self, it: Interaction) -> Interaction:
         """Its events, and in the same query those of the next ``AHEAD`` recordings already
-        read as candidates that have few events (``AHEAD_EVENTS``): a recording asked for is mostly followed by the next ones (the
+        read as candidates that are small (``AHEAD_EVENTS``, ``AHEAD_BYTES``): a recording asked for is mostly followed by the next ones (the
         Nth identical request gets the Nth recording), and one query for many costs little
         more than one for one. A recording whose events are damaged raises when it is
         asked for, not when it is read ahead."""
@@ -79,12 +82,18 @@ class SqliteSource:
                 return it
             if it.seq is None or self._loaded.get(it.seq) is not it:
                 return self.cassette.load_events(it)
-            batch = {s: self._loaded[s] for s in range(it.seq, it.seq + AHEAD + 1)
-                     if s in self._loaded and s not in self._ahead}
-            filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS)
+            batch = {s: self._loaded[s] for s in range(it.seq + 1, it.seq + AHEAD + 1)
+                     if s in self._loaded and s not in self._filled}
+            batch[it.seq] = it
+            try:
+                filled = self.cassette.load_events_many(batch, it.seq, AHEAD_EVENTS, AHEAD_BYTES)
+            except CassetteCorrupt:  # a damaged page, maybe another recording's: this one alone
+                filled = set()
             if it.seq not in filled:
-                return self.cassette.load_events(it)  # raises what is damaged
+                self.cassette.load_events(it)  # raises what is damaged
+                filled.add(it.seq)
             self._ahead |= filled - {it.seq}
+            self._filled |= filled
             return it
 
     def __len__(self) -> int:
