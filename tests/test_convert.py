@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -185,11 +186,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mitmproxy_har_export_imports_and_replays_with_its_timing(origin, tmp_path):
+@contextmanager
+def _mitmdump_har(origin: str, har: Path, probe: str):
+    """mitmdump in reverse mode to ``origin`` writing ``har`` when it stops (SIGINT at the
+    end of the block); yields its base URL once ``probe`` answers through it."""
     mitmdump = Path(sys.executable).with_name("mitmdump")
     if not mitmdump.exists():
         pytest.skip("mitmdump not installed (the record extra)")
-    har, port = tmp_path / "flows.har", _free_port()
+    port = _free_port()
     p = subprocess.Popen([str(mitmdump), "-q", "--mode", f"reverse:{origin}", "--listen-host", "127.0.0.1",
                           "--listen-port", str(port), "--set", f"hardump={har}"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
@@ -198,11 +202,20 @@ def test_mitmproxy_har_export_imports_and_replays_with_its_timing(origin, tmp_pa
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(base + "/v1/models", timeout=2)
+                httpx.get(base + probe, timeout=2)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else ""
                 time.sleep(0.1)
+        yield base
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=30)
+
+
+def test_mitmproxy_har_export_imports_and_replays_with_its_timing(origin, tmp_path):
+    har = tmp_path / "flows.har"
+    with _mitmdump_har(origin, har, "/v1/models") as base:
         live_models = httpx.get(base + "/v1/models").json()
         live_gz = httpx.get(base + "/gz").json()
         live_stream = _sse_text(httpx.post(base + "/v1/responses", json=STREAM, headers={"x-sim-gap-ms": "20"}).content)
@@ -212,9 +225,6 @@ def test_mitmproxy_har_export_imports_and_replays_with_its_timing(origin, tmp_pa
             live_ws = []
             while not live_ws or live_ws[-1] != "response.completed":
                 live_ws.append(json.loads(ws.recv())["type"])
-    finally:
-        p.send_signal(signal.SIGINT)
-        p.communicate(timeout=30)
     assert har.exists()
     db = tmp_path / "flows.db"
     r = run_cli("import", str(har), "--cassette", str(db))
@@ -466,27 +476,9 @@ def test_har_text_bodies_come_back_as_the_bytes_sent(origin, tmp_path):
     body whose type names none (text/event-stream, text/plain) as latin-1, and a declared
     charset as declared. The import encodes each back the same way, so a model's non-ASCII
     SSE output and a latin-1 page replay as the bytes that were sent, not re-encoded."""
-    mitmdump = Path(sys.executable).with_name("mitmdump")
-    if not mitmdump.exists():
-        pytest.skip("mitmdump not installed (the record extra)")
-    har, port = tmp_path / "texts.har", _free_port()
-    p = subprocess.Popen([str(mitmdump), "-q", "--mode", f"reverse:{origin}", "--listen-host", "127.0.0.1",
-                          "--listen-port", str(port), "--set", f"hardump={har}"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/json-utf8", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and p.poll() is None
-                time.sleep(0.1)
+    har = tmp_path / "texts.har"
+    with _mitmdump_har(origin, har, "/json-utf8") as base:
         live = {path: httpx.get(base + path).content for path in TEXTS}
-    finally:
-        p.send_signal(signal.SIGINT)
-        p.communicate(timeout=30)
     assert live == {path: body for path, (_, body) in TEXTS.items()}
     db = tmp_path / "texts.db"
     r = run_cli("import", str(har), "--cassette", str(db))
