@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from proxy.model import Chunk, End, Interaction, Kind, Request, Response
-from proxy.store import Cassette
 from proxy.uvicorn_server import STACK_ENV
 from tests.fidelity import adapter
+from tests.test_replay_edges import _cassette
 
 STACKS = ["httptools", "h11"]
 
@@ -31,15 +31,6 @@ def _http(status: int, body: bytes = b"{}", headers=None, path: str = "/v1/x") -
                                               ("Content-Length", str(len(body)))]
     return Interaction(Kind.HTTP, Request("GET", path), Response(status, "", hs), chunks=[Chunk(0.0, body)],
                        ttfb=0.0, duration=0.0, end=End.COMPLETE)
-
-
-def _cassette(tmp_path, its):
-    path = tmp_path / "c.cassette"
-    c = Cassette.create(path)
-    for it in its:
-        c.append(it)
-    c.close()
-    return path
 
 
 def _raw(url: str, request: bytes) -> bytes:
