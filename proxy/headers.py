@@ -66,3 +66,15 @@ def scope_header(scope, name: str, default: str | None = None) -> str | None:
         if k.lower() == key:
             return v.decode("latin-1")
     return default
+
+
+async def read_body(receive) -> bytes | None:
+    """The whole request body of an ASGI HTTP request, or None when the client left first."""
+    body = bytearray()
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return bytes(body)

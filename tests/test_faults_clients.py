@@ -18,6 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from proxy.headers import read_body
 from proxy.replay.faults import FaultConfig
 from proxy.serve import ServeConfig, Session
 from proxy.sse import event_ends
@@ -61,12 +62,9 @@ class Upstream:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/messages":
             return await self.sim(scope, receive, send)
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
+        if body is None:
+            return
         doc = json.loads(body)
         text = ["Hello", " from", " the", " test", " upstream"]
         if not doc.get("stream"):

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from proxy.encoding import DecodeError, decode_body, encode_body
-from proxy.headers import scope_header
+from proxy.headers import read_body, scope_header
 from proxy.redaction import REDACTED
 from proxy.store import Cassette
 from proxy.testing.simulator import Simulator
@@ -40,15 +40,6 @@ EPHEMERAL, JWT, AWS_ID = fake("openai-ephemeral-key"), fake("jwt"), fake("aws-ac
 SESSION, GITHUB = fake("aws-session-token"), fake("github-token")
 ENV_VALUE = "Zq7" + "RecorderEnv0Secret9"  # only the recorder's environment says it is a secret
 ALL = [OPENAI, ANTHROPIC, GOOGLE, EPHEMERAL, JWT, AWS_ID, SESSION, GITHUB, ENV_VALUE]
-
-
-async def _body(receive) -> bytes:
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            return body
 
 
 async def _answer(send, chunks: list[bytes], headers: list[tuple[bytes, bytes]], status: int = 200) -> None:
@@ -87,7 +78,7 @@ class Upstream:
         return await self.sim(scope, receive, send)
 
     async def anthropic(self, scope, receive, send) -> None:
-        doc = json.loads(await _body(receive))
+        doc = json.loads(await read_body(receive))
         key = scope_header(scope, "x-api-key") or scope_header(scope, "authorization")  # the SDK sends both
         text = f"you said {doc['messages'][-1]['content']} with {key}"
         if not doc.get("stream"):
@@ -114,7 +105,7 @@ class Upstream:
         await _answer(send, _halves(stream, ANTHROPIC), [(b"content-type", b"text/event-stream")])
 
     async def gemini(self, scope, receive, send) -> None:
-        doc = json.loads(await _body(receive))
+        doc = json.loads(await read_body(receive))
         said = doc["contents"][-1]["parts"][0]["text"]
         reply = {"candidates": [{"content": {"role": "model", "parts": [
             {"text": f"you said {said} with {scope_header(scope, 'x-goog-api-key')}"}]}, "finishReason": "STOP"}],
@@ -129,7 +120,7 @@ class Upstream:
     async def echo(self, scope, receive, send) -> None:
         """Echo the decoded request body, the path and the secret headers, in the content
         encoding the client asks for with x-test-encoding, split in the middle of a key."""
-        raw = await _body(receive)
+        raw = await read_body(receive)
         try:
             body = decode_body(raw, scope_header(scope, "content-encoding"))
         except DecodeError:

@@ -8,7 +8,7 @@ import json
 import time
 
 from ...encoding import decode_body
-from ...headers import scope_header, scope_headers
+from ...headers import read_body, scope_header, scope_headers
 from ...net import IntendedDrop
 from ...timing import Pacer
 from .events import chat_chunks, new_id, response_events, sse
@@ -25,12 +25,9 @@ class HttpSimulator:
         self.requests = requests
 
     async def __call__(self, scope, receive, send) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
+        if body is None:
+            return
         enc = scope_header(scope, "content-encoding")
         raw = decode_body(body, enc) if enc else body
         doc = json.loads(raw) if raw.strip() else {}
