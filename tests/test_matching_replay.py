@@ -172,6 +172,24 @@ def _stream_and_big_bodies(path, n=200, size=100_000, events=40, gap=0.01):
                                  Response(200), [Chunk(0.0, b"{}")], ttfb=0.0, duration=0.0, end=End.COMPLETE))
 
 
+def _stream_sending_at_event_5(url: str, requests: list[bytes], timeout: float):
+    """Read ``/v1/stream`` at recorded pace, timestamping each event, and send each raw
+    request on its own socket when event 5 arrives (raw sockets: a client thread of this
+    process would take the GIL from the thread that timestamps). Returns (sockets, arrivals)."""
+    host, port = url.rsplit("/", 1)[1].split(":")
+    socks = [socket.create_connection((host, int(port))) for _ in requests]
+    arrivals: dict[int, float] = {}  # event number -> arrival (one read may carry several)
+    with httpx.Client(timeout=timeout) as c, c.stream("GET", url + "/v1/stream") as r:
+        t0 = time.perf_counter()
+        for data in r.iter_raw():
+            for i in map(int, re.findall(rb"data: (\d+)", data)):
+                arrivals[i] = time.perf_counter() - t0
+                if i == 5:
+                    for sock, raw in zip(socks, requests):
+                        sock.sendall(raw)
+    return socks, arrivals
+
+
 def test_misses_are_diagnosed_off_the_event_loop(tmp_path):
     """Four misses against 200 recordings of 100 KB are diagnosed while a stream plays at
     recorded pace: its chunks keep their timing (diagnosed on the event loop, they came
@@ -182,17 +200,7 @@ def test_misses_are_diagnosed_off_the_event_loop(tmp_path):
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 100_000}]}).encode()
     raw = f"POST /v1/messages HTTP/1.1\r\nhost: t\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
     with replayer(cassette, "--match-body") as rp:
-        host, port = rp.url.rsplit("/", 1)[1].split(":")
-        socks = [socket.create_connection((host, int(port))) for _ in range(4)]
-        arrivals: dict[int, float] = {}  # event number -> arrival (one read may carry several)
-        with httpx.Client(timeout=10) as c, c.stream("GET", rp.url + "/v1/stream") as r:
-            t0 = time.perf_counter()
-            for data in r.iter_raw():
-                for i in map(int, re.findall(rb"data: (\d+)", data)):
-                    arrivals[i] = time.perf_counter() - t0
-                    if i == 5:
-                        for sock in socks:
-                            sock.sendall(raw)
+        socks, arrivals = _stream_sending_at_event_5(rp.url, [raw] * 4, timeout=10)
         answers = []
         for sock in socks:
             sock.settimeout(10)
@@ -341,16 +349,7 @@ def test_a_large_encoded_body_is_matched_off_the_event_loop(tmp_path):
     head = (f"POST /v1/messages HTTP/1.1\r\nhost: t\r\ncontent-encoding: zstd\r\n"
             f"content-length: {len(body)}\r\n\r\n").encode()
     with replayer(cassette) as rp:
-        host, port = rp.url.rsplit("/", 1)[1].split(":")
-        sock = socket.create_connection((host, int(port)))
-        arrivals: dict[int, float] = {}
-        with httpx.Client(timeout=20) as c, c.stream("GET", rp.url + "/v1/stream") as r:
-            t0 = time.perf_counter()
-            for data in r.iter_raw():
-                for i in map(int, re.findall(rb"data: (\d+)", data)):
-                    arrivals[i] = time.perf_counter() - t0
-                    if i == 5:
-                        sock.sendall(head + body)
+        (sock,), arrivals = _stream_sending_at_event_5(rp.url, [head + body], timeout=20)
         sock.settimeout(20)
         answer = sock.recv(64)
         sock.close()
