@@ -147,3 +147,22 @@ def header_value(headers: Headers, name: str, default: str | None = None) -> str
         if k.lower() == lname:
             return v
     return default
+
+
+# VCR.py's record modes (proxy serve, the API, the pytest plugin). Here, in the light
+# model, so the pytest plugin can name them without importing the server.
+class RecordMode(str, enum.Enum):
+    NONE = "none"
+    ONCE = "once"
+    NEW_EPISODES = "new_episodes"
+    ALL = "all"
+
+    @classmethod
+    def parse(cls, value: "str | RecordMode") -> "RecordMode":
+        if isinstance(value, RecordMode):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown record mode {value!r}; choose one of {names}") from None

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .background import BackgroundLoop, until_signal
 from .matching import MatchConfig
+from .model import RecordMode  # noqa: F401  (kept importable from here: proxy.serve.RecordMode)
 from .record import RecordConfig, RedactionOptions
 from .redaction import Redactor
 from .replay import load_engine, verify
@@ -37,23 +38,6 @@ from .replay.faults import FaultConfig
 from .replay.forward import Forwarder, Via
 from .store import CassetteError, WriterLock
 from .uvicorn_server import UvicornServer
-
-
-class RecordMode(str, enum.Enum):
-    NONE = "none"
-    ONCE = "once"
-    NEW_EPISODES = "new_episodes"
-    ALL = "all"
-
-    @classmethod
-    def parse(cls, value: "str | RecordMode") -> "RecordMode":
-        if isinstance(value, RecordMode):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            names = ", ".join(m.value for m in cls)
-            raise ValueError(f"unknown record mode {value!r}; choose one of {names}") from None
 
 
 class Action(str, enum.Enum):

@@ -41,6 +41,13 @@ def test_import_proxy_is_light():
     assert out.strip() == "[]"
 
 
+def test_the_pytest_plugin_loads_without_the_server():
+    # It loads in every pytest run of a project that installed proxy, cassettes or not.
+    code = "import sys, pytest, proxy.pytest_plugin; print(sorted(m for m in ('uvicorn', 'websockets', 'proxy.serve') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_replay_in_a_plain_script():
     with proxy.replaying(EXAMPLE, speed=0) as p:
         assert p.base_url == p.url + "/v1" and p.ws_base_url == p.url.replace("http:", "ws:") + "/v1"
