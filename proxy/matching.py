@@ -434,6 +434,7 @@ class Match:
     tentative: bool = False  # a WebSocket handshake's reservation, until bind()
     rebound_from: int | None = None  # bind() moved this connection from that recording
     _key: Any = field(default=None, repr=False, compare=False)
+    _pos: int | None = field(default=None, repr=False, compare=False)  # the recording's index in its bucket
 
     @property
     def seq(self) -> int | None:
@@ -821,10 +822,6 @@ class _Bucket:
                 yield i
             i += 1
 
-    def position(self, it: Interaction) -> int | None:
-        """Where a scanned candidate is (taken ones always are)."""
-        return next((i for i in range(self.n) if self.items[i] is it), None)
-
 
 class Matcher:
     """Chooses recordings for requests and keeps what has been used (one per cassette).
@@ -917,14 +914,14 @@ class Matcher:
             match.rebound_from = match.interaction.seq
             other = bucket.reserved.pop(chosen, None)
             if other is not None:  # swap with a connection that has not sent a frame yet
-                other.interaction = bucket.items[own]
+                other.interaction, other._pos = bucket.items[own], own
                 bucket.reserved[own] = other
             else:
                 bucket.unuse(own)
                 self._used.discard(_ident(bucket.items[own]))
                 bucket.used[chosen] = 1
                 self._used.add(_ident(bucket.items[chosen]))
-            match.interaction = bucket.items[chosen]
+            match.interaction, match._pos = bucket.items[chosen], chosen
             self.load(match.interaction)
         return match
 
@@ -967,7 +964,7 @@ class Matcher:
         bucket = self._buckets.get(match._key)
         if bucket is None:
             return
-        i = bucket.position(match.interaction)
+        i = match._pos  # kept by _take and bind: no walk over the bucket
         if i is None or not bucket.used[i]:
             return
         bucket.unuse(i)
@@ -1127,7 +1124,7 @@ class Matcher:
         self._used.add(_ident(it))
         m = Match(it, exact=exact, weak=weak, out_of_order=first is not None and first < i,
                   expected_seq=bucket.items[first].seq if first is not None and first < i else None,
-                  distance=dist, differences=list(diffs), more_differences=more, request=target, _key=key)
+                  distance=dist, differences=list(diffs), more_differences=more, request=target, _key=key, _pos=i)
         if match_class(it) == "ws" and it.kind is Kind.WEBSOCKET:
             m.tentative = True
             bucket.reserved[i] = m
