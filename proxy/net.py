@@ -28,6 +28,21 @@ class IntendedDrop(Exception):
 # even when the client offered it, as the recorded upstream did.
 ACCEPT_DEFLATE = "proxy.deflate"
 
+# The quick lane: an app with a ``quick(method, raw_path, query, headers, body)`` method is
+# asked for each whole HTTP/1.1 request (httptools stack) before any ASGI task exists. It
+# returns None (serve it through ASGI as usual), or ``(status, headers, body_parts,
+# answer)``: with a status, the server writes that complete response itself, framed as
+# ASGI would have framed it; without one (or where the server cannot frame it), it serves
+# the request through ASGI with ``answer`` in the scope under QUICK_ANSWER, so that the
+# app does not work its answer out twice.
+QUICK_ANSWER = "proxy.quick.answer"
+
+# An ASGI extension (``scope["extensions"][BODY_PARTS]``, httptools stack): ``await
+# parts(list_of_bytes)`` after ``http.response.start`` sends the body as that many
+# ``http.response.body`` messages, the last ending it: the same writes, one per part,
+# without a message and a send coroutine per part.
+BODY_PARTS = "proxy.body_parts"
+
 
 class IntendedReset(IntendedDrop):
     """Drop the connection with a TCP reset (RST) instead of a FIN: the client's read fails

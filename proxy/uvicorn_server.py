@@ -26,7 +26,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .background import BackgroundLoop, until_signal
-from .net import ACCEPT_DEFLATE, IntendedDrop, IntendedReset, Listening, bind, reset_on_close
+from .net import ACCEPT_DEFLATE, BODY_PARTS, QUICK_ANSWER, IntendedDrop, IntendedReset, Listening, bind, reset_on_close
 
 
 GRACE = 0.5  # seconds an open request gets to finish once the server stops
@@ -94,15 +94,69 @@ def _recase(head: bytes, headers) -> bytes:
     return head[:start] + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + head[start + len(lowered):]
 
 
+QUICK_BODY = 64 * 2**10  # a request body larger than this is read through ASGI, not the quick lane
+log = logging.getLogger("proxy.server")
+
+
+def _whole_response(method: str, status: int, headers, parts, keep_alive: bool):
+    """``(writes, keep_alive)``: what uvicorn's httptools protocol (with ``Cycle``'s header
+    case) writes for a response sent as one ``http.response.start`` and one body message
+    per part, the last with ``more_body=False``: each part framed as uvicorn frames it,
+    one write per part (recorded chunk boundaries stay write boundaries), the head in the
+    first (a write less per exchange; nothing reads a head and its body apart). None where uvicorn would not send it so (an invalid header, a body
+    longer or shorter than its content-length, a status it cannot write)."""
+    from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
+
+    line = STATUS_LINE.get(status)
+    if line is None or method == "HEAD":
+        return None
+    head = [line]
+    chunked, length, close = None, 0, False
+    for name, value in headers:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            return None
+        low = name.lower()
+        if low == b"content-length" and chunked is None:
+            try:
+                length = int(value.decode())
+            except ValueError:
+                return None
+            chunked = False
+        elif low == b"transfer-encoding" and value.lower() == b"chunked":
+            length, chunked = 0, True
+        elif low == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+            keep_alive, close = False, True
+        head += (name, b": ", value, b"\r\n")
+    if not keep_alive and not close:
+        head.append(b"connection: close\r\n")
+    if chunked is None and status not in (204, 304):
+        chunked = True
+        head.append(b"transfer-encoding: chunked\r\n")
+    head.append(b"\r\n")
+    if chunked:
+        writes = [b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p] or [b""]
+        writes[-1] += b"0\r\n\r\n"
+    else:
+        if sum(map(len, parts)) != length:
+            return None
+        writes = [p for p in parts if p] or [b""]
+    writes[0] = b"".join(head) + writes[0]  # the head goes out with the first part, in one write
+    return writes, keep_alive
+
+
 _CASED = None
 
 
 def _cased_httptools():
-    """uvicorn's httptools protocol, changed so response header names keep their case: a
-    recorded ``Server: mitmproxy`` is replayed as ``Server``, not ``server``."""
+    """uvicorn's httptools protocol, changed so response header names keep their case (a
+    recorded ``Server: mitmproxy`` is replayed as ``Server``, not ``server``), with a limit
+    on request heads, and with the quick lane (``proxy.net.QUICK_ANSWER``): an app's
+    complete instant answer is written as the request completes, without an ASGI task,
+    a scope's worth of dicts and two send coroutines per request."""
     global _CASED
     if _CASED is not None:
         return _CASED
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
     class Cycle(RequestResponseCycle):
@@ -120,6 +174,32 @@ def _cased_httptools():
                     return
             await super().send(message)
 
+        async def send_parts(self, parts) -> None:
+            # BODY_PARTS: what a body message per part writes (uvicorn's send, more_body
+            # true), then the last part through send itself, which ends the response
+            if not parts:
+                parts = [b""]
+            if not self.response_started or self.response_complete or self.scope["method"] == "HEAD":
+                for i, body in enumerate(parts):
+                    await self.send({"type": "http.response.body", "body": body, "more_body": i < len(parts) - 1})
+                return
+            for i in range(len(parts) - 1):
+                if self.flow.write_paused and not self.disconnected:
+                    await self.flow.drain()
+                if self.disconnected:
+                    return
+                body = parts[i]
+                if not body:
+                    continue
+                if self.chunked_encoding:
+                    self.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+                else:
+                    if len(body) > self.expected_content_length:
+                        raise RuntimeError("Response content longer than Content-Length")
+                    self.expected_content_length -= len(body)
+                    self.transport.write(body)
+            await self.send({"type": "http.response.body", "body": parts[-1], "more_body": False})
+
     class Protocol(HttpToolsProtocol):
         # httptools has no limit on a request line and headers; h11 refuses a head once
         # more than 16 KB of it (uvicorn's default) is buffered *incomplete*: one that
@@ -127,6 +207,12 @@ def _cased_httptools():
         # heads up to about 64 KB. Refusing at 16 KB here turned a 17 KB header that h11
         # served into a 400. An exception in a parser callback makes uvicorn answer 400.
         _head = 0
+        _deferred = False  # the request goes to the quick lane once it is whole
+        _body = b""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._quick = getattr(self.config, "proxy_quick", None)
 
         def on_message_begin(self) -> None:
             self._head = 0
@@ -146,10 +232,68 @@ def _cased_httptools():
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            # The quick lane takes a request when nothing else of this connection is in
+            # flight (pipelined requests keep their order through uvicorn's pipeline) and
+            # the client reads what it is sent.
+            if (self._quick is not None and (self.cycle is None or self.cycle.response_complete)
+                    and not self.pipeline and not self.expect_100_continue and not self.flow.write_paused
+                    and not self.parser.should_upgrade() and self.parser.get_method() != b"HEAD"):
+                self._deferred, self._body = True, b""
+                return
+            self._start()
+
+        def _start(self, answer=None) -> None:
+            # uvicorn's own way: the cycle, and a task running the app
+            self._deferred = False
             super().on_headers_complete()
+            if answer is not None:
+                self.scope[QUICK_ANSWER] = answer
             # the request's task has not run yet: it binds the send of the class set here
             if type(self.cycle) is RequestResponseCycle:
                 self.cycle.__class__ = Cycle
+                self.scope.setdefault("extensions", {})[BODY_PARTS] = self.cycle.send_parts
+
+        def on_body(self, body: bytes) -> None:
+            if not self._deferred:
+                super().on_body(body)
+                return
+            self._body += body
+            if len(self._body) > QUICK_BODY:
+                early, self._body = self._body, b""
+                self._start()
+                super().on_body(early)
+
+        def on_message_complete(self) -> None:
+            if not self._deferred:
+                super().on_message_complete()
+                return
+            self._deferred = False
+            body, self._body = self._body, b""
+            answer = out = None
+            try:
+                url = httptools.parse_url(self.url)
+                method = self.parser.get_method().decode("ascii")
+                got = self._quick(method, self.root_path.encode("ascii") + url.path, url.query or b"",
+                                  self.headers, body)
+                if got is not None:
+                    status, headers, parts, answer = got
+                    if status is not None:
+                        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+                        out = _whole_response(method, status, headers, parts, keep_alive)
+            except Exception:  # the app's bug: ASGI serves the request, and says what went wrong
+                log.exception("quick lane failed; serving the request through ASGI")
+            if out is None:
+                self._start(answer)
+                if body:
+                    super().on_body(body)
+                super().on_message_complete()
+                return
+            writes, keep_alive = out
+            for data in writes:
+                self.transport.write(data)
+            if not keep_alive:
+                self.transport.close()
+            self.on_response_complete()
 
     _CASED = Protocol
     return _CASED
@@ -338,8 +482,10 @@ class UvicornServer:
             log_level="error" if quiet else "warning",
             access_log=False,
             ws_ping_interval=None,
+            proxy_headers=False,  # X-Forwarded-* are a client's headers to replay, not the server's to obey
             timeout_graceful_shutdown=GRACE + 5,  # a backstop: _Server cuts open requests at GRACE
         )
+        config.proxy_quick = getattr(app, "quick", None)  # the quick lane (proxy.net.QUICK_ANSWER), httptools only
         self.server = _Server(config, self._tracked)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task | None = None

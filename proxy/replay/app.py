@@ -12,12 +12,14 @@ import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .asgi import send_error
-from .engine import Engine
-from .http import serve_http
+from .asgi import request_from_parts, send_error
+from .engine import MEDIUM_BODY, Engine, HttpScript, large
+from .http import instant, serve_http
 from .websocket import serve_websocket
 
 log = logging.getLogger("proxy.replay")
+
+QUICK_BYTES = 256 * 2**10  # larger bodies go out through ASGI, which waits for a slow client between chunks
 
 
 class ReplayApp:
@@ -36,6 +38,28 @@ class ReplayApp:
         self.speed = speed
         self.forwarder = forwarder
         self.cassettes = cassettes
+
+    def quick(self, method: str, raw_path: bytes, query: bytes, headers, body: bytes):
+        """The server's quick lane (``proxy.net.QUICK_ANSWER``): the engine's answer to a whole
+        HTTP request, worked out as it arrives. A response ``play`` would send whole at
+        once (``instant``, at most ``QUICK_BYTES``) comes back for the server to write
+        itself; anything else goes through ASGI with the answer. None when this app
+        answers the request through ASGI alone: more than one cassette, a forwarder,
+        injected faults, a pace (``--speed`` other than 0), or a body to be matched off
+        the event loop."""
+        engine = self.engine
+        if (self.speed != 0 or engine is None or self.cassettes is not None or self.forwarder is not None
+                or engine.faults is not None):
+            return None
+        req = request_from_parts(method, raw_path, query, headers, body)
+        if large(req) or (len(body) > MEDIUM_BODY and not engine.prepared(req)):
+            return None
+        answer = engine.http(req, True)
+        if type(answer) is HttpScript and instant(answer):
+            parts = [data for _, data in answer.chunks]
+            if sum(map(len, parts)) <= QUICK_BYTES:
+                return answer.status, answer.headers, parts, answer
+        return None, None, None, answer
 
     async def offload(self, fn, *args):
         """Run slow matching work (indexing, diagnosis) off the event loop."""

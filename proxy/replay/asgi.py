@@ -9,7 +9,7 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
-from ..headers import ORIGIN_HEADER, scope_headers
+from ..headers import ORIGIN_HEADER, from_raw
 from ..model import DEFAULT_PORTS, Request, header_value
 from ..net import IntendedDrop
 from ..timing import Pacer
@@ -32,19 +32,24 @@ _scopes: dict[tuple, tuple] = {}
 def request_from_scope(scope, body: bytes = b"") -> Request:
     """The request as the client sent it. Through the forward-mode front, its origin
     (``ORIGIN_HEADER``, which the front added) becomes scheme, host and port."""
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    key = (scope.get("method", "GET"), raw_path, scope.get("query_string", b""), tuple(scope.get("headers", ())))
+    return request_from_parts(scope.get("method", "GET"), scope.get("raw_path") or scope["path"].encode(),
+                              scope.get("query_string", b""), scope.get("headers", ()), body)
+
+
+def request_from_parts(method: str, raw_path: bytes, query: bytes, raw_headers, body: bytes = b"") -> Request:
+    """``request_from_scope`` from a scope's parts (the server's quick lane has no scope)."""
+    key = (method, raw_path, query, tuple(raw_headers))
     parts = _scopes.get(key)
     if parts is None:
-        parts = _scopes[key] = _parts(scope, raw_path)
+        parts = _scopes[key] = _parts(method, raw_path, query, raw_headers)
         if len(_scopes) > _SCOPES_KEPT:
             _scopes.clear()
     method, path, query, headers, scheme, host, port, encoding = parts
     return Request(method, path, query, list(headers), body, encoding, scheme, host, port)
 
 
-def _parts(scope, raw_path: bytes) -> tuple:
-    headers = scope_headers(scope)
+def _parts(method: str, raw_path: bytes, query: bytes, raw_headers) -> tuple:
+    headers = from_raw(raw_headers)
     scheme, host, port = "http", "", 0
     origin = header_value(headers, ORIGIN_HEADER)
     if origin:
@@ -56,8 +61,7 @@ def _parts(scope, raw_path: bytes) -> tuple:
         if url is not None:
             scheme, host = url.scheme, url.hostname or ""
             port = url_port or DEFAULT_PORTS.get(url.scheme, 0)
-    return (scope.get("method", "GET"), raw_path.decode("latin-1").split("?", 1)[0],
-            scope.get("query_string", b"").decode("latin-1"),
+    return (method, raw_path.decode("latin-1").split("?", 1)[0], query.decode("latin-1"),
             tuple((k, v) for k, v in headers if k.lower() != ORIGIN_HEADER),
             scheme, host, port, header_value(headers, "content-encoding"))
 
@@ -123,5 +127,5 @@ async def send_miss(reply: MissReply, scope, receive, send) -> None:
     await send_error(scope, receive, send, reply.status, reply.headers(), reply.body())
 
 
-__all__ = ["IntendedDrop", "RecordedCut", "hold", "request_from_scope", "send_error", "send_miss", "unless_gone",
+__all__ = ["IntendedDrop", "RecordedCut", "hold", "request_from_parts", "request_from_scope", "send_error", "send_miss", "unless_gone",
            "when_gone"]

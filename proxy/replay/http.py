@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 
-from ..net import IntendedReset
+from ..net import BODY_PARTS, QUICK_ANSWER, IntendedReset
 from ..timing import Pacer
 from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
 from .engine import MEDIUM_BODY, Engine, Ending, HttpScript, MissReply, NotIndexedYet, large
 
 log = logging.getLogger("proxy.replay")
+
+def instant(script: HttpScript) -> bool:
+    """Whether ``play`` at --speed 0 would send this script's response whole, without a
+    wait or a drop: what a server may write in one go in ``play``'s place."""
+    return (script.status is not None and script.ending is Ending.COMPLETE and not script.delays
+            and not script.drip)
 
 
 async def serve_http(app, engine: Engine, scope, receive, send) -> None:
@@ -27,11 +33,13 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         if not msg.get("more_body"):
             break
     req = request_from_scope(scope, bytes(body))
-    # A large or encoded body is decoded, redacted and fingerprinted off the event loop; so is
-    # a medium one while its path is not fully indexed: a burst of first requests (misses,
-    # say) of 100 KB would otherwise hold up streams for milliseconds each.
-    offload = large(req) or (len(req.body) > MEDIUM_BODY and not engine.prepared(req))
-    result = await app.offload(engine.http, req, True) if offload else engine.http(req, True)
+    result = scope.pop(QUICK_ANSWER, None)  # the quick lane matched it already (ReplayApp.quick)
+    if result is None:
+        # A large or encoded body is decoded, redacted and fingerprinted off the event loop; so is
+        # a medium one while its path is not fully indexed: a burst of first requests (misses,
+        # say) of 100 KB would otherwise hold up streams for milliseconds each.
+        offload = large(req) or (len(req.body) > MEDIUM_BODY and not engine.prepared(req))
+        result = await app.offload(engine.http, req, True) if offload else engine.http(req, True)
     if isinstance(result, NotIndexedYet):  # it needs all the recordings of its path indexed: off the event loop too
         await app.offload(engine.prepare, req)
         result = engine.http(req, again=result)  # normalized already: the match alone, and indexed
@@ -44,7 +52,7 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
         await send_miss(result, scope, receive, send)
         return
     if not result.faults or result.ending is Ending.HOLD:  # (hold watches the client itself)
-        await play(result, pacer, receive, send)
+        await play(result, pacer, receive, send, (scope.get("extensions") or {}).get(BODY_PARTS))
         return
     # An injected stall or drip can outlast the client by far: stop playing when it leaves
     # (uvicorn's send to a gone client returns silently), and give back a recording that
@@ -81,7 +89,8 @@ async def _paced_body(script: HttpScript, pacer: Pacer, lag: float, send) -> Non
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
-async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
+async def play(script: HttpScript, pacer: Pacer, receive, send, parts=None) -> None:
+    """Play ``script``; ``parts`` is the server's BODY_PARTS extension, if it has one."""
     lag = script.delays.get(-1, 0.0)  # real seconds injected faults added so far
     if script.status is not None:
         await pacer.at(pacer.due(script.ttfb) + lag)
@@ -89,6 +98,9 @@ async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
         if pacer.speed == 0 and not script.delays and not script.drip:
             # instant (the common --speed 0 case): nothing to wait for, and the last chunk
             # goes out with the end of the body, in one write
+            if parts is not None and script.ending is Ending.COMPLETE:
+                await parts([data for _, data in script.chunks])
+                return
             last = len(script.chunks) - 1 if script.ending is Ending.COMPLETE else -1
             for i, (_, data) in enumerate(script.chunks):
                 await send({"type": "http.response.body", "body": data, "more_body": i != last})
@@ -109,4 +121,4 @@ async def play(script: HttpScript, pacer: Pacer, receive, send) -> None:
                                                   "this one stayed longer")
 
 
-__all__ = ["serve_http", "play"]
+__all__ = ["instant", "play", "serve_http"]
