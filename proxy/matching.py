@@ -620,6 +620,11 @@ class NotIndexed(Exception):
     thread) and match again. Nothing was taken."""
 
 
+# A key's recordings often repeat a small body (an empty GET, a poll): its fingerprint, a
+# pure function of the bytes and the rules, is made once (PRINTS_KEPT bodies at most).
+PRINT_KEPT_BODY = 4096
+PRINTS_KEPT = 1024
+
 SCAN_COST = 1024  # what reading and fingerprinting a recording costs beyond its body's bytes (for budgets)
 FINISH_INLINE = 256  # a key with more recordings scanned than this is finished with a budget only in prepare
 
@@ -661,19 +666,28 @@ class _Bucket:
         self.budget: int | None = None  # bytes a match may still scan (see NotIndexed); None: no limit
         self.reserved: dict[int, Match] = {}  # WebSocket reservations not bound yet
         self.frame_prints: dict[int, Print | None] = {}
+        self._prints: dict[bytes, tuple[int, frozenset]] = {}  # small recorded bodies fingerprinted, by their bytes
 
     # -- scanning --------------------------------------------------------------------------
 
     def _add(self, it: Interaction) -> None:
-        p = fingerprint(it.request.body, self.rules)
+        body = it.request.body
+        p = self._prints.get(body) if len(body) <= PRINT_KEPT_BODY else None
+        if p is None:
+            fp = fingerprint(body, self.rules)
+            p = (fp.exact, fp.nodes)
+            if len(body) <= PRINT_KEPT_BODY:
+                if len(self._prints) >= PRINTS_KEPT:
+                    self._prints.clear()
+                self._prints[body] = p
         i = self.n
-        self.hashes.append(p.exact)
-        self.rest.append(p.nodes)
+        self.hashes.append(p[0])
+        self.rest.append(p[1])
         if self.headers is not None:
             self.headers.append(_header_values(it.request.headers, self.names))
         if self.origins is not None:
             self.origins.append(it.request.origin)
-        self.exact.setdefault(p.exact, []).append(i)
+        self.exact.setdefault(p[0], []).append(i)
         self.used.append(0)
         self.scanned[0] += 1
         self.n = i + 1  # last: a worker thread reading a snapshot of [0, n) finds every list that long
@@ -843,7 +857,7 @@ class Matcher:
     # -- public --------------------------------------------------------------------------
 
     def match(self, req: Request, cls: str | None = None, diagnose: bool = True, fq: Print | None = None,
-              budget: int | None = None) -> Match | Miss:
+              budget: int | None = None, key: Key | None = None) -> Match | Miss:
         """The recording for ``req`` (``cls`` "ws" for a WebSocket handshake), or a Miss.
         With ``diagnose=False`` a Miss comes back at once; call ``diagnose`` later.
         ``fq`` is ``req``'s ``fingerprint(..., keep_doc=True)`` when the caller computed it
@@ -852,8 +866,10 @@ class Matcher:
         The key's recordings are fingerprinted as far as the answer needs (``_Bucket``).
         With a ``budget`` (bytes of recorded bodies, plus ``SCAN_COST`` per recording) a
         match that would fingerprint more raises NotIndexed instead, having taken nothing:
-        ``prepare`` the key (in a worker thread) and match again."""
-        key = self._key(req, cls)
+        ``prepare`` the key (in a worker thread) and match again. ``key`` is ``req``'s key
+        when the caller has it already."""
+        if key is None:
+            key = self._key(req, cls)
         bucket = self._bucket(key)
         if fq is None:
             fq = fingerprint(req.body, self.config.rules, keep_doc=True)
@@ -1125,7 +1141,7 @@ class Matcher:
         m = Match(it, exact=exact, weak=weak, out_of_order=first is not None and first < i,
                   expected_seq=bucket.items[first].seq if first is not None and first < i else None,
                   distance=dist, differences=list(diffs), more_differences=more, request=target, _key=key, _pos=i)
-        if match_class(it) == "ws" and it.kind is Kind.WEBSOCKET:
+        if it.kind is Kind.WEBSOCKET and match_class(it) == "ws":
             m.tentative = True
             bucket.reserved[i] = m
         self.matches.append(m)

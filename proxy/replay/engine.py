@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from ..encoding import BodyTooLarge, DecodeError, decode_body
 from ..headers import WS_HANDSHAKE, sendable
 from ..matching import (CandidateSource, FrameCheck, ListSource, Match, MatchConfig, Matcher, Miss, NotIndexed,
-                        compare_frame, fingerprint)
+                        compare_frame, fingerprint, request_key)
 from ..model import Direction, End, Frame, Interaction, Request
 from ..redaction import Redactor
 from ..store.errors import CassetteError
@@ -81,6 +81,21 @@ class MissReply:
         return [(b"content-type", b"application/json"), (b"x-proxy-miss", self.miss.reason.encode())]
 
 
+_SENDABLE_KEPT = 1024
+_sendable_seen: dict[tuple, tuple] = {}
+
+
+def _sendable(headers) -> list[tuple[bytes, bytes]]:
+    # recordings of one exchange share their response headers more often than not
+    key = tuple(headers)
+    seen = _sendable_seen.get(key)
+    if seen is None:
+        if len(_sendable_seen) >= _SENDABLE_KEPT:
+            _sendable_seen.clear()
+        seen = _sendable_seen[key] = tuple(sendable(headers))
+    return list(seen)
+
+
 def http_script(it: Interaction) -> HttpScript:
     """What the client saw, to be seen again. An interaction with no response (the client
     gave up before the headers, or the recorder died) is held with nothing sent, as a
@@ -96,7 +111,7 @@ def http_script(it: Interaction) -> HttpScript:
         ending, until = Ending.HOLD, held_until(it)
     return HttpScript(
         status=resp.status if resp is not None else None,
-        headers=sendable(resp.headers) if resp is not None else [],
+        headers=_sendable(resp.headers) if resp is not None else [],
         ttfb=it.ttfb or 0.0,
         chunks=chunks if resp is not None else [],
         ending=ending,
@@ -214,7 +229,7 @@ class Engine:
         self.on_failure = None  # called once with that error (the session stops on it)
         self._lent: dict[int | None, Match] = {}  # matches served under an injected delay, by seq
         self._lock = threading.Lock()
-        self._normalized: dict[tuple, tuple[Request, str | None, object]] = {}  # see NORMALIZED_KEPT
+        self._normalized: dict[tuple, tuple] = {}  # see NORMALIZED_KEPT
         self._ready: set[tuple] = set()  # (method, path, query, cls) whose key is indexed
         self._freeze_at = FREEZE_FIRST  # recordings fingerprinted by matches when gc.freeze() is next due
 
@@ -250,8 +265,8 @@ class Engine:
         ), problem
 
     def _normalized_print(self, req: Request):
-        """(normalized request, why its body cannot be compared, its fingerprint), kept
-        for small requests (``NORMALIZED_KEPT``)."""
+        """(normalized request, why its body cannot be compared, its fingerprint, its HTTP
+        key), kept for small requests (``NORMALIZED_KEPT``)."""
         kept = len(req.body) <= NORMALIZED_BODY
         if kept:
             key = (req.method, req.path, req.query, req.body, req.body_encoding, req.scheme, req.host, req.port,
@@ -260,7 +275,8 @@ class Engine:
             if hit is not None:
                 return hit
         norm, problem = self._normalize(req)
-        out = (norm, problem, None if problem else fingerprint(norm.body, self.config.rules, keep_doc=True))
+        out = (norm, problem, None if problem else fingerprint(norm.body, self.config.rules, keep_doc=True),
+               request_key(norm))
         if kept and len(norm.body) <= NORMALIZED_BODY:  # small decoded too (a 2 KB gzip body can hold 2 MB)
             if len(self._normalized) >= NORMALIZED_KEPT:
                 self._normalized.clear()
@@ -311,11 +327,11 @@ class Engine:
         before taking the lock: a large body may be handed over in a worker thread
         (``large``) without holding up other requests."""
         normalized = again.normalized if again is not None else self._normalized_print(req)
-        req, problem, fq = normalized
+        req, problem, fq, key = normalized
         with self._lock:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(
-                    req, diagnose=False, fq=fq, budget=INLINE_SCAN if lazy else None)
+                    req, diagnose=False, fq=fq, budget=INLINE_SCAN if lazy else None, key=key)
                 self._freeze_now_and_then()
                 if isinstance(result, Match):
                     script = http_script(self._full(result.interaction))

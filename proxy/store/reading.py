@@ -250,8 +250,9 @@ class CassetteReader:
                           body_encoding=r[10], scheme=r[3], host=r[4], port=r[5],
                           http_version=(r[24] or "") if len(r) > 24 else "")
             resp = None if r[11] is None else Response(status=r[11], reason=r[12] or "", headers=_headers(r[13]))
-            it = Interaction(kind=Kind(r[1]), request=req, response=resp, ttfb=r[14], duration=r[15], end=End(r[16]),
-                             end_detail=r[17], started_at=r[8], id=seq, seq=seq)
+            it = Interaction(kind=_KINDS.get(r[1]) or Kind(r[1]), request=req, response=resp, ttfb=r[14],
+                             duration=r[15], end=_ENDS.get(r[16]) or End(r[16]), end_detail=r[17], started_at=r[8],
+                             id=seq, seq=seq)
             if r[18] is not None or r[19] is not None or r[20] is not None:
                 it.close = Close(r[18], r[19] or "", Direction(r[20]) if r[20] else None)
         except Damaged as e:
@@ -277,9 +278,28 @@ def _check_types(r: tuple) -> None:
         _ROW_SIGNATURES.add(signature)
 
 
+_KINDS = {k.value: k for k in Kind}  # a dict lookup: Kind(value) costs a call into enum per row
+_ENDS = {e.value: e for e in End}
+
+# Header lists by their stored text: a cassette repeats the same request headers in every
+# row, and often the same response headers. Each row gets its own list (callers may change it).
+_HEADERS_KEPT = 4096
+_headers_seen: dict[str, tuple] = {}
+
+
 def _headers(text: str | None) -> list[tuple[str, str]]:
     if text is None:
         return []
+    seen = _headers_seen.get(text)
+    if seen is None:
+        seen = tuple(_parse_headers(text))
+        if len(_headers_seen) >= _HEADERS_KEPT:
+            _headers_seen.clear()
+        _headers_seen[text] = seen
+    return list(seen)
+
+
+def _parse_headers(text: str) -> list[tuple[str, str]]:
     try:
         pairs = orjson.loads(text)  # 3x json's speed; it refuses some text json reads (lone surrogates)
     except orjson.JSONDecodeError:
