@@ -103,24 +103,56 @@ def _whole_response(method: str, status: int, headers, parts, keep_alive: bool):
     case) writes for a response sent as one ``http.response.start`` and one body message
     per part, the last with ``more_body=False``: each part framed as uvicorn frames it,
     one write per part (recorded chunk boundaries stay write boundaries), the head in the
-    first (a write less per exchange; nothing reads a head and its body apart). None where uvicorn would not send it so (an invalid header, a body
-    longer or shorter than its content-length, a status it cannot write)."""
+    first (a write less per exchange; nothing reads a head and its body apart). None where
+    uvicorn would not send it so (an invalid header, a body longer or shorter than its
+    content-length, a status it cannot write)."""
+    if method == "HEAD":
+        return None
+    key = (status, tuple(headers), keep_alive)
+    head = _heads.get(key)
+    if head is None:
+        head = _head(status, headers, keep_alive)
+        if len(_heads) >= _HEADS_KEPT:
+            _heads.clear()
+        _heads[key] = head
+    if head is _NO_HEAD:
+        return None
+    data, chunked, length, keep_alive = head
+    if chunked:
+        writes = [b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p] or [b""]
+        writes[-1] += b"0\r\n\r\n"
+    else:
+        if sum(map(len, parts)) != length:
+            return None
+        writes = [p for p in parts if p] or [b""]
+    writes[0] = data + writes[0]
+    return writes, keep_alive
+
+
+_HEADS_KEPT = 256
+_heads: dict[tuple, tuple] = {}  # _head's answers: replayed responses repeat their heads
+_NO_HEAD = ()
+
+
+def _head(status: int, headers, keep_alive: bool):
+    """(head bytes, chunked, content-length, keep-alive) as uvicorn's send writes and decides
+    them for ``http.response.start``, or _NO_HEAD where it would refuse."""
     from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
     line = STATUS_LINE.get(status)
-    if line is None or method == "HEAD":
-        return None
+    if line is None:
+        return _NO_HEAD
     head = [line]
     chunked, length, close = None, 0, False
     for name, value in headers:
         if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-            return None
+            return _NO_HEAD
         low = name.lower()
         if low == b"content-length" and chunked is None:
             try:
                 length = int(value.decode())
             except ValueError:
-                return None
+                return _NO_HEAD
             chunked = False
         elif low == b"transfer-encoding" and value.lower() == b"chunked":
             length, chunked = 0, True
@@ -133,15 +165,7 @@ def _whole_response(method: str, status: int, headers, parts, keep_alive: bool):
         chunked = True
         head.append(b"transfer-encoding: chunked\r\n")
     head.append(b"\r\n")
-    if chunked:
-        writes = [b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p] or [b""]
-        writes[-1] += b"0\r\n\r\n"
-    else:
-        if sum(map(len, parts)) != length:
-            return None
-        writes = [p for p in parts if p] or [b""]
-    writes[0] = b"".join(head) + writes[0]  # the head goes out with the first part, in one write
-    return writes, keep_alive
+    return b"".join(head), chunked, length, keep_alive
 
 
 _CASED = None
