@@ -242,6 +242,44 @@ def _cased_httptools():
             self._head = 0
             super().on_message_begin()
 
+        # The keep-alive timeout (uvicorn's semantics: a connection idle that long after a
+        # response is closed) with one timer per idle spell, not one armed and cancelled per
+        # request: a timer handle per request cost 7-20 % of a quick-lane answer.
+        _idle_since: float | None = None  # None: a request is in flight
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_since = None  # the timer, if armed, finds the connection busy and lets it be
+
+        def on_response_complete(self) -> None:
+            # uvicorn's, but for the timer
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+        def _keep_alive_due(self) -> None:
+            self.timeout_keep_alive_task = None
+            if self._idle_since is None:
+                return  # busy: armed again when its response is complete
+            left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+            if left > 0:
+                self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+            else:
+                self.timeout_keep_alive_handler()
+
+        def connection_lost(self, exc) -> None:
+            super().connection_lost(exc)
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+
         def _count(self, n: int) -> None:
             self._head += n
             if self._head > max(self.config.h11_max_incomplete_event_size or 0, HEAD_LIMIT):

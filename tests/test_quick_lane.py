@@ -239,3 +239,56 @@ def test_the_lane_is_used_by_replay_at_speed_0():
     app = ReplayApp(Engine([_it()]), 0.0)
     assert app.quick("GET", b"/v1/x", b"", [(b"host", b"a")], b"")[0] == 200
     assert ReplayApp(Engine([_it()]), 1.0).quick("GET", b"/v1/x", b"", [], b"") is None
+
+
+def _until(s: socket.socket, end: bytes) -> bytes:
+    got = b""
+    while not got.endswith(end):
+        data = s.recv(4096)
+        assert data, f"closed after {got!r}"
+        got += data
+    return got
+
+
+def _paced(seconds: float) -> Interaction:
+    it = _it(headers=[("content-type", "text/event-stream")], parts=(b"a", b"b"), length=False)
+    it.chunks = [Chunk(0.0, b"a"), Chunk(seconds, b"b")]
+    return it
+
+
+def test_keep_alive_timeout_counts_from_the_last_response(monkeypatch):
+    """uvicorn's keep-alive rule with one timer per idle spell: an idle connection closes
+    the timeout after its last response; requests every 0.2 s keep it open past several
+    timeouts; a response longer than the timeout is not cut by it."""
+    monkeypatch.delenv("PROXY_HTTP_STACK", raising=False)
+    timeout = 0.4
+    lane = _Lane()
+    lane.app = ReplayApp(Engine([_it()] * 7), 0.0)  # the lane answers these
+    server = UvicornServer(lane, quiet=True)
+    server.server.config.timeout_keep_alive = timeout
+    server.start_in_thread()
+    host, port = server.url.split("//")[1].split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            for _ in range(6):  # 1.2 s of requests 0.2 s apart: three timeouts' worth
+                s.sendall(GET)
+                assert _until(s, b'{"a":1}').startswith(b"HTTP/1.1 200")
+                time.sleep(0.2)
+            s.sendall(GET)
+            assert _until(s, b'{"a":1}').startswith(b"HTTP/1.1 200")
+            t0 = time.monotonic()
+            assert s.recv(4096) == b""  # closed, idle
+            idle = time.monotonic() - t0
+        assert timeout * 0.9 <= idle <= timeout + 1.0, idle
+        assert lane.written == 7
+        lane.app = ReplayApp(Engine([_it(), _paced(1.0)]), 1.0)  # through ASGI, paced
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(GET)
+            assert _until(s, b'{"a":1}').startswith(b"HTTP/1.1 200")
+            s.sendall(GET)
+            t0 = time.monotonic()
+            _until(s, b"0\r\n\r\n")
+            assert time.monotonic() - t0 >= 0.9  # the 1 s response ran whole, past the timeout
+            assert s.recv(4096) == b""
+    finally:
+        server.stop_thread()
