@@ -1138,9 +1138,10 @@ class Matcher:
         it = bucket.items[i]
         bucket.used[i] = 1
         self._used.add(_ident(it))
-        m = Match(it, exact=exact, weak=weak, out_of_order=first is not None and first < i,
-                  expected_seq=bucket.items[first].seq if first is not None and first < i else None,
-                  distance=dist, differences=list(diffs), more_differences=more, request=target, _key=key, _pos=i)
+        late = first is not None and first < i
+        # positional (fields in order): keywords cost twice as much, and this runs per match
+        m = Match(it, exact, weak, late, bucket.items[first].seq if late else None, dist, list(diffs), more, target,
+                  False, None, key, i)
         if it.kind is Kind.WEBSOCKET and match_class(it) == "ws":
             m.tentative = True
             bucket.reserved[i] = m

@@ -109,15 +109,8 @@ def http_script(it: Interaction) -> HttpScript:
         ending, until = Ending.CUT, 0.0
     else:
         ending, until = Ending.HOLD, held_until(it)
-    return HttpScript(
-        status=resp.status if resp is not None else None,
-        headers=_sendable(resp.headers) if resp is not None else [],
-        ttfb=it.ttfb or 0.0,
-        chunks=chunks if resp is not None else [],
-        ending=ending,
-        until=until,
-        seq=it.seq,
-    )
+    return HttpScript(resp.status if resp is not None else None, _sendable(resp.headers) if resp is not None else [],
+                      it.ttfb or 0.0, chunks if resp is not None else [], ending, until, it.seq)
 
 
 @dataclass

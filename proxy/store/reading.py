@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+from types import SimpleNamespace
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import orjson
 from ..model import Close, Direction, End, Interaction, Kind, Request, Response
 from . import opening, schema
 from .errors import CassetteCorrupt, CassetteError
-from .packed import Blobs, Damaged, events_into, unpack_events
+from .packed import SMALL_BLOB, SMALL_KEPT, Blobs, Damaged, events_into, unpack_events
 
 # One interaction row with its request body, as _build() reads it.
 ROW = ('i.seq, i.kind, i.method, i.scheme, i.host, i.port, i.path, i.query, i.started_at, i.request_headers,'
@@ -50,6 +51,7 @@ class CassetteReader:
         self.meta = meta
         self._conn = conn
         self._blobs = Blobs(self._dictionary)
+        self._events_seen: dict[bytes, tuple[list, list]] = {}  # see _events_into
         have = {r[1] for r in conn.execute("PRAGMA table_info(interactions)")}
         self.has_http_version = "http_version" in have
         self._row = ROW_FULL if self.has_http_version else ROW
@@ -231,7 +233,20 @@ class CassetteReader:
         try:
             if type(blob) is not bytes:
                 raise Damaged(f"a {type(blob).__name__} where a blob belongs")
-            events_into(it, unpack_events(self._blobs.unpack(blob)))
+            if len(blob) > SMALL_BLOB:
+                events_into(it, unpack_events(self._blobs.unpack(blob)))
+                return
+            # A small part's events, made once per distinct stored bytes: recordings of one
+            # exchange repeat them. The Chunk and Frame objects are shared (never changed).
+            seen = self._events_seen.get(blob)
+            if seen is None:
+                made = events_into(SimpleNamespace(chunks=[], frames=[]), unpack_events(self._blobs.unpack(blob)))
+                seen = (made.chunks, made.frames)
+                if len(self._events_seen) >= SMALL_KEPT:
+                    self._events_seen.clear()
+                self._events_seen[blob] = seen
+            it.chunks += seen[0]
+            it.frames += seen[1]
         except Damaged as e:
             raise CassetteCorrupt(self.path, f"interaction {it.seq}: damaged events ({e})") from None
 
@@ -246,13 +261,12 @@ class CassetteReader:
             body = self._blobs.unpack(r[21]) if r[21] is not None else b""
             if len(body) != r[23]:  # a lost request_bodies row is damage, not an empty body
                 raise Damaged(f"{len(body)} bytes stored, the row counts {r[23]}")
-            req = Request(method=r[2], path=r[6], query=r[7], headers=_headers(r[9]), body=body,
-                          body_encoding=r[10], scheme=r[3], host=r[4], port=r[5],
-                          http_version=(r[24] or "") if len(r) > 24 else "")
-            resp = None if r[11] is None else Response(status=r[11], reason=r[12] or "", headers=_headers(r[13]))
-            it = Interaction(kind=_KINDS.get(r[1]) or Kind(r[1]), request=req, response=resp, ttfb=r[14],
-                             duration=r[15], end=_ENDS.get(r[16]) or End(r[16]), end_detail=r[17], started_at=r[8],
-                             id=seq, seq=seq)
+            # positional arguments: half the cost of keywords, and this runs per row read
+            req = Request(r[2], r[6], r[7], _headers(r[9]), body, r[10], r[3], r[4], r[5],
+                          (r[24] or "") if len(r) > 24 else "")
+            resp = None if r[11] is None else Response(r[11], r[12] or "", _headers(r[13]))
+            it = Interaction(_KINDS.get(r[1]) or Kind(r[1]), req, resp, [], [], r[14], r[15],
+                             _ENDS.get(r[16]) or End(r[16]), r[17], None, r[8], seq, seq)
             if r[18] is not None or r[19] is not None or r[20] is not None:
                 it.close = Close(r[18], r[19] or "", Direction(r[20]) if r[20] else None)
         except Damaged as e:
