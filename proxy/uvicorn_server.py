@@ -237,10 +237,19 @@ def _cased_httptools():
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self._quick = getattr(self.config, "proxy_quick", None)
+            self._head_limit = max(self.config.h11_max_incomplete_event_size or 0, HEAD_LIMIT)
 
         def on_message_begin(self) -> None:
             self._head = 0
-            super().on_message_begin()
+            if self._quick is None:
+                super().on_message_begin()
+                return
+            # uvicorn's, but the scope (a dozen dicts' worth) is made only for a request
+            # that goes through ASGI (_start): the quick lane has no use for it
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+            self.scope = None
 
         # The keep-alive timeout (uvicorn's semantics: a connection idle that long after a
         # response is closed) with one timer per idle spell, not one armed and cancelled per
@@ -280,18 +289,21 @@ def _cased_httptools():
                 self.timeout_keep_alive_task.cancel()
                 self.timeout_keep_alive_task = None
 
-        def _count(self, n: int) -> None:
-            self._head += n
-            if self._head > max(self.config.h11_max_incomplete_event_size or 0, HEAD_LIMIT):
-                raise ValueError("request line and headers too large")
-
         def on_url(self, url: bytes) -> None:
-            self._count(len(url))
-            super().on_url(url)
+            self._head += len(url)
+            if self._head > self._head_limit:
+                raise ValueError("request line and headers too large")
+            self.url += url
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value))
-            super().on_header(name, value)
+            self._head += len(name) + len(value)
+            if self._head > self._head_limit:
+                raise ValueError("request line and headers too large")
+            # uvicorn's (inline: a call less per header)
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             # The quick lane takes a request when nothing else of this connection is in
@@ -305,8 +317,13 @@ def _cased_httptools():
             self._start()
 
         def _start(self, answer=None) -> None:
-            # uvicorn's own way: the cycle, and a task running the app
+            # uvicorn's own way: the scope, the cycle, and a task running the app
             self._deferred = False
+            if self.scope is None:  # on_message_begin left it for now: made as uvicorn makes it
+                url, headers, expect = self.url, self.headers, self.expect_100_continue
+                super().on_message_begin()
+                self.url, self.headers, self.expect_100_continue = url, headers, expect
+                self.scope["headers"] = headers
             super().on_headers_complete()
             if answer is not None:
                 self.scope[QUICK_ANSWER] = answer
