@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .asgi import request_from_parts, send_error
-from .engine import MEDIUM_BODY, Engine, HttpScript, large
+from .engine import MEDIUM_BODY, NORMALIZED_BODY, NORMALIZED_KEPT, Engine, HttpScript, large
 from .http import instant, serve_http
 from .websocket import serve_websocket
 
@@ -38,6 +38,7 @@ class ReplayApp:
         self.speed = speed
         self.forwarder = forwarder
         self.cassettes = cassettes
+        self._seen: dict[tuple, tuple] = {}  # quick: normalized requests by their bytes
 
     def quick(self, method: str, raw_path: bytes, query: bytes, headers, body: bytes):
         """The server's quick lane (``proxy.net.QUICK_ANSWER``): the engine's answer to a whole
@@ -51,10 +52,21 @@ class ReplayApp:
         if (self.speed != 0 or engine is None or self.cassettes is not None or self.forwarder is not None
                 or engine.faults is not None):
             return None
-        req = request_from_parts(method, raw_path, query, headers, body)
-        if large(req) or (len(body) > MEDIUM_BODY and not engine.prepared(req)):
-            return None
-        answer = engine.http(req, True)
+        # A client repeats its requests byte for byte: what the engine matches by (a pure
+        # function of the request) is kept by those bytes, and a repeat skips building
+        # and normalizing the request (kept only for what passed the checks below).
+        seen_key = (method, raw_path, query, tuple(headers), body)
+        normalized = self._seen.get(seen_key)
+        if normalized is None:
+            req = request_from_parts(method, raw_path, query, headers, body)
+            if large(req) or (len(body) > MEDIUM_BODY and not engine.prepared(req)):
+                return None
+            normalized = engine.normalized(req)
+            if len(body) <= NORMALIZED_BODY and len(normalized[0].body) <= NORMALIZED_BODY:
+                if len(self._seen) >= NORMALIZED_KEPT:
+                    self._seen.clear()
+                self._seen[seen_key] = normalized
+        answer = engine.http(None, True, normalized=normalized)
         if type(answer) is HttpScript and instant(answer):
             parts = [data for _, data in answer.chunks]
             if sum(map(len, parts)) <= QUICK_BYTES:

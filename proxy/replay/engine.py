@@ -257,9 +257,10 @@ class Engine:
             port=req.port,
         ), problem
 
-    def _normalized_print(self, req: Request):
+    def normalized(self, req: Request) -> tuple:
         """(normalized request, why its body cannot be compared, its fingerprint, its HTTP
-        key), kept for small requests (``NORMALIZED_KEPT``)."""
+        key): what ``http`` matches by, a pure function of the request; kept for small
+        requests (``NORMALIZED_KEPT``)."""
         kept = len(req.body) <= NORMALIZED_BODY
         if kept:
             key = (req.method, req.path, req.query, req.body, req.body_encoding, req.scheme, req.host, req.port,
@@ -311,15 +312,17 @@ class Engine:
     def _keyed(self, req: Request) -> Request:
         return Request(req.method, self.redactor.path(req.path), self.redactor.query(req.query), req.headers)
 
-    def http(self, req: Request, lazy: bool = False,
-             again: NotIndexedYet | None = None) -> HttpScript | MissReply | NotIndexedYet:
+    def http(self, req: Request | None, lazy: bool = False, again: NotIndexedYet | None = None,
+             normalized: tuple | None = None) -> HttpScript | MissReply | NotIndexedYet:
         """The script for a request, or a miss still to be diagnosed (``diagnose``); with
         ``lazy``, ``NotIndexedYet`` instead of indexing the path here: ``prepare``, then
-        ask again with it as ``again``.
+        ask again with it as ``again``. ``normalized``: ``normalized(req)``, which the
+        caller has already (then ``req`` may be None).
         Decoding, redacting and fingerprinting the body are linear in its size and done
         before taking the lock: a large body may be handed over in a worker thread
         (``large``) without holding up other requests."""
-        normalized = again.normalized if again is not None else self._normalized_print(req)
+        if normalized is None:
+            normalized = again.normalized if again is not None else self.normalized(req)
         req, problem, fq, key = normalized
         with self._lock:
             try:
