@@ -818,6 +818,21 @@ class _Bucket:
             if not self._scan(self.n + 1):
                 return
 
+    def first_exact_unused(self, h: int) -> int | None:
+        """The first of ``exact_unused(h)``, or None."""
+        idx = self.exact.get(h)
+        if idx:
+            pos, used = self._exact_at.get(h, 0), self.used
+            while pos < len(idx) and used[idx[pos]]:
+                pos += 1
+            self._exact_at[h] = pos
+            if pos < len(idx):
+                return idx[pos]
+        while self._scan(self.n + 1):  # each one scanned is unused: the first that hashes to h
+            if self.hashes[self.n - 1] == h:
+                return self.n - 1
+        return None
+
     def unuse(self, i: int) -> None:
         """Candidate ``i`` is unused again (a release, or a rebound WebSocket reservation)."""
         self.used[i] = 0
@@ -1050,9 +1065,14 @@ class Matcher:
                 want = _header_values(req.headers, self.config.header_names)
                 by_origin = ok
                 ok = lambda i: bucket.headers[i] == want and (by_origin is None or by_origin(i))  # noqa: E731
-            for i in bucket.exact_unused(fq.exact):
-                if ok is None or ok(i):
+            if ok is None:  # the common case, once per request: no generator
+                i = bucket.first_exact_unused(fq.exact)
+                if i is not None:
                     return self._take(bucket, i, target, key)
+            else:
+                for i in bucket.exact_unused(fq.exact):
+                    if ok(i):
+                        return self._take(bucket, i, target, key)
             bucket.finish()
         return self._select_finished(bucket, req, key, fq, target)
 
