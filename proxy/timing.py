@@ -24,6 +24,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 
 
 SPIN = 0.0012
@@ -92,6 +93,76 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ALARM._reset)
 
 
+class _TimerFd:
+    """One loop's waits on a Linux timerfd armed at the earliest target: the kernel wakes the
+    loop's epoll at the target itself (to within tens of microseconds), with no thread to
+    schedule and no GIL to hand over. Under load, the alarm thread's wake-ups waited for
+    the GIL behind the loop's own work: WebSocket frames came up to 1.6-3 ms late at p99."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # no reference to the loop: it holds this (its reader), and _timerfds lets it die
+        self.fd = os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
+        self.heap: list[tuple[float, int, asyncio.Future]] = []
+        self.n = itertools.count()
+        self.armed: float | None = None
+        try:
+            loop.add_reader(self.fd, self._fire)
+        except Exception:
+            os.close(self.fd)
+            raise
+        weakref.finalize(loop, os.close, self.fd)  # the loop's reader goes with the loop
+
+    def at(self, due: float) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.heap, (due, next(self.n), fut))
+        if self.armed is None or due < self.armed:
+            self._arm(due)
+        return fut
+
+    def _arm(self, due: float) -> None:
+        self.armed = due
+        # absolute, on time.monotonic()'s clock; a target already passed fires at once
+        os.timerfd_settime(self.fd, flags=os.TFD_TIMER_ABSTIME, initial=max(due, 1e-6))
+
+    def _fire(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():  # a cancelled wait stays cancelled
+                fut.set_result(None)
+        self.armed = None
+        if heap:
+            self._arm(heap[0][0])
+
+
+_timerfds: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TimerFd | None]" = weakref.WeakKeyDictionary()
+
+
+def _wake_at(due: float) -> asyncio.Future:
+    """A future resolved once ``time.monotonic()`` reads ``due``: the running loop's timerfd
+    where Linux and the loop allow one, else the alarm thread."""
+    loop = asyncio.get_running_loop()
+    timer = _timerfds.get(loop, False)
+    if timer is False:
+        timer = None
+        if hasattr(os, "timerfd_create"):
+            try:
+                timer = _TimerFd(loop)
+            except (OSError, NotImplementedError, RuntimeError):
+                timer = None
+        _timerfds[loop] = timer
+    return timer.at(due) if timer is not None else _ALARM.at(due)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_timerfds.clear)
+
+
 class Pacer:
     def __init__(self, speed: float, clock=time.monotonic, sleep=asyncio.sleep):
         if speed < 0:
@@ -125,7 +196,7 @@ class Pacer:
         if delay <= 0:
             return
         if self._alarm:
-            await _ALARM.at(due)
+            await _wake_at(due)
             return
         if delay > SPIN:
             await self._sleep(delay - SPIN)

@@ -111,3 +111,50 @@ def test_a_paced_wait_in_a_forked_child_wakes():
     p.join(10)
     assert p.exitcode == 0, "the child's paced wait never woke"
     assert q.get(timeout=1) < 1.0
+
+
+def test_waits_wake_on_time_never_early_and_leave_nothing_behind():
+    """Paced waits wake on the loop's own timer (a timerfd on Linux): never before the
+    target, in target order, a cancelled one stays cancelled, a passed target at once;
+    and a loop that ends takes its timer with it (300 loops, no descriptor left open)."""
+    from proxy.timing import Pacer
+
+    async def many() -> tuple[list[float], list[int]]:
+        pacer, rnd = Pacer(1.0), random.Random(3)
+        start = pacer.now() + 0.005
+        targets = sorted(start + rnd.uniform(0, 0.2) for _ in range(300))
+        order: list[int] = []
+        late: list[float] = []
+
+        async def one(i: int, due: float) -> None:
+            await pacer.at(due)
+            late.append(time.monotonic() - due)
+            order.append(i)
+
+        cancelled = asyncio.ensure_future(pacer.at(start + 0.05))
+        tasks = [asyncio.ensure_future(one(i, t)) for i, t in enumerate(targets)]
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(*tasks)
+        assert cancelled.cancelled()
+        t0 = time.monotonic()
+        await pacer.at(pacer.now() - 1.0)  # passed: no wait
+        assert time.monotonic() - t0 < 0.05
+        return late, order
+
+    late, order = asyncio.run(many())
+    assert min(late) >= 0, min(late)  # never early
+    assert order == sorted(order)  # in target order
+    assert sorted(late)[len(late) // 2] < 0.0005, sorted(late)[len(late) // 2]  # p50 (loop timers: ~0.5-1 ms)
+
+    async def short() -> None:
+        pacer = Pacer(1.0)
+        await pacer.at(pacer.now() + 0.001)
+
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(300):
+        asyncio.run(short())
+    import gc
+
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2
