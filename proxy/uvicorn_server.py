@@ -240,6 +240,10 @@ def _cased_httptools():
 
         def on_message_begin(self) -> None:
             self._head = 0
+            # a request is in flight from here: uvicorn arms its keep-alive timeout only
+            # between requests, but the lane's answer (on_response_complete) may arm it in
+            # the middle of a read that holds the next request too
+            self._unset_keepalive_if_required()
             super().on_message_begin()
 
         def _count(self, n: int) -> None:

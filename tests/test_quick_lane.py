@@ -239,3 +239,35 @@ def test_the_lane_is_used_by_replay_at_speed_0():
     app = ReplayApp(Engine([_it()]), 0.0)
     assert app.quick("GET", b"/v1/x", b"", [(b"host", b"a")], b"")[0] == 200
     assert ReplayApp(Engine([_it()]), 1.0).quick("GET", b"/v1/x", b"", [], b"") is None
+
+
+def _server_with_keep_alive(app, seconds: float) -> UvicornServer:
+    server = UvicornServer(app, quiet=True)
+    server.server.config.timeout_keep_alive = seconds  # read by each connection's protocol
+    return server.start_in_thread()
+
+
+def test_a_request_begun_after_a_quick_answer_is_not_cut_by_the_keep_alive_timeout(monkeypatch):
+    """The lane answers the first of two pipelined requests as the read is parsed, and
+    that answer arms uvicorn's keep-alive timeout; the second request, whose body comes
+    later, is a request in flight all the same: the idle timeout must not close it."""
+    monkeypatch.delenv("PROXY_HTTP_STACK", raising=False)
+    its = [_it(), _it(method="POST", body=b'{"q": 1}', parts=(b"p",))]
+    server = _server_with_keep_alive(ReplayApp(Engine(its), 0.0), 0.2)
+    try:
+        host, port = server.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(GET + b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+                      + b'{"q":')
+            time.sleep(0.5)  # longer than the keep-alive timeout, within the request
+            try:
+                s.sendall(b' 1}')
+            except OSError:
+                pass
+            out = b""
+            while got := s.recv(1 << 16):
+                out += got
+    finally:
+        server.stop_thread()
+    assert re.findall(rb"HTTP/1.1 (\d{3}) ", out) == [b"200", b"200"]
+    assert out.endswith(b"p")
