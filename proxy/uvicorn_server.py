@@ -281,6 +281,17 @@ def _cased_httptools():
                 self.cycle.__class__ = Cycle
                 self.scope.setdefault("extensions", {})[BODY_PARTS] = self.cycle.send_parts
 
+        def shutdown(self) -> None:
+            # uvicorn's graceful stop closes an idle connection and lets an open request
+            # finish (then closes): a request the lane is still reading is an open one, so
+            # it goes to ASGI now, where the stop answers it or cuts it at GRACE
+            if self._deferred:
+                early, self._body = self._body, b""
+                self._start()
+                if early:
+                    super().on_body(early)
+            super().shutdown()
+
         def on_body(self, body: bytes) -> None:
             if not self._deferred:
                 super().on_body(body)

@@ -7,6 +7,7 @@ raw socket client reads."""
 from __future__ import annotations
 
 import re
+import threading
 import socket
 import time
 
@@ -271,3 +272,42 @@ def test_a_request_begun_after_a_quick_answer_is_not_cut_by_the_keep_alive_timeo
         server.stop_thread()
     assert re.findall(rb"HTTP/1.1 (\d{3}) ", out) == [b"200", b"200"]
     assert out.endswith(b"p")
+
+
+def _upload_across_a_stop(server: UvicornServer, rest_after: float) -> tuple[bytes, float]:
+    """(what a client reads, seconds the stop took) for a POST whose body is half sent when
+    the server is told to stop and the rest ``rest_after`` seconds later."""
+    host, port = server.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n" + b'{"q":')
+        time.sleep(0.1)  # the lane holds the request, waiting for the rest of its body
+        started = time.monotonic()
+        stop = threading.Thread(target=server.stop_thread)
+        stop.start()
+        time.sleep(rest_after)
+        try:
+            s.sendall(b' 1}')
+        except OSError:
+            pass
+        out = b""
+        try:
+            while got := s.recv(1 << 16):
+                out += got
+        except OSError:
+            pass
+        stop.join()
+    return out, time.monotonic() - started
+
+
+def test_a_stop_lets_a_request_the_lane_is_reading_finish_as_asgi_would(monkeypatch):
+    """uvicorn's graceful stop answers a request whose body is still arriving, with
+    ``connection: close``; one still slower is cut at GRACE like any open request."""
+    from proxy.uvicorn_server import GRACE
+
+    monkeypatch.delenv("PROXY_HTTP_STACK", raising=False)
+    its = [_it(method="POST", body=b'{"q": 1}', parts=(b"p",))]
+    out, _ = _upload_across_a_stop(UvicornServer(ReplayApp(Engine(its), 0.0), quiet=True).start_in_thread(), 0.2)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in out and out.endswith(b"p")
+    server = UvicornServer(ReplayApp(Engine(its), 0.0), quiet=True).start_in_thread()
+    out, took = _upload_across_a_stop(server, GRACE + 1.0)
+    assert out == b"" and took < GRACE + 2.0 and server.cut == 1
