@@ -233,6 +233,7 @@ def _cased_httptools():
         _head = 0
         _deferred = False  # the request goes to the quick lane once it is whole
         _body = b""
+        _dropped = False  # ... and is dropped then (see on_headers_complete)
 
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
@@ -263,6 +264,13 @@ def _cased_httptools():
             # The quick lane takes a request when nothing else of this connection is in
             # flight (pipelined requests keep their order through uvicorn's pipeline) and
             # the client reads what it is sent.
+            if (self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete)
+                    and not self.pipeline and not self.parser.should_upgrade()):
+                # the lane's answer earlier in this read closed the connection (a recorded
+                # Connection: close): uvicorn never starts a request after that one, so it
+                # is read and dropped, and no recording is used for it
+                self._deferred, self._body, self._dropped = True, b"", True
+                return
             if (self._quick is not None and (self.cycle is None or self.cycle.response_complete)
                     and not self.pipeline and not self.expect_100_continue and not self.flow.write_paused
                     and not self.parser.should_upgrade() and self.parser.get_method() != b"HEAD"):
@@ -285,7 +293,7 @@ def _cased_httptools():
             # uvicorn's graceful stop closes an idle connection and lets an open request
             # finish (then closes): a request the lane is still reading is an open one, so
             # it goes to ASGI now, where the stop answers it or cuts it at GRACE
-            if self._deferred:
+            if self._deferred and not self._dropped:
                 early, self._body = self._body, b""
                 self._start()
                 if early:
@@ -295,6 +303,8 @@ def _cased_httptools():
         def on_body(self, body: bytes) -> None:
             if not self._deferred:
                 super().on_body(body)
+                return
+            if self._dropped:
                 return
             self._body += body
             if len(self._body) > QUICK_BODY:
@@ -308,6 +318,9 @@ def _cased_httptools():
                 return
             self._deferred = False
             body, self._body = self._body, b""
+            if self._dropped:
+                self._dropped = False
+                return
             answer = out = None
             try:
                 url = httptools.parse_url(self.url)
