@@ -326,3 +326,16 @@ def test_a_request_after_a_recorded_close_in_the_same_read_is_not_served(servers
             time.sleep(0.1)  # a task started for the second request would have run by now
             assert out.count(b"HTTP/1.1 200") == 1
             assert app.app.engine.served == 1, (tail, type(app).__name__)
+
+
+def test_an_answer_that_fails_in_the_lane_uses_one_recording_as_asgi_does(servers):
+    """The engine fails after it matched (a recorded header ASGI cannot carry): the
+    client gets uvicorn's 500 either way, and one recording is used, not one by the lane
+    and another by ASGI asked again."""
+    lane, a, plain, b = servers
+    outs = []
+    for app, server in ((lane, a), (plain, b)):
+        app.app = ReplayApp(Engine([_it(headers=[("x-arrow", "a\u2192b")]) for _ in range(3)]), 0.0)
+        outs.append(_raw(server.url, GET_CLOSE))
+        assert app.app.engine.served == 1, type(app).__name__
+    assert outs[0] == outs[1] and outs[0].startswith(b"HTTP/1.1 500 ")
