@@ -322,11 +322,15 @@ def _cased_httptools():
                 self._dropped = False
                 return
             answer = out = None
+            # a target uvicorn refuses is the client's error, not the app's: uvicorn's 400,
+            # raised here or by _start below (no path: an absolute form such as http://a)
+            url = httptools.parse_url(self.url)
             try:
-                url = httptools.parse_url(self.url)
-                method = self.parser.get_method().decode("ascii")
-                got = self._quick(method, self.root_path.encode("ascii") + url.path, url.query or b"",
-                                  self.headers, body)
+                got = None
+                if url.path is not None:
+                    method = self.parser.get_method().decode("ascii")
+                    got = self._quick(method, self.root_path.encode("ascii") + url.path, url.query or b"",
+                                      self.headers, body)
                 if got is not None:
                     status, headers, parts, answer = got
                     if status is not None:

@@ -339,3 +339,11 @@ def test_an_answer_that_fails_in_the_lane_uses_one_recording_as_asgi_does(server
         outs.append(_raw(server.url, GET_CLOSE))
         assert app.app.engine.served == 1, type(app).__name__
     assert outs[0] == outs[1] and outs[0].startswith(b"HTTP/1.1 500 ")
+
+
+def test_a_request_uvicorn_refuses_is_refused_alike_and_quietly(servers, caplog):
+    """A target with no path (absolute form) is the client's error: the same 400 as
+    uvicorn's, and no "quick lane failed" traceback blaming the app."""
+    lane_out, plain_out, written = _both(servers, [_it()], b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert lane_out == plain_out and lane_out.startswith(b"HTTP/1.1 400 ") and written == 0
+    assert not [r for r in caplog.records if r.name == "proxy.server"]
