@@ -6,16 +6,19 @@ raw socket client reads."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
-import threading
 import socket
+import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.model import Chunk, End, Interaction, Kind, Request, Response
+from proxy.model import Chunk, Close, Direction, End, Frame, Interaction, Kind, Request, Response
 from proxy.replay.app import QUICK_BYTES, ReplayApp
 from proxy.replay.engine import Engine
 from proxy.net import QUICK_ANSWER
@@ -347,3 +350,42 @@ def test_a_request_uvicorn_refuses_is_refused_alike_and_quietly(servers, caplog)
     lane_out, plain_out, written = _both(servers, [_it()], b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n")
     assert lane_out == plain_out and lane_out.startswith(b"HTTP/1.1 400 ") and written == 0
     assert not [r for r in caplog.records if r.name == "proxy.server"]
+
+
+def test_a_websocket_upgraded_in_the_read_the_lane_answered_outlives_the_keep_alive_timeout(monkeypatch):
+    """A GET the lane answers and a WebSocket handshake in one read: the session runs on
+    the same transport, which the HTTP keep-alive timeout armed by the lane's answer must
+    not close under it."""
+    monkeypatch.delenv("PROXY_HTTP_STACK", raising=False)
+
+    def frame(direction, offset, doc):
+        return Frame(direction, True, offset, json.dumps(doc).encode())
+
+    ws = Interaction(Kind.WEBSOCKET, Request("GET", "/v1/responses", headers=[("upgrade", "websocket")]),
+                     Response(101, "Switching Protocols", [("upgrade", "websocket")]),
+                     frames=[frame(Direction.SERVER, 0.0, {"type": "hello"}),
+                             frame(Direction.CLIENT, 1.0, {"type": "x"}), frame(Direction.SERVER, 1.05, {"type": "reply"})],
+                     ttfb=0.0, duration=2.0, end=End.COMPLETE, close=Close(1000, "", Direction.CLIENT))
+    server = _server_with_keep_alive(ReplayApp(Engine([_it(), ws]), 0.0), 0.2)
+    key = base64.b64encode(os.urandom(16))
+    handshake = (b"GET /v1/responses HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key)
+    payload, mask = b'{"type": "x"}', os.urandom(4)
+    client_frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    try:
+        host, port = server.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(GET + handshake)
+            out = b""
+            while b"hello" not in out:
+                out += s.recv(1 << 16)
+            time.sleep(0.5)  # longer than the keep-alive timeout
+            try:
+                s.sendall(client_frame)
+                while b"reply" not in out and (got := s.recv(1 << 16)):
+                    out += got
+            except OSError:
+                pass
+    finally:
+        server.stop_thread()
+    assert b" 101 " in out and b"reply" in out
