@@ -261,9 +261,6 @@ def _cased_httptools():
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            # The quick lane takes a request when nothing else of this connection is in
-            # flight (pipelined requests keep their order through uvicorn's pipeline) and
-            # the client reads what it is sent.
             if (self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete)
                     and not self.pipeline and not self.parser.should_upgrade()):
                 # the lane's answer earlier in this read closed the connection (a recorded
@@ -271,6 +268,9 @@ def _cased_httptools():
                 # is read and dropped, and no recording is used for it
                 self._deferred, self._body, self._dropped = True, b"", True
                 return
+            # The quick lane takes a request when nothing else of this connection is in
+            # flight (pipelined requests keep their order through uvicorn's pipeline) and
+            # the client reads what it is sent.
             if (self._quick is not None and (self.cycle is None or self.cycle.response_complete)
                     and not self.pipeline and not self.expect_100_continue and not self.flow.write_paused
                     and not self.parser.should_upgrade() and self.parser.get_method() != b"HEAD"):
