@@ -232,7 +232,8 @@ def _cased_httptools():
         # served into a 400. An exception in a parser callback makes uvicorn answer 400.
         _head = 0
         _deferred = False  # the request goes to the quick lane once it is whole
-        _body = b""
+        _body = b""  # a bytearray while deferred: a body in many small pieces costs no copies
+        _dropped = False  # ... and is dropped then (see on_headers_complete)
 
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
@@ -241,6 +242,10 @@ def _cased_httptools():
 
         def on_message_begin(self) -> None:
             self._head = 0
+            # a request is in flight from here: uvicorn arms its keep-alive timeout only
+            # between requests, but the lane's answer (on_response_complete) may arm it in
+            # the middle of a read that holds the next request too
+            self._unset_keepalive_if_required()
             if self._quick is None:
                 super().on_message_begin()
                 return
@@ -306,13 +311,20 @@ def _cased_httptools():
             self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
+            if (self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete)
+                    and not self.pipeline and not self.parser.should_upgrade()):
+                # the lane's answer earlier in this read closed the connection (a recorded
+                # Connection: close): uvicorn never starts a request after that one, so it
+                # is read and dropped, and no recording is used for it
+                self._deferred, self._body, self._dropped = True, bytearray(), True
+                return
             # The quick lane takes a request when nothing else of this connection is in
             # flight (pipelined requests keep their order through uvicorn's pipeline) and
             # the client reads what it is sent.
             if (self._quick is not None and (self.cycle is None or self.cycle.response_complete)
                     and not self.pipeline and not self.expect_100_continue and not self.flow.write_paused
                     and not self.parser.should_upgrade() and self.parser.get_method() != b"HEAD"):
-                self._deferred, self._body = True, b""
+                self._deferred, self._body = True, bytearray()
                 return
             self._start()
 
@@ -332,9 +344,22 @@ def _cased_httptools():
                 self.cycle.__class__ = Cycle
                 self.scope.setdefault("extensions", {})[BODY_PARTS] = self.cycle.send_parts
 
+        def shutdown(self) -> None:
+            # uvicorn's graceful stop closes an idle connection and lets an open request
+            # finish (then closes): a request the lane is still reading is an open one, so
+            # it goes to ASGI now, where the stop answers it or cuts it at GRACE
+            if self._deferred and not self._dropped:
+                early, self._body = self._body, b""
+                self._start()
+                if early:
+                    super().on_body(early)
+            super().shutdown()
+
         def on_body(self, body: bytes) -> None:
             if not self._deferred:
                 super().on_body(body)
+                return
+            if self._dropped:
                 return
             self._body += body
             if len(self._body) > QUICK_BODY:
@@ -347,13 +372,20 @@ def _cased_httptools():
                 super().on_message_complete()
                 return
             self._deferred = False
-            body, self._body = self._body, b""
+            body, self._body = bytes(self._body), b""
+            if self._dropped:
+                self._dropped = False
+                return
             answer = out = None
+            # a target uvicorn refuses is the client's error, not the app's: uvicorn's 400,
+            # raised here or by _start below (no path: an absolute form such as http://a)
+            url = httptools.parse_url(self.url)
             try:
-                url = httptools.parse_url(self.url)
-                method = self.parser.get_method().decode("ascii")
-                got = self._quick(method, self.root_path.encode("ascii") + url.path, url.query or b"",
-                                  self.headers, body)
+                got = None
+                if url.path is not None:
+                    method = self.parser.get_method().decode("ascii")
+                    got = self._quick(method, self.root_path.encode("ascii") + url.path, url.query or b"",
+                                      self.headers, body)
                 if got is not None:
                     status, headers, parts, answer = got
                     if status is not None:

@@ -569,3 +569,26 @@ def test_read_ahead_leaves_the_events_of_loaded_recordings_alone(tmp_path):
         src.load_events(its[0])  # reads ahead over #3
         assert its[2].chunks is playing and len(playing) == 3
         assert len(src.load_events(its[1]).chunks) == 3
+
+
+def test_small_blobs_kept_open_are_small_once_open_too():
+    """Blobs keeps small blobs it opened (a poll repeats its body); a small blob can hold
+    a large body (zstd packs 1 MB of a repeated byte into a few dozen), and thousands of
+    those, each opened once (inspect, audit, compact), must not stay in memory."""
+    import tracemalloc
+
+    from proxy.store.packed import SMALL_BLOB, Blobs
+
+    blobs = Blobs(lambda _: None)
+    packed = [blobs.pack(b"%d " % i + b"x" * 2**20) for i in range(64)]
+    assert max(map(len, packed)) <= SMALL_BLOB
+    tracemalloc.start()
+    try:
+        for blob in packed:
+            assert len(blobs.unpack(blob)) > 2**20
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 8 * 2**20
+    poll = blobs.pack(b'{"status": "queued"}')
+    assert blobs.unpack(poll) is blobs.unpack(poll)  # small ones are still kept

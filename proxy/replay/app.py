@@ -44,7 +44,8 @@ class ReplayApp:
         """The server's quick lane (``proxy.net.QUICK_ANSWER``): the engine's answer to a whole
         HTTP request, worked out as it arrives. A response ``play`` would send whole at
         once (``instant``, at most ``QUICK_BYTES``) comes back for the server to write
-        itself; anything else goes through ASGI with the answer. None when this app
+        itself; anything else goes through ASGI with the answer (the engine's exception,
+        if it raised one, for ``serve_http`` to raise as its own). None when this app
         answers the request through ASGI alone: more than one cassette, a forwarder,
         injected faults, a pace (``--speed`` other than 0), or a body to be matched off
         the event loop."""
@@ -66,7 +67,10 @@ class ReplayApp:
                 if len(self._seen) >= NORMALIZED_KEPT:
                     self._seen.clear()
                 self._seen[seen_key] = normalized
-        answer = engine.http(None, True, normalized=normalized)
+        try:
+            answer = engine.http(None, True, normalized=normalized)
+        except Exception as e:  # it may have used a recording: ASGI raises it (uvicorn's 500), matching nothing again
+            return None, None, None, e
         if type(answer) is HttpScript and instant(answer):
             parts = [data for _, data in answer.chunks]
             if sum(map(len, parts)) <= QUICK_BYTES:

@@ -34,6 +34,8 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
             break
     req = request_from_scope(scope, bytes(body))
     result = scope.pop(QUICK_ANSWER, None)  # the quick lane matched it already (ReplayApp.quick)
+    if isinstance(result, Exception):
+        raise result  # the engine failed in the quick lane: as it would have here
     if result is None:
         # A large or encoded body is decoded, redacted and fingerprinted off the event loop; so is
         # a medium one while its path is not fully indexed: a burst of first requests (misses,

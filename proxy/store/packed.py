@@ -125,8 +125,10 @@ def events_into(it: Interaction, events: Iterable[Event]) -> Interaction:
 # Small blobs opened (checked and decompressed) already, kept by their exact stored bytes:
 # recordings of one exchange repeat the same small bodies and events (a poll, a load
 # test), and opening a blob costs more than the rest of reading its row. Same bytes, same
-# frame, same content: a kept one is the one opening it again would give.
+# frame, same content: a kept one is the one opening it again would give. Small once open
+# too (SMALL_CONTENT): a small blob can hold megabytes (a repeated byte packs ~10^4x).
 SMALL_BLOB = 2048
+SMALL_CONTENT = 8 * 2**10
 SMALL_KEPT = 4096
 
 
@@ -167,9 +169,10 @@ class Blobs:
             content = self._seen.get(blob)
             if content is None:
                 content = self._unpack(blob)
-                if len(self._seen) >= SMALL_KEPT:
-                    self._seen.clear()
-                self._seen[blob] = content
+                if len(content) <= SMALL_CONTENT:
+                    if len(self._seen) >= SMALL_KEPT:
+                        self._seen.clear()
+                    self._seen[blob] = content
             return content
         return self._unpack(blob)
 
