@@ -592,3 +592,29 @@ def test_small_blobs_kept_open_are_small_once_open_too():
     assert kept < 8 * 2**20
     poll = blobs.pack(b'{"status": "queued"}')
     assert blobs.unpack(poll) is blobs.unpack(poll)  # small ones are still kept
+
+
+def test_events_kept_open_are_small_once_open_too(tmp_path):
+    """Reading keeps the chunks of small event parts (recordings of one exchange repeat
+    them); a part can be small stored and megabytes open, and reading a cassette of
+    those once (inspect, export, audit) must not keep them all."""
+    import tracemalloc
+
+    from proxy.store.packed import SMALL_BLOB
+
+    path = tmp_path / "big.db"
+    with Cassette.create(path, upstream="synthetic (test)") as c:
+        for i in range(40):
+            c.append(Interaction(Kind.HTTP, Request("GET", "/v1/x"), Response(200, "OK", []),
+                                 [Chunk(0.0, b"%d " % i + b"x" * 2**20)], ttfb=0.0, end=End.COMPLETE))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT max(length(data)) FROM events").fetchone()[0] <= SMALL_BLOB  # the case
+    with Cassette.open(path) as c:
+        tracemalloc.start()
+        try:
+            for it in c.interactions():
+                assert len(it.chunks[0].data) > 2**20
+            kept = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+    assert kept < 8 * 2**20, kept

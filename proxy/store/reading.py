@@ -21,7 +21,7 @@ import orjson
 from ..model import Close, Direction, End, Interaction, Kind, Request, Response
 from . import opening, schema
 from .errors import CassetteCorrupt, CassetteError
-from .packed import SMALL_BLOB, SMALL_KEPT, Blobs, Damaged, events_into, unpack_events
+from .packed import SMALL_BLOB, SMALL_CONTENT, SMALL_KEPT, Blobs, Damaged, events_into, unpack_events
 
 # One interaction row with its request body, as _build() reads it.
 ROW = ('i.seq, i.kind, i.method, i.scheme, i.host, i.port, i.path, i.query, i.started_at, i.request_headers,'
@@ -238,13 +238,16 @@ class CassetteReader:
                 return
             # A small part's events, made once per distinct stored bytes: recordings of one
             # exchange repeat them. The Chunk and Frame objects are shared (never changed).
+            # Kept only when small once open too (SMALL_CONTENT): a 2 KB blob can hold megabytes.
             seen = self._events_seen.get(blob)
             if seen is None:
-                made = events_into(SimpleNamespace(chunks=[], frames=[]), unpack_events(self._blobs.unpack(blob)))
+                content = self._blobs.unpack(blob)
+                made = events_into(SimpleNamespace(chunks=[], frames=[]), unpack_events(content))
                 seen = (made.chunks, made.frames)
-                if len(self._events_seen) >= SMALL_KEPT:
-                    self._events_seen.clear()
-                self._events_seen[blob] = seen
+                if len(content) <= SMALL_CONTENT:
+                    if len(self._events_seen) >= SMALL_KEPT:
+                        self._events_seen.clear()
+                    self._events_seen[blob] = seen
             it.chunks += seen[0]
             it.frames += seen[1]
         except Damaged as e:
