@@ -185,6 +185,13 @@ def _cased_httptools():
 
     class Cycle(RequestResponseCycle):
         async def send(self, message) -> None:
+            if not self.disconnected and self.transport.is_closing():
+                # Closed under the app: uvloop closes on the client's end of file at once
+                # and tells uvicorn (connection_lost) a moment later; a write in between
+                # raised and logged "Exception in ASGI application". As uvicorn's send to a
+                # client that is gone: nothing.
+                self.disconnected = True
+                return
             if message["type"] == "http.response.start" and not self.response_started:
                 headers = message.get("headers") or ()
                 if any(k != k.lower() for k, _ in headers):
@@ -210,7 +217,8 @@ def _cased_httptools():
             for i in range(len(parts) - 1):
                 if self.flow.write_paused and not self.disconnected:
                     await self.flow.drain()
-                if self.disconnected:
+                if self.disconnected or self.transport.is_closing():
+                    self.disconnected = True
                     return
                 body = parts[i]
                 if not body:

@@ -442,3 +442,26 @@ def test_a_websocket_upgraded_in_the_read_the_lane_answered_outlives_the_keep_al
     finally:
         server.stop_thread()
     assert b" 101 " in out and b"reply" in out
+
+
+def test_a_client_that_half_closes_gets_no_traceback(tmp_path):
+    """A client that sends its request and shuts its side (`nc -N`): `proxy replay` (uvloop)
+    closes the connection on that end of file as uvicorn does; a response started in the
+    moment before uvicorn hears of it wrote to the closed transport and logged 'Exception
+    in ASGI application' with a traceback."""
+    from tests.conftest import replayer
+    from tests.test_replay_edges import _cassette
+
+    it = _it(headers=[("Content-Type", "application/json"), ("X-Id", "1")])
+    it.ttfb = 0.005  # the head goes out a little after the end of file came in
+    path = _cassette(tmp_path, [it] * 16)
+    with replayer(path) as rp:
+        host, port = rp.url.split("//")[1].split(":")
+        for _ in range(8):
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"GET /v1/x HTTP/1.1\r\nHost: a\r\n\r\n" * 2)  # the second waits in uvicorn's pipeline
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(65536):
+                    pass
+        rp.stop()
+    assert "Traceback" not in rp.err and "Exception in ASGI application" not in rp.err, rp.err
