@@ -100,7 +100,10 @@ class _TimerFd:
     the GIL behind the loop's own work: WebSocket frames came up to 1.6-3 ms late at p99."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # no reference to the loop: it holds this (its reader), and _timerfds lets it die
+        # No reference to the loop: it holds this (its reader). The waits' futures do refer
+        # to the loop, so nothing outside the loop holds this strongly (_timerfds keeps a
+        # weak reference): a loop that ends with a wait pending (a server stopped in the
+        # middle of a paced stream) is freed with its timer and descriptor all the same.
         self.fd = os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
         self.heap: list[tuple[float, int, asyncio.Future]] = []
         self.n = itertools.count()
@@ -110,7 +113,7 @@ class _TimerFd:
         except Exception:
             os.close(self.fd)
             raise
-        weakref.finalize(loop, os.close, self.fd)  # the loop's reader goes with the loop
+        weakref.finalize(self, os.close, self.fd)  # this goes with the loop's reader
 
     def at(self, due: float) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
@@ -140,23 +143,29 @@ class _TimerFd:
             self._arm(heap[0][0])
 
 
-_timerfds: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TimerFd | None]" = weakref.WeakKeyDictionary()
+# per loop, its timer (weakly: see _TimerFd), or None where it cannot have one
+_timerfds: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_TimerFd] | None]" = \
+    weakref.WeakKeyDictionary()
 
 
 def _wake_at(due: float) -> asyncio.Future:
     """A future resolved once ``time.monotonic()`` reads ``due``: the running loop's timerfd
     where Linux and the loop allow one, else the alarm thread."""
     loop = asyncio.get_running_loop()
-    timer = _timerfds.get(loop, False)
-    if timer is False:
-        timer = None
+    ref = _timerfds.get(loop, False)
+    if ref is None:
+        return _ALARM.at(due)
+    timer = ref() if ref is not False else None
+    if timer is None:
         if hasattr(os, "timerfd_create"):
             try:
                 timer = _TimerFd(loop)
             except (OSError, NotImplementedError, RuntimeError):
                 timer = None
-        _timerfds[loop] = timer
-    return timer.at(due) if timer is not None else _ALARM.at(due)
+        _timerfds[loop] = None if timer is None else weakref.ref(timer)
+        if timer is None:
+            return _ALARM.at(due)
+    return timer.at(due)
 
 
 if hasattr(os, "register_at_fork"):

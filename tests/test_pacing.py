@@ -158,3 +158,29 @@ def test_waits_wake_on_time_never_early_and_leave_nothing_behind():
 
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= fds + 2
+
+
+def test_a_loop_that_ends_with_a_wait_still_pending_is_freed_with_its_timer():
+    """A server stopped in the middle of a paced stream ends its loop with a wait pending
+    (asyncio.run cancels it): the loop, and the timer descriptor it owns, are freed all
+    the same, not kept by the wait's entry in the loop's timer."""
+    import gc
+    import weakref
+
+    from proxy.timing import Pacer
+
+    loops: list = []
+
+    async def stopped_mid_stream() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        pacer = Pacer(1.0)
+        asyncio.ensure_future(pacer.at(pacer.now() + 60))  # the stream's next event, a minute away
+        await asyncio.sleep(0.001)
+
+    gc.collect()
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        asyncio.run(stopped_mid_stream())
+    gc.collect()
+    assert [r for r in loops if r() is not None] == []
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2
