@@ -465,3 +465,14 @@ def test_a_client_that_half_closes_gets_no_traceback(tmp_path):
                     pass
         rp.stop()
     assert "Traceback" not in rp.err and "Exception in ASGI application" not in rp.err, rp.err
+
+
+def test_http_1_0_keep_alive_pipelining_uses_only_what_it_answers(servers):
+    """An HTTP/1.0 request asking for keep-alive gets `connection: close` (uvicorn's rule);
+    a second request pipelined in the same write is never answered, and its recording
+    stays unused (found from README by a new user: the lane used it up)."""
+    its = [_it(path="/a"), _it(path="/b", parts=(b"b",))]
+    data = b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n"
+    lane_out, plain_out, written = _both(servers, its, data)
+    assert lane_out == plain_out and lane_out.count(b"HTTP/1.1 200") == 1 and written == 1
+    assert servers[0].app.engine.served == 1 and servers[2].app.engine.served == 1
