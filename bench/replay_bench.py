@@ -172,7 +172,7 @@ def json_rows(d: Path, quick: bool) -> list[dict]:
         note = "" if not bad else f" ({bad} of {total} answers not 2xx: the cassette ran out, figure invalid)"
         rows.append({"bench": f"small JSON, wrk {' '.join(WRK)}, {label}",
                      "metric": "proxy replay --speed 0 / bare uvicorn raw ASGI (same stack), requests/s",
-                     "value": f"{r_rps:,.0f} / {b_rps:,.0f} = {ratio:.2f}{note}{ceiling}",
+                     "value": f"{r_rps:,.0f} / {b_rps:,.0f} = {ratio:.3f}{note}{ceiling}",
                      "target": ">= 0.8" if fastest else "", "ok": (ratio >= 0.8 and not bad) if fastest else None})
         if fastest and not quick:
             # the same exchange, each recording's answer its own (ids differ): no two alike
@@ -185,7 +185,7 @@ def json_rows(d: Path, quick: bool) -> list[dict]:
             note = "" if not bad else f" ({bad} of {total} answers not 2xx: the cassette ran out, figure invalid)"
             rows.append({"bench": f"small JSON, every answer different, wrk {' '.join(WRK)}, {label}",
                          "metric": "proxy replay --speed 0 / bare uvicorn raw ASGI (same stack), requests/s",
-                         "value": f"{v_rps:,.0f} / {b_rps:,.0f} = {v_rps / b_rps:.2f}{note}", "target": "",
+                         "value": f"{v_rps:,.0f} / {b_rps:,.0f} = {v_rps / b_rps:.3f}{note}", "target": "",
                          "ok": None})
     return rows
 
@@ -225,7 +225,7 @@ def sse_rows(d: Path, quick: bool) -> list[dict]:
             fastest = label == stacks()[0][0]
             rows.append({"bench": f"SSE --speed 0, {streams} stream(s) x {n_events} events, {label}",
                          "metric": "proxy replay / bare uvicorn raw ASGI streaming the same chunks, events/s",
-                         "value": f"{r_eps:,.0f} / {b_eps:,.0f} = {ratio:.2f} (client ceiling {ceiling:,.0f})",
+                         "value": f"{r_eps:,.0f} / {b_eps:,.0f} = {ratio:.3f} (client ceiling {ceiling:,.0f})",
                          "target": ">= 0.8" if fastest else "", "ok": ratio >= 0.8 if fastest else None})
     return rows
 
