@@ -6,11 +6,12 @@ accumulating (chained sleeps drift 5-9 % on these machines). ``speed == 0``
 means instant: nothing waits.
 
 Event loop timers wake through epoll (or libuv), whose timeout has 1 ms granularity, so a
-plain sleep overshoots by up to ~1 ms. Waits go to one alarm thread for the process
-(``_Alarm``) instead: it sleeps on a condition until the earliest target of every open
-stream (to within ~0.1 ms), then wakes the loops whose targets passed
-(``call_soon_threadsafe`` interrupts their epoll at once). Nothing spins: 200 paced
-streams used half a core spinning ``sleep(0)`` in the last 1.2 ms before each event.
+plain sleep overshoots by up to ~1 ms. On Linux each loop's waits go to a timerfd armed at
+its earliest target (``_TimerFd``): the kernel wakes the loop's epoll at the target itself.
+Elsewhere (or where a loop cannot watch a descriptor) one alarm thread for the process
+(``_Alarm``) sleeps until the earliest target of every open stream, then wakes the loops
+whose targets passed (``call_soon_threadsafe``). Nothing spins: 200 paced streams used half
+a core spinning ``sleep(0)`` in the last 1.2 ms before each event.
 
 A Pacer built with its own clock or sleep (tests' fakes) sleeps with them instead:
 until ``SPIN`` before the target, then yields (``sleep(0)``) until the target passes.

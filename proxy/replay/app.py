@@ -13,8 +13,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .asgi import request_from_parts, send_error
-from .engine import MEDIUM_BODY, NORMALIZED_BODY, NORMALIZED_KEPT, Engine, HttpScript, large
-from .http import instant, serve_http
+from .engine import NORMALIZED_BODY, NORMALIZED_KEPT, Engine, HttpScript
+from .http import instant, off_loop, serve_http
 from .websocket import serve_websocket
 
 log = logging.getLogger("proxy.replay")
@@ -60,7 +60,7 @@ class ReplayApp:
         normalized = self._seen.get(seen_key)
         if normalized is None:
             req = request_from_parts(method, raw_path, query, headers, body)
-            if large(req) or (len(body) > MEDIUM_BODY and not engine.prepared(req)):
+            if off_loop(engine, req):  # matched in the worker thread, through ASGI
                 return None
             normalized = engine.normalized(req)
             if len(body) <= NORMALIZED_BODY and len(normalized[0].body) <= NORMALIZED_BODY:

@@ -121,6 +121,8 @@ class NotIndexedYet:
     to be done twice on the event loop)."""
 
     normalized: tuple
+
+
 # Recorded request bytes (plus matching.SCAN_COST per recording) a match may fingerprint on
 # the event loop (100 KB took 2.4 ms here) before it hands the rest to ``prepare``: requests
 # replayed in their recorded order scan one recording each (up to 63 KB), a swapped pair of
@@ -149,10 +151,6 @@ NORMALIZED_KEPT = 512
 NORMALIZED_BODY = 64 * 2**10  # larger bodies are not kept (their bytes would be)
 
 
-_HAND_OVER_EVERY = 0.0002  # seconds of worker-thread work between two hand-overs
-_handed_over = threading.local()
-
-
 # An index lives as long as its engine and holds no reference cycles: frozen out of the
 # cyclic garbage collector's sight (gc.freeze), full collections no longer walk it (with
 # 100k recordings indexed, those walks cost 60 us per request served); refcounting still
@@ -162,32 +160,22 @@ _handed_over = threading.local()
 FREEZE_INDEXES = False
 
 
-def _hand_over_gil() -> None:
+# Worker-thread work (indexing a path, diagnosing a miss) between two hand-overs of the GIL.
+DIAGNOSE_EVERY = 0.0002  # a diagnosis compares a few large recordings: shorter stretches
+INDEX_EVERY = 0.0005  # indexing: a sleep (50-100 us, far more under load) costs more than a small recording
+_handed_over = threading.local()
+
+
+def _hand_over_gil(every: float) -> None:
     # Called by a worker thread between recordings: a short sleep releases the GIL so the
     # event loop (playing other streams on time) never waits behind a whole index or
-    # diagnosis. Once per _HAND_OVER_EVERY of work, not per recording: a sleep costs 50 us
-    # to 0.5 ms here, and one per recording made indexing 100k recordings take a minute.
+    # diagnosis. Once per ``every`` seconds of work, not per recording: one sleep per
+    # recording made indexing 100k recordings take a minute, and the first match on a path
+    # with 10,000 recordings take seconds.
     now = time.perf_counter()
-    if now - getattr(_handed_over, "at", 0.0) >= _HAND_OVER_EVERY:
+    if now - getattr(_handed_over, "at", 0.0) >= every:
         time.sleep(0.00005)
         _handed_over.at = time.perf_counter()
-
-
-HAND_OVER_EVERY = 0.0005  # seconds of indexing work a worker thread does between hand-overs
-_last_hand_over = 0.0
-
-
-def _hand_over_gil_now_and_then() -> None:
-    # Indexing a path: the same hand-over, once per HAND_OVER_EVERY of work. A sleep takes
-    # 50-100 us (far more under load), more than indexing one small recording: one per
-    # recording made the first match on a path with 10,000 recordings take seconds.
-    # (Diagnosing a miss, a few large recordings, keeps one per recording.)
-    # Unlocked: a race costs at most one extra or one late sleep.
-    global _last_hand_over
-    now = time.perf_counter()
-    if now - _last_hand_over >= HAND_OVER_EVERY:
-        time.sleep(0.00005)
-        _last_hand_over = time.perf_counter()
 
 
 def held_until(it: Interaction) -> float:
@@ -292,7 +280,7 @@ class Engine:
         for ``http`` / ``handshake`` to report."""
         keyed = self._keyed(req)
         try:
-            full = self.matcher.index(keyed, cls, pause=_hand_over_gil_now_and_then)
+            full = self.matcher.index(keyed, cls, pause=lambda: _hand_over_gil(INDEX_EVERY))
             with self._lock:
                 self.matcher.install(keyed, cls, full)
         except CassetteError as e:
@@ -425,7 +413,7 @@ class Engine:
     def diagnose(self, miss: Miss) -> Miss:
         """Fill in a miss's nearest recording and diff. Only reads; run it in a worker thread."""
         try:
-            return self.matcher.diagnose(miss, pause=_hand_over_gil)
+            return self.matcher.diagnose(miss, pause=lambda: _hand_over_gil(DIAGNOSE_EVERY))
         except CassetteError as e:  # the diagnosis read a damaged row: the miss stays as it is
             with self._lock:
                 self.failed(e)

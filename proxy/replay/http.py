@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ..model import Request
 from ..net import BODY_PARTS, QUICK_ANSWER, IntendedReset
 from ..timing import Pacer
 from .asgi import RecordedCut, hold, request_from_scope, send_miss, unless_gone, when_gone
@@ -15,11 +16,23 @@ from .engine import MEDIUM_BODY, Engine, Ending, HttpScript, MissReply, NotIndex
 
 log = logging.getLogger("proxy.replay")
 
+def _undelayed(script: HttpScript) -> bool:
+    # no real-time delay or byte rate an injected fault added: at --speed 0, nothing to wait for
+    return not script.delays and not script.drip
+
+
 def instant(script: HttpScript) -> bool:
     """Whether ``play`` at --speed 0 would send this script's response whole, without a
     wait or a drop: what a server may write in one go in ``play``'s place."""
-    return (script.status is not None and script.ending is Ending.COMPLETE and not script.delays
-            and not script.drip)
+    return script.status is not None and script.ending is Ending.COMPLETE and _undelayed(script)
+
+
+def off_loop(engine: Engine, req: Request) -> bool:
+    """Whether matching ``req`` belongs in the worker thread: a large or encoded body is
+    decoded, redacted and fingerprinted off the event loop; so is a medium one while its
+    path is not fully indexed (a burst of first requests of 100 KB, misses say, would
+    otherwise hold up streams for milliseconds each)."""
+    return large(req) or (len(req.body) > MEDIUM_BODY and not engine.prepared(req))
 
 
 async def serve_http(app, engine: Engine, scope, receive, send) -> None:
@@ -37,11 +50,7 @@ async def serve_http(app, engine: Engine, scope, receive, send) -> None:
     if isinstance(result, Exception):
         raise result  # the engine failed in the quick lane: as it would have here
     if result is None:
-        # A large or encoded body is decoded, redacted and fingerprinted off the event loop; so is
-        # a medium one while its path is not fully indexed: a burst of first requests (misses,
-        # say) of 100 KB would otherwise hold up streams for milliseconds each.
-        offload = large(req) or (len(req.body) > MEDIUM_BODY and not engine.prepared(req))
-        result = await app.offload(engine.http, req, True) if offload else engine.http(req, True)
+        result = await app.offload(engine.http, req, True) if off_loop(engine, req) else engine.http(req, True)
     if isinstance(result, NotIndexedYet):  # it needs all the recordings of its path indexed: off the event loop too
         await app.offload(engine.prepare, req)
         result = engine.http(req, again=result)  # normalized already: the match alone, and indexed
@@ -97,7 +106,7 @@ async def play(script: HttpScript, pacer: Pacer, receive, send, parts=None) -> N
     if script.status is not None:
         await pacer.at(pacer.due(script.ttfb) + lag)
         await send({"type": "http.response.start", "status": script.status, "headers": script.headers})
-        if pacer.speed == 0 and not script.delays and not script.drip:
+        if pacer.speed == 0 and _undelayed(script):
             # instant (the common --speed 0 case): nothing to wait for, and the last chunk
             # goes out with the end of the body, in one write
             if parts is not None and script.ending is Ending.COMPLETE:
@@ -123,4 +132,4 @@ async def play(script: HttpScript, pacer: Pacer, receive, send, parts=None) -> N
                                                   "this one stayed longer")
 
 
-__all__ = ["instant", "play", "serve_http"]
+__all__ = ["instant", "off_loop", "play", "serve_http"]
