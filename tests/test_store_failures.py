@@ -328,3 +328,37 @@ def test_a_damaged_page_read_ahead_fails_only_the_recording_it_holds(tmp_path, m
         with pytest.raises(CassetteCorrupt):
             src.load_events(got[2])
         assert len(src.load_events(got[3]).chunks) == 1
+
+
+def test_a_damaged_events_page_does_not_fail_the_candidates_read_with_it(tmp_path, monkeypatch):
+    """A candidates page reads the small recordings' events with their rows (one join): a
+    damaged SQLite page of the events table failed that query, and with it every request
+    of the key, where the rows themselves are intact and only the recordings whose events
+    are damaged must fail, when they are asked for."""
+    import sqlite3
+
+    from proxy.store import CassetteCorrupt, opening
+
+    path = tmp_path / "c.db"
+    make(path, [http(i, chunks=2) for i in range(1, 6)])
+    conn = sqlite3.connect(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            leaves = [p for (p,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf'")]
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat")
+    finally:
+        conn.close()
+    assert leaves
+    with open(path, "r+b") as f:
+        for page in leaves:  # a leaf's header: a page type no b-tree has
+            f.seek((page - 1) * page_size + (100 if page == 1 else 0))
+            f.write(b"\x07")
+    monkeypatch.setattr(opening, "QUICK_CHECK_MAX_BYTES", 0)  # as a file over 16 MB is opened
+    with Cassette.open(path) as c:
+        src = c.source()
+        got = list(src.candidates(("http", "POST", "/v1/responses", "")))
+        assert [it.seq for it in got] == [1, 2, 3, 4, 5]
+        with pytest.raises(CassetteCorrupt):
+            src.load_events(got[0])

@@ -28,6 +28,7 @@ ROW = ('i.seq, i.kind, i.method, i.scheme, i.host, i.port, i.path, i.query, i.st
        ' i.request_content_encoding, i.status, i.reason, i.response_headers, i.ttfb, i.duration, i."end",'
        ' i.end_detail, i.close_code, i.close_reason, i.closed_by, b.data, i.event_count, i.request_bytes')
 FROM = "interactions i LEFT JOIN request_bodies b ON b.seq = i.seq"
+FROM_EVENTS = FROM + " LEFT JOIN events e ON e.seq = i.seq AND e.part = 0"
 
 # The type each column of ROW must have (SQLite stores any type anywhere: a damaged
 # record can turn a path into a number). None means NULL is allowed too.
@@ -37,6 +38,12 @@ ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, 
              _I + _N, _S + _N, _S + _N, _B + _N, _I, _I, _S + _N)
 # ROW and, where the file has the column (schema.OPTIONAL), the client's HTTP version.
 ROW_FULL = ROW + ", i.http_version"
+# A column to follow ROW (``_build(r, events=True)``): the stored events of a recording with
+# at most ? events and ? bytes of server data, when they are one part (a finished recording's
+# are), else NULL. One query then reads a small exchange whole: a second query per
+# recording for its events cost as much as its row. FROM_EVENTS is FROM for it (a join:
+# half the cost of a subquery per row).
+SMALL_EVENTS = "CASE WHEN i.event_count <= ? AND i.body_bytes <= ? THEN e.data END"
 
 SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
            "event_count", "body_bytes", "close_code", "scheme", "host", "port")
@@ -257,16 +264,19 @@ class CassetteReader:
         row = self._read("SELECT data FROM dictionaries WHERE id = ?", (dict_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def _build(self, r: tuple) -> Interaction:
+    def _build(self, r: tuple, events: bool = False) -> Interaction:
+        """The interaction of row ``r`` (ROW, then the HTTP version if the row has it, or with
+        ``events``, SMALL_EVENTS instead: its chunks and frames are filled in when that column
+        holds them all, undamaged; else left for ``load_events``, which checks them)."""
         seq = r[0]
         try:
-            _check_types(r)
+            _check_types(r, events)
             body = self._blobs.unpack(r[21]) if r[21] is not None else b""
             if len(body) != r[23]:  # a lost request_bodies row is damage, not an empty body
                 raise Damaged(f"{len(body)} bytes stored, the row counts {r[23]}")
             # positional arguments: half the cost of keywords, and this runs per row read
             req = Request(r[2], r[6], r[7], _headers(r[9]), body, r[10], r[3], r[4], r[5],
-                          (r[24] or "") if len(r) > 24 else "")
+                          (r[24] or "") if len(r) > 24 and not events else "")
             resp = None if r[11] is None else Response(r[11], r[12] or "", _headers(r[13]))
             it = Interaction(_KINDS.get(r[1]) or Kind(r[1]), req, resp, [], [], r[14], r[15],
                              _ENDS.get(r[16]) or End(r[16]), r[17], None, r[8], seq, seq)
@@ -276,23 +286,32 @@ class CassetteReader:
             raise CassetteCorrupt(self.path, f"interaction {seq}: damaged request body ({e})") from None
         except (ValueError, TypeError) as e:
             raise CassetteCorrupt(self.path, f"interaction {seq}: damaged row ({e})") from None
+        if events and r[24] is not None:
+            try:
+                self._events_into(it, r[24])
+                self._check_count(it, r[22])
+            except CassetteCorrupt:  # damaged, or not all of them: load_events reads (and checks) them
+                it.chunks, it.frames = [], []
         return it
 
 
 _ROW_SIGNATURES: set[tuple[type, ...]] = set()  # the column types of rows checked already
+_EVENTS_SIGNATURES: set[tuple[type, ...]] = set()  # ... of rows with SMALL_EVENTS last
 
 
-def _check_types(r: tuple) -> None:
+def _check_types(r: tuple, events: bool = False) -> None:
     # A cassette's rows have a handful of type signatures: check each signature once
-    # (indexing a path reads every recording of it: 10,000 rows x 24 columns).
+    # (indexing a path reads every recording of it: 10,000 rows x 24 columns). SMALL_EVENTS
+    # is not checked here: _events_into checks what it reads.
     signature = tuple(map(type, r))
-    if signature in _ROW_SIGNATURES:
+    checked = _EVENTS_SIGNATURES if events else _ROW_SIGNATURES
+    if signature in checked:
         return
-    for value, types in zip(r, ROW_TYPES):
+    for value, types in zip(r, ROW_TYPES[:-1] if events else ROW_TYPES):
         if type(value) not in types:
             raise TypeError(f"a {type(value).__name__} in a column of {'/'.join(t.__name__ for t in types)}")
     if len(signature) >= len(ROW_TYPES) - 1:  # with or without the optional last column
-        _ROW_SIGNATURES.add(signature)
+        checked.add(signature)
 
 
 _KINDS = {k.value: k for k in Kind}  # a dict lookup: Kind(value) costs a call into enum per row

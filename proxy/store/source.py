@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from ..matching import Key
 from ..model import Interaction
 from .errors import CassetteCorrupt
-from .reading import FROM, ROW, CassetteReader
+from .reading import FROM, FROM_EVENTS, ROW, SMALL_EVENTS, CassetteReader
 
 PAGE = 256  # candidates read per query
 FIRST_PAGE = 16  # ... but the first pages of a key are smaller (16, 32, ...): its first match reads little
@@ -26,6 +26,11 @@ ROW_BYTES = 512  # what a row counts for beyond its body, for PAGE_BYTES
 AHEAD = 32  # recordings whose events are read with the one asked for (see load_events)
 AHEAD_EVENTS = 64  # ... if they have at most this many events (small exchanges, where a query costs most)
 AHEAD_BYTES = 64 * 2**10  # ... and this many bytes of server data (few events can be megabytes)
+# A recording read as a candidate comes with its events if it has at most this many, and
+# this many bytes of server data (a small JSON answer): no query of its own when it is
+# matched. Bounded, as an indexed key keeps every candidate it read.
+ROW_EVENTS = 16
+ROW_EVENTS_BYTES = 4096
 
 _KEY = "i.match_class = ? AND i.path = ? AND upper(i.method) = ? AND i.match_query = ?"
 
@@ -71,11 +76,12 @@ class SqliteSource:
         return out
 
     def load_events(self, it: Interaction) -> Interaction:
-        """Its events, and in the same query those of the next ``AHEAD`` recordings already
-        read as candidates that are small (``AHEAD_EVENTS``, ``AHEAD_BYTES``): a recording asked for is mostly followed by the next ones (the
-        Nth identical request gets the Nth recording), and one query for many costs little
-        more than one for one. A recording whose events are damaged raises when it is
-        asked for, not when it is read ahead."""
+        """Its events (a small candidate's came with its row: see ``rows``), and in the same
+        query those of the next ``AHEAD`` recordings already read as candidates that are
+        small (``AHEAD_EVENTS``, ``AHEAD_BYTES``): a recording asked for is mostly followed
+        by the next ones (the Nth identical request gets the Nth recording), and one query
+        for many costs little more than one for one. A recording whose events are damaged
+        raises when it is asked for, not when it is read ahead."""
         with self._lock:
             if it.seq in self._ahead and self._loaded.get(it.seq) is it:
                 self._ahead.discard(it.seq)
@@ -118,24 +124,41 @@ class SqliteSource:
     def close(self) -> None:
         self.cassette.close()
 
-    def rows(self, where: str, args: tuple, limit: int, max_bytes: int | None = None) -> list[Interaction]:
+    def rows(self, where: str, args: tuple, limit: int, max_bytes: int | None = None,
+             events: bool = False) -> list[Interaction]:
         """Up to ``limit`` recordings in recorded order; with ``max_bytes``, no more once
         their request bodies add up to that (at least one): the rest of the query's
-        rows are never read."""
-        sql = f"SELECT {ROW} FROM {FROM} WHERE {where} AND i.seq <= ? ORDER BY i.seq LIMIT ?"
+        rows are never read. With ``events``, the small ones (ROW_EVENTS, ROW_EVENTS_BYTES)
+        come with their events (what a match reads next)."""
         with self._lock:
-            out = []
-            size = 0
-            for r in self.cassette._rows(self.cassette._read(sql, (*args, self.last_seq, limit))):
-                self.rows_read += 1
-                it = self._loaded.get(r[0])
-                if it is None:
-                    it = self._loaded[r[0]] = self.cassette._build(r)
-                out.append(it)
-                size += len(it.request.body) + ROW_BYTES
-                if max_bytes is not None and size >= max_bytes:
-                    break
-            return out
+            if not events:
+                return self._page(f"SELECT {ROW} FROM {FROM}", (), where, args, limit, max_bytes)
+            try:
+                return self._page(f"SELECT {ROW}, {SMALL_EVENTS} FROM {FROM_EVENTS}", (ROW_EVENTS, ROW_EVENTS_BYTES),
+                                  where, args, limit, max_bytes)
+            except CassetteCorrupt:  # maybe a damaged events page: load_events says so, for its recording only
+                return self._page(f"SELECT {ROW} FROM {FROM}", (), where, args, limit, max_bytes)
+
+    def _page(self, select: str, select_args: tuple, where: str, args: tuple, limit: int,
+              max_bytes: int | None) -> list[Interaction]:
+        cassette, loaded = self.cassette, self._loaded
+        events = bool(select_args)
+        out = []
+        size = 0
+        sql = f"{select} WHERE {where} AND i.seq <= ? ORDER BY i.seq LIMIT ?"
+        for r in cassette._rows(cassette._read(sql, (*select_args, *args, self.last_seq, limit))):
+            self.rows_read += 1
+            it = loaded.get(r[0])
+            if it is None:
+                it = loaded[r[0]] = cassette._build(r, events)
+                if it.chunks or it.frames:  # its events came with it (SMALL_EVENTS)
+                    self._ahead.add(it.seq)
+                    self._filled.add(it.seq)
+            out.append(it)
+            size += len(it.request.body) + ROW_BYTES
+            if max_bytes is not None and size >= max_bytes:
+                break
+        return out
 
 
 class _Candidates(Sequence):
@@ -156,7 +179,8 @@ class _Candidates(Sequence):
                 return False
             after = self._items[-1].seq if self._items else 0
             size = min(PAGE, FIRST_PAGE << (len(self._items) // FIRST_PAGE).bit_length())
-            page = self._source.rows(f"{_KEY} AND i.seq > ?", (*_key_args(self._key), after), size, PAGE_BYTES)
+            page = self._source.rows(f"{_KEY} AND i.seq > ?", (*_key_args(self._key), after), size, PAGE_BYTES,
+                                     events=True)
             self._items += page
             if len(page) < size and sum(len(it.request.body) + ROW_BYTES for it in page) < PAGE_BYTES:
                 self._done = True
