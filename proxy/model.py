@@ -35,13 +35,13 @@ class Direction(str, enum.Enum):
     SERVER = "server"  # server -> client
 
 
-@dataclass
+@dataclass(slots=True)
 class Chunk:
     offset: float
     data: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     direction: Direction
     is_text: bool
@@ -52,7 +52,7 @@ class Frame:
         return self.payload.decode("utf-8", "replace")
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     method: str
     path: str  # without the query
@@ -81,7 +81,7 @@ class Request:
         return header_value(self.headers, name, default)
 
 
-@dataclass
+@dataclass(slots=True)
 class Response:
     status: int
     reason: str = ""
@@ -91,7 +91,7 @@ class Response:
         return header_value(self.headers, name, default)
 
 
-@dataclass
+@dataclass(slots=True)
 class Close:
     """How a WebSocket session closed."""
 
@@ -100,7 +100,7 @@ class Close:
     by: Direction | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Interaction:
     """One HTTP exchange or one WebSocket session, in recorded order."""
 
