@@ -267,18 +267,31 @@ class CassetteReader:
     def _build(self, r: tuple, events: bool = False) -> Interaction:
         """The interaction of row ``r`` (ROW, then the HTTP version if the row has it, or with
         ``events``, SMALL_EVENTS instead: its chunks and frames are filled in when that column
-        holds them all, undamaged; else left for ``load_events``, which checks them)."""
+        holds them all, undamaged; else left for ``load_events``, which checks them).
+        Replay reads a row per request: what repeats (types checked, headers parsed, events
+        made) is looked up here, and the functions that make it are called only when new."""
         seq = r[0]
         try:
-            _check_types(r, events)
+            if tuple(map(type, r)) not in (_EVENTS_SIGNATURES if events else _ROW_SIGNATURES):
+                _check_types(r, events)
             body = self._blobs.unpack(r[21]) if r[21] is not None else b""
             if len(body) != r[23]:  # a lost request_bodies row is damage, not an empty body
                 raise Damaged(f"{len(body)} bytes stored, the row counts {r[23]}")
+            headers = _headers_seen.get(r[9])
             # positional arguments: half the cost of keywords, and this runs per row read
-            req = Request(r[2], r[6], r[7], _headers(r[9]), body, r[10], r[3], r[4], r[5],
-                          (r[24] or "") if len(r) > 24 and not events else "")
-            resp = None if r[11] is None else Response(r[11], r[12] or "", _headers(r[13]))
-            it = Interaction(_KINDS.get(r[1]) or Kind(r[1]), req, resp, [], [], r[14], r[15],
+            req = Request(r[2], r[6], r[7], list(headers) if headers is not None else _headers(r[9]), body, r[10],
+                          r[3], r[4], r[5], (r[24] or "") if len(r) > 24 and not events else "")
+            if r[11] is None:
+                resp = None
+            else:
+                headers = _headers_seen.get(r[13])
+                resp = Response(r[11], r[12] or "", list(headers) if headers is not None else _headers(r[13]))
+            seen = self._events_seen.get(r[24]) if events and r[24] is not None else None
+            if seen is not None and r[22] == len(seen[0]) + len(seen[1]):  # (_events_into's, kept)
+                chunks, frames = list(seen[0]), list(seen[1])
+            else:
+                chunks, frames = [], []
+            it = Interaction(_KINDS.get(r[1]) or Kind(r[1]), req, resp, chunks, frames, r[14], r[15],
                              _ENDS.get(r[16]) or End(r[16]), r[17], None, r[8], seq, seq)
             if r[18] is not None or r[19] is not None or r[20] is not None:
                 it.close = Close(r[18], r[19] or "", Direction(r[20]) if r[20] else None)
@@ -286,7 +299,7 @@ class CassetteReader:
             raise CassetteCorrupt(self.path, f"interaction {seq}: damaged request body ({e})") from None
         except (ValueError, TypeError) as e:
             raise CassetteCorrupt(self.path, f"interaction {seq}: damaged row ({e})") from None
-        if events and r[24] is not None:
+        if events and seen is None and r[24] is not None:
             try:
                 self._events_into(it, r[24])
                 self._check_count(it, r[22])
@@ -300,9 +313,9 @@ _EVENTS_SIGNATURES: set[tuple[type, ...]] = set()  # ... of rows with SMALL_EVEN
 
 
 def _check_types(r: tuple, events: bool = False) -> None:
-    # A cassette's rows have a handful of type signatures: check each signature once
-    # (indexing a path reads every recording of it: 10,000 rows x 24 columns). SMALL_EVENTS
-    # is not checked here: _events_into checks what it reads.
+    # A cassette's rows have a handful of type signatures: each is checked once (indexing a
+    # path reads every recording of it: 10,000 rows x 24 columns), _build looks it up first.
+    # SMALL_EVENTS is not checked here: _events_into checks what it reads.
     signature = tuple(map(type, r))
     checked = _EVENTS_SIGNATURES if events else _ROW_SIGNATURES
     if signature in checked:
