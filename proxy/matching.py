@@ -418,7 +418,7 @@ def _paths(diffs: Sequence[Difference], more: bool) -> str:
     return shown + (" and more" if more or len(diffs) > 3 else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class Match:
     """A recording chosen for a request, and how it was chosen."""
 
@@ -1006,7 +1006,7 @@ class Matcher:
 
     def load(self, it: Interaction) -> Interaction:
         """The recording with its chunks and frames (loaded once)."""
-        ident = _ident(it)
+        ident = it.seq if it.seq is not None else _ident(it)
         if ident not in self._loaded:
             self.source.load_events(it)
             self._loaded.add(ident)
@@ -1154,10 +1154,10 @@ class Matcher:
 
     def _take(self, bucket: _Bucket, i: int, target: str, key: Key, exact: bool = True, weak: bool = False,
               diffs=(), more: bool = False, dist: int = 0) -> Match:
-        first = _first_unused(bucket, i)
+        first = bucket.first_unused() if bucket.origins is None else _first_unused(bucket, i)
         it = bucket.items[i]
         bucket.used[i] = 1
-        self._used.add(_ident(it))
+        self._used.add(it.seq if it.seq is not None else _ident(it))
         late = first is not None and first < i
         # positional (fields in order): keywords cost twice as much, and this runs per match
         m = Match(it, exact, weak, late, bucket.items[first].seq if late else None, dist, list(diffs), more, target,

@@ -246,6 +246,7 @@ def _cased_httptools():
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self._quick = getattr(self.config, "proxy_quick", None)
+            self._root = self.root_path.encode("ascii")
             self._head_limit = max(self.config.h11_max_incomplete_event_size or 0, HEAD_LIMIT)
 
         def on_message_begin(self) -> None:
@@ -253,7 +254,7 @@ def _cased_httptools():
             # a request is in flight from here: uvicorn arms its keep-alive timeout only
             # between requests, but the lane's answer (on_response_complete) may arm it in
             # the middle of a read that holds the next request too
-            self._unset_keepalive_if_required()
+            self._idle_since = None  # (_unset_keepalive_if_required, inline: this runs per request)
             if self._quick is None:
                 super().on_message_begin()
                 return
@@ -277,7 +278,8 @@ def _cased_httptools():
             self.server_state.total_requests += 1
             if self.transport.is_closing():
                 return
-            self.flow.resume_reading()
+            if self.flow.read_paused:
+                self.flow.resume_reading()
             if self.pipeline:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)
@@ -392,7 +394,7 @@ def _cased_httptools():
                 got = None
                 if url.path is not None:
                     method = self.parser.get_method().decode("ascii")
-                    got = self._quick(method, self.root_path.encode("ascii") + url.path, url.query or b"",
+                    got = self._quick(method, self._root + url.path if self._root else url.path, url.query or b"",
                                       self.headers, body)
                 if got is not None:
                     status, headers, parts, answer = got

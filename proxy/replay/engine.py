@@ -52,7 +52,7 @@ class Ending(str, enum.Enum):
 HOLD_GRACE = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpScript:
     status: int | None  # None: the recording has no response head, so nothing is sent
     headers: list[tuple[bytes, bytes]]
@@ -315,9 +315,10 @@ class Engine:
         with self._lock:
             try:
                 result = self._too_large(req, problem) if problem else self.matcher.match(
-                    req, diagnose=False, fq=fq, budget=INLINE_SCAN if lazy else None, key=key)
-                self._freeze_now_and_then()
-                if isinstance(result, Match):
+                    req, None, False, fq, INLINE_SCAN if lazy else None, key)  # positional: this runs per request
+                if FREEZE_INDEXES and self.matcher.scanned >= self._freeze_at:
+                    self._freeze_now_and_then()
+                if type(result) is Match:
                     script = http_script(self._full(result.interaction))
                     return self._fault_http(req, result, script) if self.faults is not None else script
             except NotIndexed:
