@@ -145,6 +145,9 @@ def json_cassette(path: Path, n: int, varied: bool = False) -> None:
         c.append_many(one(i) for i in range(n))
 
 
+JSON_ROUNDS = 3  # bare, then replay, this many times on the fastest stack: the median ratio
+
+
 def json_rows(d: Path, quick: bool) -> list[dict]:
     if shutil.which("wrk") is None:
         return [{"bench": "small JSON exchanges (wrk)", "metric": "requests/s",
@@ -156,24 +159,36 @@ def json_rows(d: Path, quick: bool) -> list[dict]:
     rows = []
     for label, http, loop, env in stacks()[:1] if quick else stacks():
         fastest = label == stacks()[0][0]
-        with bare("json", http, loop) as (url, _):
-            get(url, "/v1/models")
-            b_rps, _, _ = wrk(url, quick)
+        # This machine's speed drifts over seconds (other tenants): bare and replay take turns,
+        # each round's ratio is its own pair's, and the row gives the median round.
+        rounds = JSON_ROUNDS if fastest and not quick else 1
+        pairs, bad_answers = [], 0
+        with bare("json", http, loop) as (b_url, _):
+            get(b_url, "/v1/models")
+            for _ in range(rounds):
+                b_rps, _, _ = wrk(b_url, quick)
+                with replay(path, env, "--speed", "0") as (url, pid):  # a fresh server: every recording unused
+                    get(url, "/v1/models")  # the first request indexes the recordings
+                    wait_idle(pid)
+                    r_rps, total, bad = wrk(url, quick)
+                pairs.append((r_rps, b_rps))
+                bad_answers += bad
+        r_rps, b_rps = sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
+        ratio = r_rps / b_rps
         ceiling = ""
         if fastest:  # wrk's own ceiling here: canned answers from a raw socket server
             with bare("wire", http, loop) as (url, _):
                 get(url, "/v1/models")
                 ceiling = f" (wrk's ceiling, a raw asyncio server writing canned answers: {wrk(url, quick)[0]:,.0f})"
-        with replay(path, env, "--speed", "0") as (url, pid):
-            get(url, "/v1/models")  # the first request indexes the recordings
-            wait_idle(pid)
-            r_rps, total, bad = wrk(url, quick)
-        ratio = r_rps / b_rps
-        note = "" if not bad else f" ({bad} of {total} answers not 2xx: the cassette ran out, figure invalid)"
-        rows.append({"bench": f"small JSON, wrk {' '.join(WRK)}, {label}",
-                     "metric": "proxy replay --speed 0 / bare uvicorn raw ASGI (same stack), requests/s",
-                     "value": f"{r_rps:,.0f} / {b_rps:,.0f} = {ratio:.3f}{note}{ceiling}",
-                     "target": ">= 0.8" if fastest else "", "ok": (ratio >= 0.8 and not bad) if fastest else None})
+        note = "" if not bad_answers else f" ({bad_answers} answers not 2xx: the cassette ran out, figure invalid)"
+        turns = f"; {spread([r / b for r, b in pairs], '{:.3f}')}" if rounds > 1 else ""
+        rows.append({"bench": f"small JSON, wrk {' '.join(WRK)}, {label}"
+                              + (f", {rounds} rounds, bare and replay in turn" if rounds > 1 else ""),
+                     "metric": "proxy replay --speed 0 / bare uvicorn raw ASGI (same stack), requests/s"
+                               + (" (median round)" if rounds > 1 else ""),
+                     "value": f"{r_rps:,.0f} / {b_rps:,.0f} = {ratio:.3f}{turns}{note}{ceiling}",
+                     "target": ">= 0.8" if fastest else "",
+                     "ok": (ratio >= 0.8 and not bad_answers) if fastest else None})
         if fastest and not quick:
             # the same exchange, each recording's answer its own (ids differ): no two alike
             varied = d / "json-varied.db"
@@ -184,7 +199,8 @@ def json_rows(d: Path, quick: bool) -> list[dict]:
                 v_rps, total, bad = wrk(url, quick)
             note = "" if not bad else f" ({bad} of {total} answers not 2xx: the cassette ran out, figure invalid)"
             rows.append({"bench": f"small JSON, every answer different, wrk {' '.join(WRK)}, {label}",
-                         "metric": "proxy replay --speed 0 / bare uvicorn raw ASGI (same stack), requests/s",
+                         "metric": "proxy replay --speed 0 / bare uvicorn raw ASGI (same stack), requests/s"
+                                   " (bare: its median round)",
                          "value": f"{v_rps:,.0f} / {b_rps:,.0f} = {v_rps / b_rps:.3f}{note}", "target": "",
                          "ok": None})
     return rows
