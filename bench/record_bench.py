@@ -195,7 +195,7 @@ PEERS = ("direct", "mitmdump", "bare mitmproxy", "proxy record")
 
 
 def run(quick: bool = False) -> list[dict]:
-    n, trials, firsts = (200, 3, 10) if quick else (1000, 7, 40)
+    n, trials, firsts = (200, 3, 10) if quick else (1000, 11, 80)
     lat = {p: [] for p in PEERS}
     ttfe = {p: [] for p in PEERS}
     cpu = {p: [0.0, 0.0] for p in PEERS}  # event loop thread, whole process
