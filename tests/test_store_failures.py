@@ -362,3 +362,26 @@ def test_a_damaged_events_page_does_not_fail_the_candidates_read_with_it(tmp_pat
         assert [it.seq for it in got] == [1, 2, 3, 4, 5]
         with pytest.raises(CassetteCorrupt):
             src.load_events(got[0])
+
+
+def test_a_damaged_table_name_is_a_cassette_error(tmp_path):
+    """Damage found by the random-damage property test: a table name in sqlite_master
+    turned into a blob made opening raise TypeError (sorting str with bytes) instead of
+    saying what the file is."""
+    import sqlite3
+
+    from proxy.store import CassetteError
+
+    path = tmp_path / "c.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("UPDATE sqlite_master SET name = CAST('t' AS BLOB) WHERE name = 't'")
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE u (a)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CassetteError, match="not a proxy cassette"):
+        Cassette.open(path)

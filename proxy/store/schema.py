@@ -120,12 +120,12 @@ def validate(conn: sqlite3.Connection, path: Path, upgrade_hint: bool = True) ->
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if app_id != APPLICATION_ID or "meta" not in tables:
-        what = ", ".join(sorted(tables)[:5]) or "no tables"
+        what = ", ".join(sorted(map(str, tables))[:5]) or "no tables"  # str: a damaged name can be a blob
         raise NotACassette(path, f"a SQLite database but not a proxy cassette (tables: {what})")
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     try:
         version = int(meta.get("schema_version", ""))
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a damaged value can be NULL
         raise CassetteCorrupt(path, "meta table has no valid schema_version") from None
     if version > SCHEMA_VERSION:
         raise NewerSchema(path, f"cassette schema version {version} is newer than this proxy supports "
