@@ -1284,11 +1284,23 @@ def _status(it: Interaction) -> int | None:
     return it.response.status if it.response else None
 
 
+_TARGETS_KEPT = 1024
+_targets: dict[tuple, str] = {}  # a client repeats its requests: each target is spelled once
+
+
 def _target(req: Request, origin: bool = False) -> str:
-    target = req.target
-    if len(target) > 200:
-        target = target[:199] + "…"
-    return f"{req.method.upper()} {req.origin if origin else ''}{target}"
+    key = (req.method, req.path, req.query, origin and req.origin)
+    spelled = _targets.get(key)
+    if spelled is None:
+        target = req.target
+        if len(target) > 200:
+            target = target[:199] + "…"
+        spelled = f"{req.method.upper()} {req.origin if origin else ''}{target}"
+        if len(spelled) <= 256:  # a long query is not kept: the memo stays small
+            if len(_targets) >= _TARGETS_KEPT:
+                _targets.clear()
+            _targets[key] = spelled
+    return spelled
 
 
 def _diff_with(recorded: bytes, fq: Print, rules) -> tuple[list[Difference], bool]:

@@ -68,7 +68,7 @@ class ReplayApp:
                     self._seen.clear()
                 self._seen[seen_key] = normalized
         try:
-            answer = engine.http(None, True, normalized=normalized)
+            answer = engine.http(None, True, None, normalized)  # positional: this runs per request
         except Exception as e:  # it may have used a recording: ASGI raises it (uvicorn's 500), matching nothing again
             return None, None, None, e
         if type(answer) is HttpScript and instant(answer):

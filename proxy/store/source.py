@@ -147,7 +147,6 @@ class SqliteSource:
         size = 0
         sql = f"{select} WHERE {where} AND i.seq <= ? ORDER BY i.seq LIMIT ?"
         for r in cassette._rows(cassette._read(sql, (*select_args, *args, self.last_seq, limit))):
-            self.rows_read += 1
             it = loaded.get(r[0])
             if it is None:
                 it = loaded[r[0]] = cassette._build(r, events)
@@ -158,6 +157,7 @@ class SqliteSource:
             size += len(it.request.body) + ROW_BYTES
             if max_bytes is not None and size >= max_bytes:
                 break
+        self.rows_read += len(out)
         return out
 
 
@@ -196,6 +196,11 @@ class _Candidates(Sequence):
         return self._len
 
     def __getitem__(self, i):
+        try:  # a candidate read already: what the matcher asks for most
+            if i >= 0:
+                return self._items[i]
+        except (IndexError, TypeError):  # not read yet, or a slice
+            pass
         if isinstance(i, slice) or i < 0:
             while self._more():
                 pass
