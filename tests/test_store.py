@@ -547,6 +547,27 @@ def test_small_candidates_come_with_their_events_and_no_query_of_their_own(tmp_p
         assert src.load_events(its[3]).chunks[1].data == b"data: two\n\n"
 
 
+def test_repeated_recordings_share_what_repeats_and_keep_their_own_times(tmp_path):
+    """The replay source reads the Nth recording of one exchange as the one before it but for
+    its seq and times: request and response shared, chunk lists its own. One that differs
+    anywhere else (here a response header) is made whole."""
+    path = tmp_path / "c.db"
+    its = [http(1), http(1), http(1), http(1)]
+    for i, it in enumerate(its):
+        it.started_at, it.ttfb, it.duration = 1_700_000_000.0 + i, 0.001 * (i + 1), 0.5 + i
+    its[3].response.headers.append(("x-request-id", "other"))
+    make(path, its)
+    with Cassette.open(path) as c:
+        got = list(c.source().candidates(("http", "POST", "/v1/responses", "")))
+    assert [it.seq for it in got] == [1, 2, 3, 4]
+    assert got[1].request is got[0].request and got[2].response is got[0].response
+    assert got[3].response is not got[0].response and got[3].response.headers[-1] == ("x-request-id", "other")
+    assert [(it.started_at, it.ttfb, it.duration) for it in got] == [
+        (1_700_000_000.0 + i, 0.001 * (i + 1), 0.5 + i) for i in range(4)]
+    assert got[1].chunks == got[0].chunks == its[0].chunks and got[1].chunks is not got[0].chunks
+    assert [snapshot(it) for it in got] == [snapshot(it) for it in its]
+
+
 def test_a_file_older_than_the_http_version_column_is_read_and_appended_to(tmp_path):
     import sqlite3
 

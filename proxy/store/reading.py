@@ -34,6 +34,7 @@ FROM_EVENTS = FROM + " LEFT JOIN events e ON e.seq = i.seq AND e.part = 0"
 # record can turn a path into a number). None means NULL is allowed too.
 _S, _I, _R, _B = (str,), (int,), (float, int), (bytes,)
 _N = (type(None),)
+_R_N = _R + _N
 ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, _S + _N, _R + _N, _R + _N, _S, _S,
              _I + _N, _S + _N, _S + _N, _B + _N, _I, _I, _S + _N)
 # ROW and, where the file has the column (schema.OPTIONAL), the client's HTTP version.
@@ -59,6 +60,7 @@ class CassetteReader:
         self._conn = conn
         self._blobs = Blobs(self._dictionary)
         self._events_seen: dict[bytes, tuple[list, list]] = {}  # see _events_into
+        self._last_built: tuple | None = None  # (row, interaction, chunks, frames) of the last _build with events
         have = {r[1] for r in conn.execute("PRAGMA table_info(interactions)")}
         self.has_http_version = "http_version" in have
         self._row = ROW_FULL if self.has_http_version else ROW
@@ -269,8 +271,21 @@ class CassetteReader:
         ``events``, SMALL_EVENTS instead: its chunks and frames are filled in when that column
         holds them all, undamaged; else left for ``load_events``, which checks them).
         Replay reads a row per request: what repeats (types checked, headers parsed, events
-        made) is looked up here, and the functions that make it are called only when new."""
+        made) is looked up here, and the functions that make it are called only when new.
+        With ``events`` (the replay source's rows), a row that repeats the one before but for
+        its seq and times (the Nth recording of one exchange) shares that one's request,
+        response and events; a column equal by value but of another type (443.0 for 443) is
+        then not told apart here, as it is by ``verify``, which replay runs on every row."""
         seq = r[0]
+        last = self._last_built
+        if (events and last is not None and r[1:8] == last[0][1:8] and r[9:14] == last[0][9:14]
+                and r[16:] == last[0][16:] and type(seq) is int and type(r[8]) in _R
+                and type(r[14]) in _R_N and type(r[15]) in _R_N):
+            # The same exchange as the row before (the Nth recording of a repeated request): its
+            # request, response and events are shared, not made again (replay changes none of them)
+            it = last[1]
+            return Interaction(it.kind, it.request, it.response, list(last[2]), list(last[3]), r[14], r[15], it.end,
+                               it.end_detail, it.close, r[8], seq, seq)
         try:
             if tuple(map(type, r)) not in (_EVENTS_SIGNATURES if events else _ROW_SIGNATURES):
                 _check_types(r, events)
@@ -305,6 +320,8 @@ class CassetteReader:
                 self._check_count(it, r[22])
             except CassetteCorrupt:  # damaged, or not all of them: load_events reads (and checks) them
                 it.chunks, it.frames = [], []
+        if events:
+            self._last_built = (r, it, tuple(it.chunks), tuple(it.frames))
         return it
 
 
@@ -331,7 +348,8 @@ _KINDS = {k.value: k for k in Kind}  # a dict lookup: Kind(value) costs a call i
 _ENDS = {e.value: e for e in End}
 
 # Header lists by their stored text: a cassette repeats the same request headers in every
-# row, and often the same response headers. Each row gets its own list (callers may change it).
+# row, and often the same response headers. Each row gets its own list (callers may change it),
+# but for the replay source's repeated rows (see _build), which share their request and response.
 _HEADERS_KEPT = 4096
 _headers_seen: dict[str, tuple] = {}
 
