@@ -547,6 +547,32 @@ def test_small_candidates_come_with_their_events_and_no_query_of_their_own(tmp_p
         assert src.load_events(its[3]).chunks[1].data == b"data: two\n\n"
 
 
+def test_candidates_with_large_frames_sent_wait_for_their_match(tmp_path):
+    """A candidate's events came with its row when it had few events and few bytes of server
+    data; body_bytes counts no client data, so WebSocket sessions of a few large frames sent
+    (audio, files) were read whole with every candidates page and kept by the indexed key:
+    here 40 MB for 20 sessions never matched. They wait for their match, as large answers do."""
+    import os
+
+    path = tmp_path / "c.db"
+    its = []
+    for i in range(20):
+        frames = [Frame(Direction.CLIENT, False, 0.01 * j, os.urandom(2**18)) for j in range(8)]
+        frames.append(Frame(Direction.SERVER, True, 0.5, b'{"ok": %d}' % i))
+        its.append(Interaction(Kind.WEBSOCKET, Request("GET", "/v1/realtime", "", [("upgrade", "websocket")]),
+                               Response(101, "Switching Protocols", []), frames=frames, end=End.COMPLETE,
+                               started_at=1_700_000_000.0 + i))
+    its.append(session(21))  # a small session still comes with its frames
+    make(path, its)
+    with Cassette.open(path) as c:
+        src = c.source()
+        got = list(src.candidates(("ws", "GET", "/v1/realtime", "")))
+        assert [len(it.frames) for it in got] == [0] * 20
+        assert len(src.load_events(got[3]).frames) == 9 and got[3].frames[-1].payload == b'{"ok": 3}'
+        small = list(src.candidates(("ws", "GET", "/v1/responses", "model=x")))
+        assert [len(it.frames) for it in small] == [4]
+
+
 def test_repeated_recordings_share_what_repeats_and_keep_their_own_times(tmp_path):
     """The replay source reads the Nth recording of one exchange as the one before it but for
     its seq and times: request and response shared, chunk lists its own. One that differs

@@ -40,11 +40,12 @@ ROW_TYPES = (_I, _S, _S, _S, _S, _I, _S, _S, _R, _S, _S + _N, _I + _N, _S + _N, 
 # ROW and, where the file has the column (schema.OPTIONAL), the client's HTTP version.
 ROW_FULL = ROW + ", i.http_version"
 # A column to follow ROW (``_build(r, events=True)``): the stored events of a recording with
-# at most ? events and ? bytes of server data, when they are one part (a finished recording's
-# are), else NULL. One query then reads a small exchange whole: a second query per
+# at most ? events and ? bytes of server data, stored in at most ? bytes (client frames are no
+# server data: a session of a few large frames sent is not small), when they are one part (a
+# finished recording's are), else NULL. One query then reads a small exchange whole: a second query per
 # recording for its events cost as much as its row. FROM_EVENTS is FROM for it (a join:
 # half the cost of a subquery per row).
-SMALL_EVENTS = "CASE WHEN i.event_count <= ? AND i.body_bytes <= ? THEN e.data END"
+SMALL_EVENTS = "CASE WHEN i.event_count <= ? AND i.body_bytes <= ? AND length(e.data) <= ? THEN e.data END"
 
 SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
            "event_count", "body_bytes", "close_code", "scheme", "host", "port")

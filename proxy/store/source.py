@@ -31,6 +31,9 @@ AHEAD_BYTES = 64 * 2**10  # ... and this many bytes of server data (few events c
 # matched. Bounded, as an indexed key keeps every candidate it read.
 ROW_EVENTS = 16
 ROW_EVENTS_BYTES = 4096
+# ... and if they are stored in at most this many bytes: body_bytes counts no client data, and
+# a WebSocket session's few frames sent (audio, files) can be megabytes.
+ROW_EVENTS_STORED = 2 * ROW_EVENTS_BYTES
 
 _KEY = "i.match_class = ? AND i.path = ? AND upper(i.method) = ? AND i.match_query = ?"
 
@@ -134,8 +137,8 @@ class SqliteSource:
             if not events:
                 return self._page(f"SELECT {ROW} FROM {FROM}", (), where, args, limit, max_bytes)
             try:
-                return self._page(f"SELECT {ROW}, {SMALL_EVENTS} FROM {FROM_EVENTS}", (ROW_EVENTS, ROW_EVENTS_BYTES),
-                                  where, args, limit, max_bytes)
+                return self._page(f"SELECT {ROW}, {SMALL_EVENTS} FROM {FROM_EVENTS}",
+                                  (ROW_EVENTS, ROW_EVENTS_BYTES, ROW_EVENTS_STORED), where, args, limit, max_bytes)
             except CassetteCorrupt:  # maybe a damaged events page: load_events says so, for its recording only
                 return self._page(f"SELECT {ROW} FROM {FROM}", (), where, args, limit, max_bytes)
 
