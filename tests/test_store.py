@@ -594,6 +594,27 @@ def test_repeated_recordings_share_what_repeats_and_keep_their_own_times(tmp_pat
     assert [snapshot(it) for it in got] == [snapshot(it) for it in its]
 
 
+def test_candidates_whose_few_stored_bytes_open_to_megabytes_wait_for_their_match(tmp_path):
+    """A candidate's events come with its row when few bytes are stored; a session of large
+    client frames of one repeated byte is stored in a few hundred (zstd), and opened with
+    every candidates page it was kept by the indexed key: 20 of them held 40 MB unmatched."""
+    from proxy.store.reading import SMALL_EVENTS_OPEN
+
+    path = tmp_path / "c.db"
+    its = []
+    for i in range(1, 4):
+        it = session(i)
+        it.frames = [Frame(Direction.CLIENT, False, 0.1 * j, b"\0" * 2**20) for j in range(2)]
+        its.append(it)
+    make(path, its)
+    assert max(len(d) for (d,) in raw(path, "SELECT data FROM events")) < 8 * 2**10  # few bytes stored
+    with Cassette.open(path) as c:
+        src = c.source()
+        got = list(src.candidates(("ws", "GET", "/v1/responses", "model=x")))
+        assert [len(it.frames) for it in got] == [0, 0, 0]
+        assert sum(len(f.payload) for f in src.load_events(got[1]).frames) == 2 * 2**20 > SMALL_EVENTS_OPEN
+
+
 def test_a_file_older_than_the_http_version_column_is_read_and_appended_to(tmp_path):
     import sqlite3
 

@@ -45,6 +45,7 @@ ROW_FULL = ROW + ", i.http_version"
 # finished recording's are), else NULL. One query then reads a small exchange whole: a second query per
 # recording for its events cost as much as its row. FROM_EVENTS is FROM for it (a join:
 # half the cost of a subquery per row).
+SMALL_EVENTS_OPEN = 16 * 2**10  # ... and whose events, open, are at most this many bytes (_build checks)
 SMALL_EVENTS = "CASE WHEN i.event_count <= ? AND i.body_bytes <= ? AND length(e.data) <= ? THEN e.data END"
 
 SUMMARY = ("seq", "kind", "started_at", "method", "path", "query", "status", "ttfb", "duration", "end", "end_detail",
@@ -319,6 +320,10 @@ class CassetteReader:
             try:
                 self._events_into(it, r[24])
                 self._check_count(it, r[22])
+                # few bytes stored can open to megabytes (a repeated byte compresses 1000:1): a
+                # candidate keeps its events only if they are small open too
+                if sum(len(c.data) for c in it.chunks) + sum(len(f.payload) for f in it.frames) > SMALL_EVENTS_OPEN:
+                    it.chunks, it.frames = [], []
             except CassetteCorrupt:  # damaged, or not all of them: load_events reads (and checks) them
                 it.chunks, it.frames = [], []
         if events:
